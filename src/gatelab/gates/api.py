@@ -1,0 +1,240 @@
+"""Attach gates to any model, penalise them, and train with the estimator's extra pass."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from gatelab.errors import GatelabError, check_choice
+from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
+from gatelab.gates.gate import Gate, GateMask
+from gatelab.gates.graph import NORMS, trace, unit_groups
+
+GRANULARITIES = ("weight", "neuron", "channel", "structured")
+
+
+@dataclass
+class GateConfig:
+    """How a model was sparsified; saved beside checkpoints."""
+
+    granularity: str = "structured"
+    estimator: str = "arm"
+    gate_function: str = "scaled_sigmoid"
+    k: float = 7.0
+    lam: dict = field(default_factory=dict)  # gated layer -> lambda (per N training examples)
+    keep_prob: dict = field(default_factory=dict)  # gated layer -> initial P(open)
+    skipped: dict = field(default_factory=dict)  # layer -> why it was not gated
+    input_shape: list | None = None  # one example's shape, recorded at the first forward
+
+
+def _per_layer(what: str, value, names: list[str], valid: Callable[[float], bool], accepted: str) -> dict:
+    """Spread a float, a sequence (one per gated layer) or a mapping over the layer names."""
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise GatelabError(f"{what} names unknown layers {sorted(unknown)}; gated layers: {names}")
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise GatelabError(f"{what} gives no value for gated layers {missing}")
+        out = {n: float(value[n]) for n in names}
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != len(names):
+            raise GatelabError(f"{what} has {len(value)} values for {len(names)} gated layers {names}")
+        out = {n: float(v) for n, v in zip(names, value)}
+    else:
+        out = {n: float(value) for n in names}
+    for n, v in out.items():
+        if not valid(v):
+            raise GatelabError(f"{what} for {n!r} is {v}; accepted: {accepted}")
+    return out
+
+
+def _candidates(model: nn.Module, granularity: str) -> dict[str, str]:
+    """Layer name -> the kind of gate it gets at this granularity."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) and granularity in ("weight", "neuron", "structured"):
+            out[name] = "weight" if granularity == "weight" else "neuron"
+        elif isinstance(m, nn.Conv2d) and granularity in ("weight", "channel", "structured"):
+            out[name] = "weight" if granularity == "weight" else "channel"
+    return out
+
+
+def sparsify(model: nn.Module, granularity: str = "structured", estimator: str = "arm",
+             lam: float | Sequence[float] | Mapping[str, float] = 0.1,
+             keep_prob: float | Sequence[float] | Mapping[str, float] = 0.5,
+             gate_function: str = "scaled_sigmoid", k: float = 7.0,
+             layers: Sequence[str] | None = None) -> nn.Module:
+    """Put stochastic binary gates on ``model``'s layers (in place) and return it.
+
+    granularity: ``weight`` (every weight of Linear and Conv2d), ``neuron``
+      (the input neurons of each Linear, as in both papers), ``channel`` (the
+      output channels of each Conv2d, with any BatchNorm on their way), or
+      ``structured`` (neurons and channels together: the papers' setting).
+    estimator: ``arm`` (the paper's), ``ar``, ``hard_concrete`` or ``straight_through``.
+    lam: the L0 strength per N training examples (the paper's lambda; a float,
+      one per gated layer, or a mapping by layer name).
+    keep_prob: the initial probability that a gate is open.
+    gate_function, k: g(phi) for the Bernoulli estimators (``scaled_sigmoid``
+      sigmoid(k phi), ``sigmoid``, ``hard_sigmoid``).
+    layers: restrict gating to these layer names.
+
+    Conv2d channels that flow into a residual addition (or anything else that
+    keeps a zeroed channel from being removed) are left ungated; ``summary``
+    lists them with the reason.
+    """
+    check_choice("granularity", granularity, GRANULARITIES)
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("gate function", gate_function, GATE_FUNCTIONS)
+    if getattr(model, "gatelab_gates", None) is not None:
+        raise GatelabError("this model already has gates; sparsify a fresh model")
+    kinds = _candidates(model, granularity)
+    skipped: dict[str, str] = {}
+    if layers is not None:
+        unknown = [n for n in layers if n not in kinds]
+        if unknown:
+            raise GatelabError(f"cannot gate {unknown} at granularity {granularity!r}; "
+                               f"gateable layers: {sorted(kinds)}")
+        kinds = {n: kinds[n] for n in layers}
+    groups = unit_groups(model, trace(model)) if "channel" in kinds.values() else {}
+    modules = dict(model.named_modules())
+    for name in [n for n, kind in kinds.items() if kind == "channel"]:
+        group = groups[name]
+        reason = group.blocked
+        if reason is None and any(not modules[b].affine for b in group.norms):
+            reason = "a BatchNorm without affine parameters follows it"
+        if reason is not None:
+            reason = f"its channels cannot be removed: {reason}"
+            if layers is not None:
+                raise GatelabError(f"layer {name!r}: {reason}")
+            skipped[name] = reason
+            del kinds[name]
+    if not kinds:
+        raise GatelabError(
+            f"{type(model).__name__} has no layer that can be gated at granularity {granularity!r}"
+            + (f" ({'; '.join(f'{n}: {r}' for n, r in skipped.items())})" if skipped else "")
+            + "; gates go on nn.Linear (weight, neuron) and nn.Conv2d (weight, channel)")
+    names = list(kinds)
+    lams = _per_layer("lam", lam, names, lambda v: v >= 0, "a number >= 0")
+    keeps = _per_layer("keep_prob", keep_prob, names, lambda v: 0 < v < 1, "a probability in (0, 1)")
+    est = make_estimator(estimator, gate_function, k)
+    for name, kind in kinds.items():
+        layer = modules[name]
+        w = layer.weight
+        if kind == "weight":
+            gate = Gate(tuple(w.shape), est, keeps[name], 1, lams[name], name)
+            parametrize.register_parametrization(layer, "weight", GateMask(gate, None))
+        elif kind == "neuron":
+            gate = Gate((w.shape[1],), est, keeps[name], w.shape[0], lams[name], name)
+            parametrize.register_parametrization(layer, "weight", GateMask(gate, 1))
+        else:
+            size = w[0].numel() + (layer.bias is not None)
+            gate = Gate((w.shape[0],), est, keeps[name], size, lams[name], name)
+            targets = [(layer, "weight"), (layer, "bias")] + [
+                (modules[b], p) for b in groups[name].norms for p in ("weight", "bias")]
+            for mod, pname in targets:
+                if getattr(mod, pname, None) is not None:
+                    parametrize.register_parametrization(mod, pname, GateMask(gate, 0))
+        gate.to(w.device)
+    model.gatelab_gates = GateConfig(granularity, estimator, gate_function, k, lams, keeps, skipped)
+    model.register_forward_pre_hook(_before_forward)
+    return model
+
+
+def _before_forward(model: nn.Module, args) -> None:
+    """Draw fresh gates for every training forward, unless a train step is steering them."""
+    config = model.gatelab_gates
+    if config.input_shape is None and args and torch.is_tensor(args[0]):
+        config.input_shape = list(args[0].shape[1:])
+    if model.training and not getattr(model, "_gatelab_steering", False):
+        resample(model)
+
+
+def gates(model: nn.Module) -> list[Gate]:
+    """The model's gates, in layer order."""
+    found = [m for m in model.modules() if isinstance(m, Gate)]
+    if not found:
+        raise GatelabError(f"{type(model).__name__} has no gates; call gatelab.gates.sparsify(model) first")
+    return found
+
+
+def resample(model: nn.Module) -> None:
+    """Draw new uniform noise for every gate."""
+    for g in gates(model):
+        g.resample_()
+
+
+def l0_penalty(model: nn.Module) -> torch.Tensor:
+    """The expected number of open gates: the sum over gates of P(z != 0)."""
+    return sum(g.prob_open().sum() for g in gates(model))
+
+
+def expected_l0(model: nn.Module) -> torch.Tensor:
+    """The expected number of parameters that the gates leave on."""
+    return sum(g.group_size * g.prob_open().sum() for g in gates(model))
+
+
+def regularizer(model: nn.Module, dataset_size: int) -> torch.Tensor:
+    """The papers' penalty: sum over layers of lambda / N times the layer's expected L0 norm."""
+    return sum(g.lam / dataset_size * g.group_size * g.prob_open().sum() for g in gates(model))
+
+
+@contextlib.contextmanager
+def _steering(model: nn.Module):
+    model._gatelab_steering = True
+    try:
+        yield
+    finally:
+        model._gatelab_steering = False
+
+
+def _set_antithetic(model_gates: list[Gate], value: bool) -> None:
+    for g in model_gates:
+        g.antithetic = value
+
+
+def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+               optimizer: torch.optim.Optimizer, dataset_size: int,
+               criterion: Callable = F.cross_entropy) -> dict:
+    """One optimiser step on data loss + L0 regularizer, with the estimator's gradient for the gates.
+
+    ARM runs a second, gradient-free forward pass on the antithetic gates that
+    share the same uniform draw; AR and the relaxations need one pass. Returns
+    the losses as floats and the detached ``outputs`` of the main pass.
+    """
+    if dataset_size <= 0:
+        raise GatelabError(f"dataset_size must be a positive count of training examples, got {dataset_size}")
+    model_gates = gates(model)
+    estimator = model_gates[0].estimator
+    model.train()
+    with _steering(model):
+        resample(model)
+        f_anti = None
+        if estimator.passes == 2:
+            _set_antithetic(model_gates, True)
+            try:
+                with torch.no_grad():
+                    f_anti = criterion(model(inputs), targets)
+            finally:
+                _set_antithetic(model_gates, False)
+        outputs = model(inputs)
+        data_loss = criterion(outputs, targets)
+        reg = regularizer(model, dataset_size)
+        loss = data_loss + reg
+        for g in model_gates:
+            term = estimator.surrogate(g.phi, g.u, data_loss.detach(), f_anti)
+            if term is not None:
+                loss = loss + term
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for g in model_gates:
+            estimator.constrain_(g.phi)
+    return {"loss": float(data_loss.detach() + reg.detach()), "data_loss": float(data_loss.detach()), "regularizer": float(reg.detach()),
+            "outputs": outputs.detach()}

@@ -1,0 +1,37 @@
+"""``gatelab reproduce``: list and run paper reproductions."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="run a paper's headline experiment and write a report",
+                       description="Run paper reproductions. Each run writes report.md, results.json "
+                                   "and PNG plots into a fresh folder under --out.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="reproductions to run (see --list)")
+    p.add_argument("--list", action="store_true", help="list the reproductions and exit")
+    p.add_argument("--all", action="store_true", help="run every reproduction")
+    p.add_argument("--quick", action="store_true", help="a few-minute version of the experiment")
+    p.add_argument("--out", default="runs", help="folder for run folders (default: runs)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    from gatelab.errors import GatelabError
+    from gatelab.reproduce import available, get, run
+
+    known = available()
+    if args.list:
+        for name, rep in known.items():
+            print(f"{name:18s} {rep.title}")
+        return 0
+    names = list(known) if args.all else args.names
+    if not names:
+        raise GatelabError("name a reproduction, or pass --all or --list; accepted: " + ", ".join(known))
+    for name in names:  # check every name before running any
+        get(name)
+    for name in names:
+        run(name, quick=args.quick, out=args.out, seed=args.seed)
+    return 0
