@@ -241,6 +241,12 @@ class Word2Vec:
         n_syncs = full_syncs = 0
         total_rounds = rounds_per_epoch * epochs
         t0 = time.perf_counter()
+        torch_threads = None
+        if backend == "torch" and str(cfg.device).startswith("cpu"):
+            import torch
+
+            torch_threads = torch.get_num_threads()   # on cpu, ``workers`` is torch's thread count
+            torch.set_num_threads(cfg.workers)
         try:
             for epoch in range(epochs):
                 for r in range(rounds_per_epoch):
@@ -274,6 +280,8 @@ class Word2Vec:
                         bar.set_postfix_str(f"lr {jobs[-1][2] if jobs else 0:.5f}  "
                                             f"{raw_total * world / max(elapsed, 1e-9) / 1e3:.0f}k words/s")
         finally:
+            if torch_threads is not None:
+                torch.set_num_threads(torch_threads)
             if pool is not None:
                 pool.shutdown()
             if bar is not None:
