@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -265,16 +266,18 @@ class KeyedVectors:
 
 
 def _looks_binary(fh, dim: int) -> bool:
-    """Peek after the header: a text file's first row is a word followed by ``dim`` numbers."""
+    """Peek after the header: a text file's first row is printable UTF-8; float32 bytes are not.
+
+    (The bytes of ``dim`` little-endian floats are all printable only by rare accident.)
+    """
     pos = fh.tell()
-    head = fh.read(64 + 32 * dim)
+    head = fh.read(64 + 4 * dim)
     fh.seek(pos)
-    line = head.split(b"\n", 1)[0]
+    body = head.lstrip(b"\n")
+    word_end = body.find(b" ")
+    sample = body[word_end + 1:word_end + 1 + 4 * dim] if word_end >= 0 else body
     try:
-        parts = line.decode("utf-8").rstrip().split(" ")
-        if len(parts) == dim + 1:
-            [float(p) for p in parts[1:]]
-            return False
-    except (UnicodeDecodeError, ValueError):
-        pass
-    return True
+        text = codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return True
+    return any(ord(ch) < 32 and ch not in "\n\r\t" for ch in text)

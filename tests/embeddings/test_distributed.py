@@ -1,0 +1,66 @@
+"""Two processes on gloo: each trains on its shard, the models are averaged, and they end equal."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch.multiprocessing as mp
+
+from gatelab.embeddings import KeyedVectors
+
+from .conftest import planted_sentences
+
+
+def _worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    from gatelab.embeddings import Word2Vec
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        sents, _ = planted_sentences(n_sentences=2000)
+        model = Word2Vec(vector_size=24, window=3, min_count=1, sample=0, epochs=3, workers=1, seed=5,
+                         chunk_words=1000, min_sync_words=16)
+        model.build_vocab(sents)
+        model.train()
+        kv = model.wv
+        kv.save_word2vec_format(os.path.join(out_dir, f"rank{rank}.bin"), binary=True)
+        np.save(os.path.join(out_dir, f"out{rank}.npy"), model.syn1neg)
+        np.save(os.path.join(out_dir, f"stats{rank}.npy"),
+                np.array([model.train_stats_["raw_words"], model.train_stats_["syncs"]]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_agree(tmp_path):
+    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
+    a = KeyedVectors.load_word2vec_format(tmp_path / "rank0.bin")
+    b = KeyedVectors.load_word2vec_format(tmp_path / "rank1.bin")
+    assert a.index_to_key == b.index_to_key
+    np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "out0.npy"), np.load(tmp_path / "out1.npy"), atol=1e-6)
+    raw, syncs = np.load(tmp_path / "stats0.npy")
+    assert raw == 3 * 2000 * 12 and syncs > 1      # all words of both shards, several syncs
+    # the averaged model still learned the planted groups
+    sims = a.unit_vectors()
+    g0 = [a.key_to_index[f"g0w{i}"] for i in range(8)]
+    g1 = [a.key_to_index[f"g1w{i}"] for i in range(8)]
+    assert (sims[g0] @ sims[g0].T).mean() > (sims[g0] @ sims[g1].T).mean() + 0.3
+
+
+def test_torchrun_cli(tmp_path):
+    sents, _ = planted_sentences(n_sentences=1000)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(s) for s in sents) + "\n")
+    out = tmp_path / "v.bin"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "gatelab", "word2vec", "train", str(corpus), "--out", str(out), "--min-count", "1",
+           "--size", "16", "--epochs", "2", "--workers", "1", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 process(es)" in proc.stdout
+    kv = KeyedVectors.load_word2vec_format(out)
+    assert len(kv) == 80 and kv.vector_size == 16
