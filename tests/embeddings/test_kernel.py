@@ -4,13 +4,23 @@ import numpy as np
 import pytest
 import torch
 
-from gatelab.embeddings._kernel import batch_update, draw_negatives, train_chunk
+from gatelab.embeddings._kernel import (EXP_TABLE_SIZE, MAX_EXP, SIGMOID_TABLE, batch_update, draw_negatives,
+                                        train_chunk)
 from gatelab.embeddings.torch_backend import TorchTrainer
 
 M64 = (1 << 64) - 1
 
 
-def reference_update(w_in, w_out, ctx, outs, mult, alpha):
+def exact_sigmoid(s):
+    return 1 / (1 + np.exp(-s))
+
+
+def table_sigmoid(s):
+    """word2vec.c's table look-up, which the compiled kernel uses."""
+    return float(SIGMOID_TABLE[int((np.float32(s) + MAX_EXP) * (EXP_TABLE_SIZE / MAX_EXP / 2))])
+
+
+def reference_update(w_in, w_out, ctx, outs, mult, alpha, sigmoid=exact_sigmoid):
     """The math of one window, written the plain way: every pair (context, output) on its own."""
     w_in, w_out = w_in.astype(np.float64), w_out.astype(np.float64)
     d_in, d_out = np.zeros_like(w_in), np.zeros_like(w_out)
@@ -18,7 +28,7 @@ def reference_update(w_in, w_out, ctx, outs, mult, alpha):
         for k, o in enumerate(outs):
             s = w_in[c] @ w_out[o]
             label = 1.0 if k == 0 else 0.0
-            sig = 1.0 if s > 6 else 0.0 if s < -6 else 1 / (1 + np.exp(-s))
+            sig = 1.0 if s > 6 else 0.0 if s < -6 else sigmoid(s)
             g = alpha * mult[k] * (label - sig)
             d_out[o] += g * w_in[c]
             d_in[c] += g * w_out[o]
@@ -36,13 +46,18 @@ def test_batch_update_equals_reference():
     outs = np.array([5, 9, 3, 21], dtype=np.int32)             # centre word first, then noise
     mult = np.array([1, 2, 1, 1], dtype=np.float32)            # noise word 9 drawn twice
     alpha = 0.3
-    exp_in, exp_out = reference_update(w_in, w_out, ctx, outs, mult, alpha)
+    exp_in, exp_out = reference_update(w_in, w_out, ctx, outs, mult, alpha, sigmoid=table_sigmoid)
     a, b = w_in.copy(), w_out.copy()
     x = np.empty((8, 16), np.float32); y = np.empty((8, 16), np.float32); g = np.empty((8, 8), np.float32)
     batch_update(a, b, ctx, len(ctx), outs, mult, len(outs), alpha, x, y, g)
     np.testing.assert_allclose(a, exp_in, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(b, exp_out, rtol=1e-5, atol=1e-5)
     assert not np.allclose(a, w_in)  # the update did something
+    # and the table is close to the exact sigmoid
+    exact_in, exact_out = reference_update(w_in, w_out, ctx, outs, mult, alpha)
+    np.testing.assert_allclose(a, exact_in, atol=5e-3)
+    grid = np.linspace(-5.99, 5.99, 2001)
+    assert max(abs(table_sigmoid(v) - exact_sigmoid(v)) for v in grid) < 3e-3
 
 
 def test_saturated_scores_follow_word2vec():

@@ -239,7 +239,6 @@ class Word2Vec:
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         raw_total = eff_total = 0
         n_syncs = full_syncs = 0
-        total_rounds = rounds_per_epoch * epochs
         t0 = time.perf_counter()
         torch_threads = None
         if backend == "torch" and str(cfg.device).startswith("cpu"):
@@ -247,38 +246,45 @@ class Word2Vec:
 
             torch_threads = torch.get_num_threads()   # on cpu, ``workers`` is torch's thread count
             torch.set_num_threads(cfg.workers)
+        def job(epoch, k):
+            p0 = (epoch * shard_tokens + corpus.chunks[k] - corpus.chunks[lo]) / (epochs * shard_tokens)
+            p1 = (epoch * shard_tokens + corpus.chunks[k + 1] - corpus.chunks[lo]) / (epochs * shard_tokens)
+            seed = (cfg.seed * 1_000_003 + epoch * (n + 1) + k + 1) & 0x7FFFFFFFFFFFFFFF
+            return k, alpha_at(p0), alpha_at(p1), seed
+
+        if dist is None:
+            # one process: a single queue of every chunk of every epoch, no barrier between them
+            rounds = [[job(e, k) for e in range(epochs) for k in my_chunks]]
+        else:
+            # several processes: rounds of ``round_size`` chunks, the same number on every process,
+            # so that all of them reach each model synchronisation together
+            rounds = [[job(e, k) for k in my_chunks[r * round_size:(r + 1) * round_size]]
+                      for e in range(epochs) for r in range(rounds_per_epoch)]
+        total_rounds = len(rounds)
         try:
-            for epoch in range(epochs):
-                for r in range(rounds_per_epoch):
-                    jobs = []
-                    for k in my_chunks[r * round_size:(r + 1) * round_size]:
-                        p0 = (epoch * shard_tokens + corpus.chunks[k] - corpus.chunks[lo]) / (epochs * shard_tokens)
-                        p1 = (epoch * shard_tokens + corpus.chunks[k + 1] - corpus.chunks[lo]) / (epochs * shard_tokens)
-                        seed = (cfg.seed * 1_000_003 + epoch * (n + 1) + k + 1) & 0x7FFFFFFFFFFFFFFF
-                        jobs.append((k, alpha_at(p0), alpha_at(p1), seed))
-                    if pool is not None:
-                        results = list(pool.map(lambda j: run(*j), jobs))
-                    else:
-                        results = [run(*j) for j in jobs]
-                    raw = sum(int(a) for a, _ in results)
-                    raw_total += raw
-                    eff_total += sum(int(b) for _, b in results)
-                    done_round = epoch * rounds_per_epoch + r + 1
-                    if dist is not None and (done_round % cfg.sync_every == 0 or done_round == total_rounds):
-                        n_syncs += 1
-                        rows = min(len(vocab), cfg.min_sync_words << _trailing_zeros(n_syncs))
-                        progress_now = done_round / total_rounds
-                        if cfg.full_sync_times and progress_now >= (full_syncs + 1) / (cfg.full_sync_times + 1):
-                            full_syncs += 1
-                            rows = len(vocab)
-                        if done_round == total_rounds:
-                            rows = len(vocab)
-                        self._average_rows(dist, tensors, rows, world)
+            for done_round, jobs in enumerate(rounds, 1):
+                if pool is not None:
+                    futures = [pool.submit(run, *j) for j in jobs]
+                    results = (f.result() for f in futures)
+                else:
+                    results = (run(*j) for j in jobs)
+                for j, (raw, eff) in zip(jobs, results):
+                    raw_total += int(raw)
+                    eff_total += int(eff)
                     if bar is not None:
-                        bar.update(raw * world)
+                        bar.update(int(raw) * world)
                         elapsed = time.perf_counter() - t0
-                        bar.set_postfix_str(f"lr {jobs[-1][2] if jobs else 0:.5f}  "
+                        bar.set_postfix_str(f"lr {j[2]:.5f}  "
                                             f"{raw_total * world / max(elapsed, 1e-9) / 1e3:.0f}k words/s")
+                if dist is not None and (done_round % cfg.sync_every == 0 or done_round == total_rounds):
+                    n_syncs += 1
+                    rows = min(len(vocab), cfg.min_sync_words << _trailing_zeros(n_syncs))
+                    if cfg.full_sync_times and done_round / total_rounds >= (full_syncs + 1) / (cfg.full_sync_times + 1):
+                        full_syncs += 1
+                        rows = len(vocab)
+                    if done_round == total_rounds:
+                        rows = len(vocab)
+                    self._average_rows(dist, tensors, rows, world)
         finally:
             if torch_threads is not None:
                 torch.set_num_threads(torch_threads)
