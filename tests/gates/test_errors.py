@@ -28,8 +28,8 @@ def test_impossible_hyperparameters():
         sparsify(nn.Linear(3, 2), lam=-0.1)
     with pytest.raises(GatelabError, match="keep_prob"):
         sparsify(nn.Linear(3, 2), keep_prob=1.0)
-    with pytest.raises(GatelabError, match="positive finite"):
-        sparsify(nn.Linear(3, 2), k=0)
+    with pytest.raises(GatelabError, match="finite number >= 0"):
+        sparsify(nn.Linear(3, 2), k=-1)
     with pytest.raises(GatelabError, match="3 gated layers"):
         sparsify(nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 2)), lam=[0.1, 0.1])
     model = sparsify(nn.Linear(3, 2))
