@@ -38,8 +38,8 @@ class GateFunction:
     name = ""
 
     def __init__(self, k: float = 7.0):
-        if not (k > 0 and math.isfinite(k)):
-            raise GatelabError(f"gate slope k must be a positive finite number, got {k}")
+        if not (k >= 0 and math.isfinite(k)):
+            raise GatelabError(f"gate slope k must be a finite number >= 0 (0: dropout), got {k}")
         self.k = float(k)
 
     def prob(self, phi: torch.Tensor) -> torch.Tensor:
@@ -65,7 +65,8 @@ class ScaledSigmoid(GateFunction):
         return self.k * phi
 
     def init_phi(self, keep_prob):
-        return math.log(keep_prob / (1 - keep_prob)) / self.k
+        logit = math.log(keep_prob / (1 - keep_prob))
+        return logit / self.k if self.k > 0 else logit
 
 
 class PlainSigmoid(ScaledSigmoid):
@@ -86,7 +87,7 @@ class HardSigmoid(GateFunction):
         return (self.k * phi / 7.0 + 0.5).clamp(0.0, 1.0)
 
     def init_phi(self, keep_prob):
-        return (keep_prob - 0.5) * 7.0 / self.k
+        return (keep_prob - 0.5) * 7.0 / self.k if self.k > 0 else keep_prob - 0.5
 
 
 GATE_FUNCTIONS = {f.name: f for f in (ScaledSigmoid, PlainSigmoid, HardSigmoid)}

@@ -235,7 +235,7 @@ def count(model: nn.Module, input_shape) -> tuple[int, int]:
 
 
 def summary(model: nn.Module, input_shape=None) -> Summary:
-    """Kept/total gates per layer, and the parameters and FLOPs of the pruned vs the dense model.
+    """Kept/total gates per layer, and the parameters and FLOPs of the exported vs the dense model.
 
     ``input_shape`` is one example's shape; by default the one the model saw first.
     """
@@ -251,5 +251,5 @@ def summary(model: nn.Module, input_shape=None) -> Summary:
             kind = "weights" if g.group_size == 1 else "units"
             rows.append(LayerSummary(g.layer, kind, int((z != 0).sum()), z.numel()))
     params_dense, flops_dense = count(_strip(model, leave_gated=False), shape)
-    params_kept, flops_kept = count(bake(model), shape)
+    params_kept, flops_kept = count(export(model), shape)
     return Summary(rows, dict(config.skipped), params_dense, params_kept, flops_dense, flops_kept)

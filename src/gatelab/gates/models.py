@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 from gatelab.errors import check_choice
@@ -9,23 +11,24 @@ from gatelab.errors import check_choice
 
 def mlp(in_features: int = 784, hidden: tuple[int, ...] = (300, 100), num_classes: int = 10) -> nn.Sequential:
     """The 784-300-100 MLP of Louizos et al. and L0-ARM."""
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
     sizes = (in_features, *hidden)
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    layers.append(nn.Linear(sizes[-1], num_classes))
-    return nn.Sequential(*layers)
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        layers[f"fc{i}"] = nn.Linear(a, b)
+        layers[f"relu{i}"] = nn.ReLU()
+    layers[f"fc{len(sizes)}"] = nn.Linear(sizes[-1], num_classes)
+    return nn.Sequential(OrderedDict(layers))
 
 
 def lenet5_caffe(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
     """LeNet-5-Caffe: conv 20 and conv 50 (5x5, max-pooled), then 800-500-10."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(800, 500), nn.ReLU(),
-        nn.Linear(500, num_classes),
-    )
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(in_channels, 20, 5), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(20, 50, 5), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+        flatten=nn.Flatten(),
+        fc1=nn.Linear(800, 500), relu3=nn.ReLU(),
+        fc2=nn.Linear(500, num_classes),
+    ))
 
 
 class BasicBlock(nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,7 +120,8 @@ def fit(config: TrainConfig, data_root=None, progress: bool = True,
     history = History()
     start = time.perf_counter()
     steps_per_epoch = math.ceil(n / config.batch_size)
-    bar = tqdm(total=config.epochs * steps_per_epoch, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=config.epochs * steps_per_epoch, disable=not (progress and sys.stderr.isatty()),
+               unit="step", dynamic_ncols=True)
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(n)
         total = 0.0

@@ -1,0 +1,99 @@
+"""Training-step cost of the gate estimators against the dense model, and inference speed of exported models.
+
+    python benchmarks/gates.py [--checkpoint lenet5.safetensors] [--steps 30]
+
+Step times: one optimiser step on a batch of 128 MNIST-shaped inputs (ARM runs
+its second, gradient-free pass). Inference: the exported LeNet-5 against the
+dense LeNet-5. Without a checkpoint, the gates are set to the pruned
+architecture that Louizos et al. published for LeNet-5-Caffe (20-25-45-462),
+choosing which units stay at random; with one, its learned gates are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gatelab.gates import build_model, export, gates, sparsify, summary, train_step
+
+
+def _median_seconds(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_times(model_name: str, steps: int, batch: int = 128) -> dict[str, float]:
+    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    dense = build_model(model_name)
+    opt = torch.optim.Adam(dense.parameters(), 1e-3)
+
+    def dense_step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(dense(x), y).backward()
+        opt.step()
+
+    out = {"dense": _median_seconds(dense_step, steps)}
+    for estimator in ("arm", "ar", "hard_concrete"):
+        model = sparsify(build_model(model_name), "structured", estimator)
+        gopt = torch.optim.Adam(model.parameters(), 1e-3)
+        out[estimator] = _median_seconds(lambda: train_step(model, x, y, gopt, dataset_size=60000), steps)
+    return out
+
+
+def pruned_lenet(checkpoint: str | None):
+    if checkpoint:
+        from gatelab.gates.train import load_checkpoint
+
+        return load_checkpoint(checkpoint)[0], f"checkpoint {checkpoint}"
+    model = sparsify(build_model("lenet5"), "structured", "arm")
+    with torch.no_grad():
+        for g, keep in zip(gates(model), (20, 25, 45, 462)):
+            order = torch.randperm(g.phi.numel())
+            g.phi.fill_(-1.0)
+            g.phi[order[:keep]] = 1.0
+    model.eval()(torch.zeros(1, 1, 28, 28))
+    return model, "published architecture 20-25-45-462 (Louizos et al., Table 1), units chosen at random"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", help="a LeNet-5 checkpoint from `gatelab gates train --model lenet5`")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print("\ntraining step, batch 128 (median seconds; ratio to dense)")
+    for model_name in ("mlp", "lenet5"):
+        t = step_times(model_name, args.steps)
+        cells = "  ".join(f"{k} {v * 1e3:7.2f} ms ({v / t['dense']:.2f}x)" for k, v in t.items())
+        print(f"  {model_name:7s} {cells}")
+
+    gated, origin = pruned_lenet(args.checkpoint)
+    small = export(gated).eval()
+    dense = build_model("lenet5").eval()
+    print(f"\ninference, LeNet-5: dense vs exported ({origin})")
+    print(f"  exported architecture {summary(gated).architecture}, "
+          f"{sum(p.numel() for p in small.parameters()):,} vs {sum(p.numel() for p in dense.parameters()):,} parameters")
+    for batch in (1, 1000):
+        x = torch.rand(batch, 1, 28, 28)
+        with torch.inference_mode():
+            td = _median_seconds(lambda: dense(x), args.steps * 3)
+            te = _median_seconds(lambda: small(x), args.steps * 3)
+        print(f"  batch {batch:5d}: dense {td * 1e3:8.3f} ms  exported {te * 1e3:8.3f} ms  speed-up {td / te:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

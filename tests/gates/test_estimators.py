@@ -1,0 +1,109 @@
+"""The estimators' gradients against the exact gradient, computed by enumerating every gate state."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatelab.gates import gates, l0_penalty, sparsify, train_step
+from gatelab.gates.estimators import HC_BETA, HC_GAMMA, HC_ZETA, make_estimator
+
+
+def _problem(estimator, gate_function="scaled_sigmoid"):
+    """A 4-input linear classifier with a gate on each input, and a fixed batch."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 3))
+    sparsify(model, "neuron", estimator, lam=0.0, keep_prob=0.5, gate_function=gate_function)
+    with torch.no_grad():
+        gates(model)[0].phi.copy_(torch.tensor([0.3, -0.2, 0.05, -0.1]))
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    return model, x, y
+
+
+def _exact_gradient(model, x, y):
+    """d/dphi of E_z[loss(z)] = sum over the 16 gate states of P(z) loss(z)."""
+    layer = model[0]
+    gate = gates(model)[0]
+    weight = layer.parametrizations.weight.original.detach()
+    phi = gate.phi.detach().clone().requires_grad_(True)
+    p = gate.estimator.prob_open(phi)
+    expectation = 0.0
+    for bits in itertools.product([0.0, 1.0], repeat=4):
+        z = torch.tensor(bits)
+        prob = torch.prod(torch.where(z > 0, p, 1 - p))
+        loss = F.cross_entropy(F.linear(x, weight * z, layer.bias.detach()), y)
+        expectation = expectation + prob * loss
+    (grad,) = torch.autograd.grad(expectation, phi)
+    return grad
+
+
+def _monte_carlo(model, x, y, draws):
+    """The gradient that train_step hands the optimiser, over many independent draws."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    phi = gates(model)[0].phi
+    samples = []
+    for _ in range(draws):
+        train_step(model, x, y, optimizer, dataset_size=1)
+        samples.append(phi.grad.detach().clone())
+    samples = torch.stack(samples)
+    return samples.mean(0), samples.std(0) / math.sqrt(draws)
+
+
+@pytest.mark.parametrize("estimator,draws", [("arm", 3000), ("ar", 6000)])
+@pytest.mark.parametrize("gate_function", ["scaled_sigmoid", "hard_sigmoid"])
+def test_arm_and_ar_are_unbiased(estimator, draws, gate_function):
+    model, x, y = _problem(estimator, gate_function)
+    exact = _exact_gradient(model, x, y)
+    mean, stderr = _monte_carlo(model, x, y, draws)
+    assert torch.all((mean - exact).abs() <= 4 * stderr + 1e-7), (mean, exact, stderr)
+    assert exact.abs().max() > 1e-3  # the check is not vacuous
+
+
+def test_straight_through_is_biased_reference():
+    """Straight-through runs and gives a gradient, but not the exact one (it is the biased reference)."""
+    model, x, y = _problem("straight_through")
+    exact = _exact_gradient(model, x, y)
+    mean, stderr = _monte_carlo(model, x, y, 3000)
+    assert torch.isfinite(mean).all()
+    assert torch.any((mean - exact).abs() > 4 * stderr)
+
+
+def test_arm_has_lower_variance_than_ar():
+    model, x, y = _problem("arm")
+    _, se_arm = _monte_carlo(model, x, y, 1000)
+    model, x, y = _problem("ar")
+    _, se_ar = _monte_carlo(model, x, y, 1000)
+    assert se_arm.mean() < se_ar.mean()
+
+
+def test_hard_concrete_samples_and_point_masses():
+    est = make_estimator("hard_concrete")
+    log_alpha = torch.tensor([-1.0, 0.0, 1.5])
+    u = torch.rand(200_000, 3)
+    z = est.sample(log_alpha.expand_as(u), u)
+    assert z.min() >= 0 and z.max() <= 1
+    # P(z = 0) = sigmoid(beta log(-gamma/zeta) - log alpha); P(z = 1) = 1 - sigmoid(beta log((1-gamma)/(zeta-1)) - log alpha)
+    p0 = torch.sigmoid(HC_BETA * math.log(-HC_GAMMA / HC_ZETA) - log_alpha)
+    p1 = 1 - torch.sigmoid(HC_BETA * math.log((1 - HC_GAMMA) / (HC_ZETA - 1)) - log_alpha)
+    assert torch.allclose((z == 0).float().mean(0), p0, atol=0.005)
+    assert torch.allclose((z == 1).float().mean(0), p1, atol=0.005)
+    assert torch.allclose(est.prob_open(log_alpha), 1 - p0)
+    assert ((z > 0) & (z < 1)).any()
+
+
+def test_l0_penalty_is_sum_of_open_probabilities():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 2))
+    sparsify(model, "neuron", "arm", keep_prob=0.7, k=3.0)
+    expected = sum(torch.sigmoid(3.0 * g.phi).sum() for g in gates(model))
+    assert torch.allclose(l0_penalty(model), expected)
+    assert abs(float(l0_penalty(model).detach()) - 0.7 * 17) < 0.5
+
+
+def test_deterministic_gate_rule():
+    est = make_estimator("arm")
+    phi = torch.tensor([-0.2, 0.0, 0.3])
+    p = torch.sigmoid(7 * phi)
+    assert torch.equal(est.deterministic(phi), torch.where(p >= 0.5, p, torch.zeros(3)))
