@@ -1,6 +1,7 @@
 """Two processes on gloo: each trains on its shard, the models are averaged, and they end equal."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -59,8 +60,15 @@ def test_torchrun_cli(tmp_path):
            "-m", "gatelab", "word2vec", "train", str(corpus), "--out", str(out), "--min-count", "1",
            "--size", "16", "--epochs", "2", "--workers", "1", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 process(es)" in proc.stdout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)      # the launcher and both workers
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "2 process(es)" in stdout
     kv = KeyedVectors.load_word2vec_format(out)
     assert len(kv) == 80 and kv.vector_size == 16
