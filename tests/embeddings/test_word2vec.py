@@ -72,3 +72,9 @@ def test_bad_corpora():
         Word2Vec("/nonexistent/corpus.txt")
     with pytest.raises(GatelabError, match="build_vocab"):
         Word2Vec().train()
+
+
+def test_one_shot_generator_is_enough(planted):
+    sents, _ = planted
+    model = Word2Vec((list(s) for s in sents[:200]), vector_size=8, min_count=1, epochs=2, workers=1)
+    assert model.train_stats_["raw_words"] == 2 * 200 * 12

@@ -124,9 +124,9 @@ def _trailing_zeros(v: int) -> int:
 class Word2Vec:
     """Skip-gram with negative sampling, HogBatch style, with gensim's parameters.
 
-    ``sentences`` is any re-iterable of token lists (read twice in all: once for the
-    vocabulary, then from an encoded temporary file) or a path to a text file with one
-    sentence a line; given here, the model is trained at once. Under a ``torch.distributed``
+    ``sentences`` is any iterable of token lists (read once, streaming: the vocabulary is
+    counted while the corpus is encoded to a temporary int32 file that the epochs then read
+    by memory map) or a path to a text file with one sentence a line; given here, the model is trained at once. Under a ``torch.distributed``
     process group of several processes (``torchrun``), each process trains on its shard and
     the models are averaged as described in :class:`Word2VecConfig`; after training all
     processes hold the same vectors.
