@@ -44,7 +44,7 @@ def _run(report: Report, model: str, quick: bool, seed: int, quick_epochs: int) 
         config = TrainConfig(model=model, estimator=estimator, epochs=epochs, seed=seed)
         report.settings[f"{estimator} config"] = asdict(config)
         log = report.folder / f"{estimator}-history.json"  # kept per epoch, so a long run that stops early still shows how far it got
-        trained, history = fit(config, on_epoch=lambda epoch, model, h: write_json(log, asdict(h)))
+        trained, history = fit(config, on_epoch=lambda epoch, model, h, log=log: write_json(log, asdict(h)))
         s = summary(trained)
         histories[estimator] = history
         err = history.test_error[-1]

@@ -21,9 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=d.dataset, help=f"data set (default: {d.dataset})")
     t.add_argument("--init-active", type=float, default=d.init_active,
                    help="fraction of units active at the start, in (0, 1]: 1 prunes, e.g. 0.1 expands (default: 1)")
-    t.add_argument("--k", type=float, default=None,
-                   help="gate slope in the plastic stage: 0 is dropout, large is ordinary training "
-                        "(default: 7 to prune, 1 to expand)")
+    t.add_argument("--k", type=float, default=d.k,
+                   help=f"gate slope in the plastic stage: 0 is dropout, large is ordinary training (default: {d.k})")
     t.add_argument("--lambda", dest="lam", type=_floats, default=None,
                    help="L0 strength per N examples, one number or one per gated layer (default: the paper's)")
     t.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs})")
