@@ -34,9 +34,8 @@ LOSSES = ("softmax", "blackout", "nce", "is")
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x <= 0, accurate near 0 and for very negative x."""
-    x = x.clamp(max=-1e-7)
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    """log(1 - exp(x)) for x < 0 (x is a log-probability that is never 1 here: the target shares the mass)."""
+    return torch.log1p(-torch.exp(x).clamp(max=1.0 - 1e-7))
 
 
 def blackout_loss(s_target: torch.Tensor, s_samples: torch.Tensor, logq_target: torch.Tensor,
@@ -182,8 +181,11 @@ class SampledOutput(OutputLayer):
         if samples is None:
             samples = self.draw(hidden.shape[0])
         y = targets.clamp(min=0)
-        w_t = F.embedding(y, self.weight, sparse=True)                  # (T, B, H)
-        w_s = F.embedding(samples, self.weight, sparse=True)            # (T, K, H)
+        # read each touched row once; the gradient of ``weight`` is sparse over these rows only
+        uniq, inv = torch.unique(torch.cat([y.reshape(-1), samples.reshape(-1)]), return_inverse=True)
+        rows = F.embedding(uniq, self.weight, sparse=True)              # (U, H)
+        w_t = rows[inv[: y.numel()]].view(*y.shape, -1)                 # (T, B, H)
+        w_s = rows[inv[y.numel():]].view(*samples.shape, -1)            # (T, K, H)
         s_t = (hidden * w_t).sum(-1)                                    # (T, B)
         s_s = torch.bmm(hidden, w_s.transpose(1, 2))                    # (T, B, K)
         return s_t, s_s, self.log_q[y], self.log_q[samples].unsqueeze(1), samples
