@@ -17,19 +17,19 @@ class RMSProp(torch.optim.Optimizer):
     zero gradient and does not move) at the cost of the touched rows only.
     """
 
-    def __init__(self, params, lr: float = 0.01, decay: float = 0.999, eps: float = 1e-3, debias: bool = False):
+    def __init__(self, params, lr: float = 0.01, decay: float = 0.999, eps: float = 1e-3):
         if lr <= 0:
             raise GatelabError(f"learning rate must be positive, got {lr}")
         if not 0.0 <= decay < 1.0:
             raise GatelabError(f"RMSProp decay must lie in [0, 1), got {decay}")
         if eps <= 0:
             raise GatelabError(f"RMSProp eps must be positive, got {eps}")
-        super().__init__(params, dict(lr=lr, decay=decay, eps=eps, debias=debias))
+        super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            lr, d, eps, debias = group["lr"], group["decay"], group["eps"], group["debias"]
+            lr, d, eps = group["lr"], group["decay"], group["eps"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -38,7 +38,6 @@ class RMSProp(torch.optim.Optimizer):
                     state["step"] = 0
                     state["v"] = torch.zeros_like(p)
                     state["last"] = torch.zeros(p.shape[0] if p.dim() else 1, dtype=torch.long, device=p.device)
-                    state["count"] = torch.zeros_like(state["last"])
                 state["step"] += 1
                 step, v = state["step"], state["v"]
                 g = p.grad
@@ -52,10 +51,6 @@ class RMSProp(torch.optim.Optimizer):
                     v_rows = v[rows] * factor + (1.0 - d) * vals * vals
                     v[rows] = v_rows
                     state["last"][rows] = step
-                    if debias:
-                        n = state["count"][rows] + 1
-                        state["count"][rows] = n
-                        v_rows = v_rows / (1.0 - torch.pow(torch.full_like(missed, d), n.to(p.dtype))).unsqueeze(-1)
                     p.index_add_(0, rows, vals / (v_rows.sqrt() + eps), alpha=-lr)
                 else:
                     if p.dim():
@@ -64,12 +59,7 @@ class RMSProp(torch.optim.Optimizer):
                             v.mul_(torch.pow(torch.full_like(missed, d), missed).view(-1, *[1] * (p.dim() - 1)))
                     state["last"].fill_(step)
                     v.mul_(d).addcmul_(g, g, value=1.0 - d)
-                    if debias:
-                        state["count"] += 1
-                        n = state["count"].to(p.dtype).view(-1, *[1] * (p.dim() - 1)) if p.dim() else state["count"].to(p.dtype)
-                        p.addcdiv_(g, (v / (1.0 - d ** n)).sqrt().add_(eps), value=-lr)
-                    else:
-                        p.addcdiv_(g, v.sqrt().add_(eps), value=-lr)
+                    p.addcdiv_(g, v.sqrt().add_(eps), value=-lr)
 
 
 @torch.no_grad()
