@@ -98,7 +98,10 @@ def _train(args) -> int:
     corpus = load_corpus(args.corpus, args.valid, args.test, min_count=args.min_count, max_vocab=args.max_vocab)
     config.validate(len(corpus.vocab))
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    log(f"vocabulary {len(corpus.vocab):,} words, {corpus.train.numel() - 1:,} training targets; "
+    n_train = corpus.train.numel() - 1
+    if config.max_train_words is not None:
+        n_train = min(n_train, config.max_train_words)
+    log(f"vocabulary {len(corpus.vocab):,} words, {n_train:,} training targets; "
         f"loss {config.loss}" + (f", K={config.samples}, alpha={config.alpha}" if config.loss != "softmax" else ""))
     start = time.perf_counter()
     model, history = train(corpus, config, quiet=args.quiet, log=log)
@@ -113,8 +116,9 @@ def _train(args) -> int:
     write_json(f"{args.out}/history.json", summary)
     print(f"model: {args.out}")
     words = sum(h["words"] for h in history)
-    print(f"trained {len(history)} epochs, {words:,} words in {summary['train_seconds']:.1f} s "
-          f"({words / summary['train_seconds']:,.0f} words/s)")
+    seconds = sum(h["seconds"] for h in history)
+    print(f"trained {len(history)} epoch(s), {words:,} words in {seconds:.1f} s of training "
+          f"({words / seconds:,.0f} words/s); {summary['train_seconds']:.1f} s with validation")
     for name in ("valid", "test"):
         if f"{name}_ppl" in summary:
             print(f"{name} perplexity {summary[f'{name}_ppl']:.2f} (unigram {summary[f'{name}_unigram_ppl']:.1f}; "
