@@ -14,6 +14,13 @@ every stream of the batch at that step (as in the paper and the authors' code), 
 read only the rows of ``weight`` for the targets and the samples through a sparse
 embedding lookup, so the gradient of ``weight`` is a sparse tensor with those rows.
 
+Details settled from the authors' code (IntelLabs/rnnlm): samples are drawn with
+replacement, K per time step, shared by the batch; a repeated sample counts once per
+draw; for BlackOut and IS a sample equal to an example's own target is left out of
+that example's normaliser and negatives (NCE keeps it, as its derivation requires);
+NCE uses a fixed normaliser Z (log Z = 0 by default, as there). Not copied: that code
+always puts its out-of-vocabulary id among the samples, which has no basis in the paper.
+
 The training losses as functions of scores are public (``blackout_loss``,
 ``nce_loss``, ``sampled_softmax_loss``) so they can be checked against closed forms.
 """
