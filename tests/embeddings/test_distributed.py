@@ -1,42 +1,64 @@
 """Two processes on gloo: each trains on its shard, the models are averaged, and they end equal."""
 
+import inspect
 import os
 import signal
 import subprocess
 import sys
 
 import numpy as np
-import pytest
-import torch.multiprocessing as mp
 
 from gatelab.embeddings import KeyedVectors
 
 from .conftest import planted_sentences
 
 
-def _worker(rank, world, init_file, out_dir):
-    import torch.distributed as dist
+WORKER = """
+import os, sys
+import numpy as np
+import torch.distributed as dist
+from gatelab.embeddings import Word2Vec
 
-    from gatelab.embeddings import Word2Vec
+{planted}
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+out_dir = sys.argv[1]
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+try:
+    sents, _ = planted_sentences(n_sentences=2000)
+    model = Word2Vec(vector_size=24, window=3, min_count=1, sample=0, epochs=3, workers=1, seed=5,
+                     chunk_words=1000, min_sync_words=16)
+    model.build_vocab(sents)
+    model.train()
+    model.wv.save_word2vec_format(os.path.join(out_dir, f"rank{{rank}}.bin"), binary=True)
+    np.save(os.path.join(out_dir, f"out{{rank}}.npy"), model.syn1neg)
+    np.save(os.path.join(out_dir, f"stats{{rank}}.npy"),
+            np.array([model.train_stats_["raw_words"], model.train_stats_["syncs"]]))
+finally:
+    dist.destroy_process_group()
+"""
+
+
+def run_torchrun(args, timeout=240):
+    """``torchrun --standalone --nproc_per_node 2 ARGS``; the whole process group is killed on timeout."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     try:
-        sents, _ = planted_sentences(n_sentences=2000)
-        model = Word2Vec(vector_size=24, window=3, min_count=1, sample=0, epochs=3, workers=1, seed=5,
-                         chunk_words=1000, min_sync_words=16)
-        model.build_vocab(sents)
-        model.train()
-        kv = model.wv
-        kv.save_word2vec_format(os.path.join(out_dir, f"rank{rank}.bin"), binary=True)
-        np.save(os.path.join(out_dir, f"out{rank}.npy"), model.syn1neg)
-        np.save(os.path.join(out_dir, f"stats{rank}.npy"),
-                np.array([model.train_stats_["raw_words"], model.train_stats_["syncs"]]))
-    finally:
-        dist.destroy_process_group()
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)      # the launcher and both workers
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-2000:]
+    return stdout
 
 
 def test_two_gloo_processes_agree(tmp_path):
-    mp.start_processes(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="spawn")
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(planted=inspect.getsource(planted_sentences)))
+    run_torchrun([str(script), str(tmp_path)])
     a = KeyedVectors.load_word2vec_format(tmp_path / "rank0.bin")
     b = KeyedVectors.load_word2vec_format(tmp_path / "rank1.bin")
     assert a.index_to_key == b.index_to_key
@@ -56,19 +78,8 @@ def test_torchrun_cli(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(s) for s in sents) + "\n")
     out = tmp_path / "v.bin"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "gatelab", "word2vec", "train", str(corpus), "--out", str(out), "--min-count", "1",
-           "--size", "16", "--epochs", "2", "--workers", "1", "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)      # the launcher and both workers
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-2000:]
+    stdout = run_torchrun(["-m", "gatelab", "word2vec", "train", str(corpus), "--out", str(out), "--min-count", "1",
+                           "--size", "16", "--epochs", "2", "--workers", "1", "--quiet"])
     assert "2 process(es)" in stdout
     kv = KeyedVectors.load_word2vec_format(out)
     assert len(kv) == 80 and kv.vector_size == 16

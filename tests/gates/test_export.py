@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from gatelab.gates import SmallResNet, export, gates, lenet5_caffe, mlp, sparsify, summary, train_step
 

@@ -16,6 +16,8 @@ def test_quick_reproduction(tmp_path, name, paper_arch):
     for method in ("arm", "hard_concrete"):
         error = results["results"][method]["history"]["test_error"][-1]
         assert 0 <= error < 50  # it learned something in the quick run
+    model_name = name.split("-")[1]
+    assert (folder / f"{model_name}-arm.safetensors").is_file()  # `gatelab gates summary` reads it
     assert (folder / "training.png").stat().st_size > 1000
     assert (folder / "architecture.png").stat().st_size > 1000
     assert "paper" in (folder / "report.md").read_text()

@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 from gatelab.errors import GatelabError, check_choice
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
 from gatelab.gates.gate import Gate, GateMask
-from gatelab.gates.graph import NORMS, trace, unit_groups
+from gatelab.gates.graph import trace, unit_groups
 
 GRANULARITIES = ("weight", "neuron", "channel", "structured")
 
@@ -33,10 +33,14 @@ class GateConfig:
     input_shape: list | None = None  # one example's shape, recorded at the first forward
 
 
-def _per_layer(what: str, value, names: list[str], valid: Callable[[float], bool], accepted: str) -> dict:
-    """Spread a float, a sequence (one per gated layer) or a mapping over the layer names."""
+def _per_layer(what: str, value, names: list[str], valid: Callable[[float], bool], accepted: str,
+               known: set[str]) -> dict:
+    """Spread a float, a sequence (one per gated layer) or a mapping over the gated layer names.
+
+    A mapping may name layers of the model that are not gated at this granularity (``known``).
+    """
     if isinstance(value, Mapping):
-        unknown = set(value) - set(names)
+        unknown = set(value) - known
         if unknown:
             raise GatelabError(f"{what} names unknown layers {sorted(unknown)}; gated layers: {names}")
         missing = [n for n in names if n not in value]
@@ -121,8 +125,9 @@ def sparsify(model: nn.Module, granularity: str = "structured", estimator: str =
             + (f" ({'; '.join(f'{n}: {r}' for n, r in skipped.items())})" if skipped else "")
             + "; gates go on nn.Linear (weight, neuron) and nn.Conv2d (weight, channel)")
     names = list(kinds)
-    lams = _per_layer("lam", lam, names, lambda v: v >= 0, "a number >= 0")
-    keeps = _per_layer("keep_prob", keep_prob, names, lambda v: 0 < v < 1, "a probability in (0, 1)")
+    known = set(_candidates(model, "weight"))
+    lams = _per_layer("lam", lam, names, lambda v: v >= 0, "a number >= 0", known)
+    keeps = _per_layer("keep_prob", keep_prob, names, lambda v: 0 < v < 1, "a probability in (0, 1)", known)
     est = make_estimator(estimator, gate_function, k)
     for name, kind in kinds.items():
         layer = modules[name]

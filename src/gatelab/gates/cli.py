@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"gradient estimator of the gates (default: {d.estimator})")
     t.add_argument("--granularity", choices=GRANULARITIES, default=d.granularity,
                    help="what a gate switches: weight, neuron (Linear inputs), channel (Conv2d outputs) "
-                        f"or structured (both; default)")
+                        "or structured (both; default)")
     t.add_argument("--lam", type=_floats, default=None,
                    help="L0 strength per N examples: one number or one per gated layer "
                         "(default: the paper's, e.g. 0.1,0.1,0.1 for mlp and 10,0.5,0.1,10 for lenet5)")

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from gatelab.files import write_json  # noqa: E402
 from gatelab.gates.export import summary  # noqa: E402
-from gatelab.gates.train import TrainConfig, fit  # noqa: E402
+from gatelab.gates.train import TrainConfig, fit, save_checkpoint  # noqa: E402
 from gatelab.reproduce import Report, register  # noqa: E402
 
 L0ARM = "Li & Ji, L0-ARM: Network Sparsification via Stochastic Binary Optimization, arXiv:1904.04432"
@@ -44,7 +44,8 @@ def _run(report: Report, model: str, quick: bool, seed: int, quick_epochs: int) 
         config = TrainConfig(model=model, estimator=estimator, epochs=epochs, seed=seed)
         report.settings[f"{estimator} config"] = asdict(config)
         log = report.folder / f"{estimator}-history.json"  # kept per epoch, so a long run that stops early still shows how far it got
-        trained, history = fit(config, on_epoch=lambda epoch, model, h: write_json(log, asdict(h)))
+        trained, history = fit(config, on_epoch=lambda epoch, model, h, log=log: write_json(log, asdict(h)))
+        save_checkpoint(trained, config, report.folder / f"{model}-{estimator}.safetensors")
         s = summary(trained)
         histories[estimator] = history
         err = history.test_error[-1]

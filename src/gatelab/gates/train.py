@@ -25,8 +25,9 @@ from gatelab.gates.models import MODELS, build_model
 
 # The authors' settings (l0-arm and L0_regularization code): lambda per gated layer, in units of 1/N,
 # and the initial keep probability (1 - the initial drop rate).
-PAPER_LAMBDA = {"mlp": [0.1, 0.1, 0.1], "lenet5": [10.0, 0.5, 0.1, 10.0], "resnet": 0.1}
-PAPER_KEEP_PROB = {"mlp": [0.8, 0.5, 0.5], "lenet5": 0.5, "resnet": 0.5}
+PAPER_LAMBDA = {"mlp": {"fc1": 0.1, "fc2": 0.1, "fc3": 0.1},
+                "lenet5": {"conv1": 10.0, "conv2": 0.5, "fc1": 0.1, "fc2": 10.0}, "resnet": 0.1}
+PAPER_KEEP_PROB = {"mlp": {"fc1": 0.8, "fc2": 0.5, "fc3": 0.5}, "lenet5": 0.5, "resnet": 0.5}
 
 
 @dataclass
@@ -96,9 +97,6 @@ def build_gated(config: TrainConfig) -> torch.nn.Module:
     model = build_model(config.model)
     lam = PAPER_LAMBDA[config.model] if config.lam is None else config.lam
     keep = PAPER_KEEP_PROB[config.model] if config.keep_prob is None else config.keep_prob
-    if config.granularity == "weight":  # the paper's per-layer lists are for neuron/channel gates
-        lam = lam if not isinstance(lam, list) else sum(lam) / len(lam)
-        keep = keep if not isinstance(keep, list) else keep[-1]
     sparsify(model, config.granularity, config.estimator, lam=lam, keep_prob=keep,
              gate_function=config.gate_function, k=config.k)
     return model.to(config.device)

@@ -1,8 +1,8 @@
 """Neural Plasticity Networks (Li & Ji, arXiv:1908.08118): grow or shrink a network with one parameter k.
 
-    model = make_plastic(mlp(), init_active=0.1, k=1.0, lam=0.1)     # start from a tenth of the units
-    log = train_plastic(model, (x, y), (xv, yv), epochs=60,
-                        schedule=KSchedule(k=1.0, plastic_from=5, harden_from=50), harden=True)
+    model = make_plastic(mlp(), init_active=0.1, k=7.0, lam=0.1)     # start from a tenth of the units
+    log = train_plastic(model, (x, y), (xv, yv), epochs=60, expand_fill=0.1, harden=True,
+                        schedule=KSchedule(k=7.0, plastic_from=10, harden_from=50))
     small = gatelab.gates.export(model)
 
 k = 0 is dropout, a moderate k is plasticity, k -> infinity is ordinary training.

@@ -165,15 +165,31 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss / len(x), 100.0 * wrong / len(x)
 
 
+def _harden(model: nn.Module, k: float) -> None:
+    """Push every phi at least 250 / k away from 0, so that sigmoid(k phi) is exactly 0 or 1 in float32.
+
+    ARM's gradient and the penalty's then vanish, and no optimiser momentum left from
+    the plastic stage can carry a unit across 0: the architecture is frozen.
+    """
+    floor = 250.0 / k
+    with torch.no_grad():
+        for g in gates(model):
+            sign = torch.where(g.phi > 0, 1.0, -1.0)
+            g.phi.copy_(sign * g.phi.abs().clamp(min=floor))
+
+
 def _wake(model: nn.Module, fill: float) -> None:
-    """Activate a ``fill`` fraction of each layer's hibernating units (the authors' expansion step)."""
+    """Activate a ``fill`` fraction of each layer's hibernating units (the authors' expansion step).
+
+    A woken unit's phi is mirrored to the positive side, so it is as easy to put back to sleep.
+    """
     with torch.no_grad():
         for g in gates(model):
             sleeping = (g.phi.view(-1) <= 0).nonzero().squeeze(1)
             n = math.ceil(fill * len(sleeping))
             if n:
                 chosen = sleeping[torch.randperm(len(sleeping))[:n]]
-                g.phi.view(-1)[chosen] = g.phi.abs().max()
+                g.phi.view(-1)[chosen] = g.phi.view(-1)[chosen].abs()
 
 
 def train_plastic(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
@@ -182,9 +198,11 @@ def train_plastic(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], va
                   on_epoch: Callable[[int, nn.Module, PlasticityLog], None] | None = None) -> PlasticityLog:
     """Train a plastic network with Adam and the k schedule; log active units and switches per layer.
 
-    expand_fill: during the plastic stage, each time the validation loss improves,
+    expand_fill: during the plastic stage, each time the validation error improves,
       wake this fraction of every layer's hibernating units (the authors' expansion
-      step; 0 leaves growth to the gates alone).
+      step; 0 leaves growth to the gates alone). The authors wake on a better
+      validation *loss*; that keeps falling on tasks the network already fits (its
+      confidence grows), which grows the network needlessly, so the error is used.
     harden: require the schedule to end in a hardening stage.
     """
     if epochs < 1 or batch_size < 1 or not lr > 0:
@@ -199,10 +217,12 @@ def train_plastic(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], va
     log.total = {name: int(mask.numel()) for name, mask in previous.items()}
     for name in log.total:
         log.active[name], log.switched_on[name], log.switched_off[name] = [], [], []
-    best_val = math.inf
+    best_error = math.inf
     for epoch in range(1, epochs + 1):
         k = schedule.at(epoch)
         set_k(model, k)
+        if schedule.stage(epoch) == "hardening":
+            _harden(model, k)
         order = torch.randperm(len(x))
         for i in range(0, len(x), batch_size):
             idx = order[i:i + batch_size]
@@ -219,10 +239,10 @@ def train_plastic(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], va
             log.switched_on[name].append(int((now[name] & ~previous[name]).sum()))
             log.switched_off[name].append(int((~now[name] & previous[name]).sum()))
         previous = now
-        if expand_fill and schedule.stage(epoch) == "plastic" and val_loss < best_val:
+        if expand_fill and schedule.stage(epoch) == "plastic" and val_error < best_error:
             _wake(model, expand_fill)
             previous = active_units(model)
-        best_val = min(best_val, val_loss)
+        best_error = min(best_error, val_error)
         if progress:
             progress(f"epoch {epoch:4d}  k {k:g}  val error {val_error:5.2f}%  active {log.architecture()}")
         if on_epoch:

@@ -14,7 +14,7 @@ from gatelab.errors import GatelabError
 from gatelab.reproduce.report import Report
 
 # Modules whose import registers reproductions; a new system adds its module here.
-PROVIDERS = ("gatelab.gates.reproductions",)
+PROVIDERS = ("gatelab.gates.reproductions", "gatelab.npn.reproductions", "gatelab.lm.reproductions")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,125 @@
+"""The claims of Neural Plasticity Networks, checked at small sizes."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatelab.data.synthetic import two_moons
+from gatelab.errors import GatelabError
+from gatelab.gates import gates, mlp, train_step
+from gatelab.npn import K_HARD, KSchedule, active_units, make_plastic, set_k, train_plastic
+
+
+def test_k_zero_is_dropout_with_rate_one_half():
+    layer = nn.Sequential(nn.Linear(6, 4))
+    make_plastic(layer, init_active=0.5, k=0.0)
+    gate = gates(layer)[0]
+    assert (gate.phi > 0).sum() == 3  # phi differs between units, yet at k = 0 it does not matter
+    x = torch.randn(5, 6)
+    layer.train()
+    draws = torch.stack([layer(x) for _ in range(6000)])
+    freq = torch.stack([(gate() > 0).float() for _ in range(2000) if gate.resample_() is None]).mean(0)
+    assert torch.allclose(freq, torch.full((6,), 0.5), atol=0.05)
+    dense = nn.Linear(6, 4)
+    dense.weight.data.copy_(layer[0].parametrizations.weight.original)
+    dense.bias.data.copy_(layer[0].bias)
+    dropout = nn.Dropout(0.5).train()
+    dropped = torch.stack([dense(dropout(x)) for _ in range(6000)])
+    # nn.Dropout rescales by 1/(1-p) in training; gates do not, so E[gated] - b = (1-p) (E[dropout] - b)
+    torch.testing.assert_close(draws.mean(0) - dense.bias, 0.5 * (dropped.mean(0) - dense.bias), atol=0.06, rtol=0)
+    layer.eval()  # the deterministic gate g(phi) = 1/2 is dropout's test-time scaling
+    torch.testing.assert_close(layer(x), F.linear(0.5 * x, dense.weight, dense.bias))
+
+
+def test_large_k_is_ordinary_training():
+    torch.manual_seed(3)
+    plain = mlp(20, (16, 12), 3)
+    gated = make_plastic(copy.deepcopy(plain), init_active=1.0, k=7.0)
+    set_k(gated, K_HARD)
+    opt_plain = torch.optim.SGD(plain.parameters(), lr=0.1)
+    opt_gated = torch.optim.SGD(gated.parameters(), lr=0.1)
+    phi_before = [g.phi.detach().clone() for g in gates(gated)]
+    for _ in range(25):
+        x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
+        opt_plain.zero_grad()
+        F.cross_entropy(plain(x), y).backward()
+        opt_plain.step()
+        train_step(gated, x, y, opt_gated, dataset_size=1000)
+    x = torch.randn(50, 20)
+    torch.testing.assert_close(gated.eval()(x), plain.eval()(x), rtol=1e-5, atol=1e-6)
+    for before, g in zip(phi_before, gates(gated)):
+        assert torch.equal(before, g.phi.detach())  # deterministic gates: no gradient reaches phi
+
+
+def _moons_run(x, y, epochs=60):
+    """A 3-3 start, 10 epochs of ordinary training, plasticity with the expansion step, hardening from 50."""
+    model = make_plastic(mlp(2, (100, 80), 2), init_active=[3 / 100, 3 / 80], k=7.0, lam=[0.05, 2.0],
+                         layers=["fc2", "fc3"])
+    schedule = KSchedule(k=7.0, plastic_from=10, harden_from=50)
+    log = train_plastic(model, (x[:400], y[:400]), (x[400:], y[400:]), epochs, schedule, lr=1e-2,
+                        batch_size=32, expand_fill=0.1, harden=True)
+    return model, log
+
+
+def test_expansion_grows_where_the_task_needs_it_and_hardening_freezes_it():
+    torch.manual_seed(0)
+    x, y = two_moons(800, noise=0.15, seed=2)
+    model, log = _moons_run(x, y)
+    first = sum(log.active[n][0] for n in log.total)
+    last = sum(log.active[n][-1] for n in log.total)
+    assert log.val_error[8] > 8 and log.val_error[-1] < 3  # 3-3 units cannot fit the moons; the grown net can
+    assert last >= 3 * first
+    hard = [i for i, s in enumerate(log.stage) if s == "hardening"]
+    assert hard and all(log.switched_on[n][i] == 0 and log.switched_off[n][i] == 0 for n in log.total for i in hard)
+    before = active_units(model)
+    train_plastic(model, (x[:400], y[:400]), (x[400:], y[400:]), 3, KSchedule(k=K_HARD, plastic_from=1),
+                  batch_size=32)
+    assert all(torch.equal(before[n], active_units(model)[n]) for n in before)
+
+
+def test_no_needless_growth_on_an_easy_task():
+    torch.manual_seed(0)
+    y = torch.arange(800) % 2
+    x = torch.randn(800, 2) * 0.3 + torch.stack([y * 4.0 - 2.0, torch.zeros(800)], 1)  # two far-apart blobs
+    model, log = _moons_run(x, y)
+    assert log.val_error[-1] < 1
+    assert sum(log.active[n][-1] for n in log.total) <= sum(log.active[n][0] for n in log.total)
+
+
+def test_bad_input():
+    with pytest.raises(GatelabError, match="k must be a finite number >= 0"):
+        set_k(make_plastic(mlp(4, (3,), 2)), -1.0)
+    with pytest.raises(GatelabError, match="finite number >= 0"):
+        make_plastic(mlp(4, (3,), 2), k=-2.0)
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(GatelabError, match=r"init_active .* \(0, 1\]"):
+            make_plastic(mlp(4, (3,), 2), init_active=bad)
+    model = make_plastic(mlp(4, (3,), 2))
+    data = (torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    with pytest.raises(GatelabError, match="never hardens"):
+        train_plastic(model, data, data, 5, KSchedule(k=7.0), harden=True)
+    with pytest.raises(GatelabError, match="never hardens"):
+        train_plastic(model, data, data, 5, KSchedule(k=7.0, harden_from=9), harden=True)
+    with pytest.raises(GatelabError, match="must come after"):
+        KSchedule(k=7.0, plastic_from=5, harden_from=3).validate()
+
+
+def test_cli_train_writes_log_plots_and_exported_model(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "gatelab", "npn", "train", "--model", "mlp", "--init-active", "0.1",
+                    "--epochs", "3", "--plastic-from", "2", "--harden-from", "3", "--train-examples", "1000",
+                    "--out", str(out), "--quiet"], check=True, capture_output=True, text=True)
+    log = json.loads((out / "log.json").read_text())
+    assert log["stage"] == ["ordinary", "plastic", "hardening"] and len(log["active"]) == 3
+    assert {p.name for p in out.iterdir()} >= {"config.json", "log.json", "gated.safetensors", "exported.pt",
+                                               "active_units.png", "transition_rate.png"}
+    bad = subprocess.run([sys.executable, "-m", "gatelab", "npn", "train", "--init-active", "1.5"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "init_active" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
