@@ -94,7 +94,8 @@ def npn_mnist(report: Report, quick: bool, seed: int) -> None:
                 "the claim checked is that both starts reach compact architectures of similar size with "
                 "accuracy close to the dense baseline.")
     if quick:
-        report.note("--quick: 3000 training images and 3 epochs (ordinary, plastic, hardening) instead of "
-                    "the authors' 500 epochs (plasticity from 100 to 350); numbers are not comparable to the paper.")
+        report.note("--quick: 10,000 training images and 10 epochs (MLP) or 5 (LeNet-5), one ordinary, then "
+                    "plastic, one hardening, instead of the authors' 500 epochs (plasticity from 100 to 350); "
+                    "numbers are not comparable to the paper.")
     report.save_figure(active_units_figure(logs), "active_units.png")
     report.save_figure(transition_rate_figure(logs), "transition_rate.png")

@@ -94,6 +94,8 @@ def dense_baseline(config: NPNConfig, data_root=None) -> float:
 
 
 def quick_config(model: str, init_active: float, seed: int) -> NPNConfig:
-    """A minute-long version of the schedule: 3000 training images, 3 epochs (ordinary, plastic, hardening)."""
-    return NPNConfig(model=model, init_active=init_active, epochs=3, plastic_from=2, harden_from=3,
-                     train_examples=3000, seed=seed)
+    """A minute-long version of the schedule on 10,000 training images: one ordinary epoch, then
+    plasticity, then one hardening epoch (10 epochs for the MLP, 5 for LeNet-5)."""
+    epochs = 10 if model == "mlp" else 5
+    return NPNConfig(model=model, init_active=init_active, epochs=epochs, plastic_from=2, harden_from=epochs,
+                     train_examples=10000, seed=seed)
