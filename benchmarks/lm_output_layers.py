@@ -23,7 +23,6 @@ plus the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -49,7 +48,6 @@ def zipf_corpus(vocab_size: int, n_words: int, seed: int):
 
 
 def _ptb(n_words: int):
-    import torch
 
     from gatelab.lm.corpus import load_corpus
 
@@ -59,7 +57,6 @@ def _ptb(n_words: int):
 
 def _adaptive_layer(vocab_size: int, hidden: int):
     """torch's adaptive softmax behind gatelab's OutputLayer interface (forward -> (summed loss, count))."""
-    import torch
     from torch import nn
 
     from gatelab.lm.corpus import IGNORE

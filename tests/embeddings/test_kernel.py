@@ -1,7 +1,6 @@
 """The compiled and the torch HogBatch updates against a plain numpy reference of one window."""
 
 import numpy as np
-import pytest
 import torch
 
 from gatelab.embeddings._kernel import (EXP_TABLE_SIZE, MAX_EXP, SIGMOID_TABLE, batch_update, draw_negatives,

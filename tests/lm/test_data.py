@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from gatelab.data.ptb import iter_sentences, ptb_path, read_ptb
+from gatelab.data.ptb import ptb_path
+from gatelab.data.text import ptb_corpus
 from gatelab.data.store import md5sum
 from gatelab.errors import GatelabError
 from gatelab.lm.corpus import IGNORE, encode_sentences, load_corpus, make_streams
@@ -62,7 +63,7 @@ def test_one_long_line_falls_back_to_even_streams():
 
 def test_ptb_files_are_the_standard_ones(ptb_available):
     assert md5sum(ptb_path("valid")) == "aa0affc06ff7c36e977d7cd49e3839bf"
-    valid = read_ptb("valid")
+    valid = list(ptb_corpus("valid"))
     assert len(valid) == 3370 and sum(map(len, valid)) == 70390
     corpus = load_corpus("ptb")
     assert len(corpus.vocab) == 10000            # 9,999 word types incl. <unk>, plus </s>

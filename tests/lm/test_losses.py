@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gatelab.lm.output import (BlackOut, FullSoftmax, ImportanceSampling, NCE, blackout_loss, make_output,
+from gatelab.lm.output import (BlackOut, FullSoftmax, ImportanceSampling, blackout_loss, make_output,
                                nce_loss, sampled_softmax_loss)
 from gatelab.lm.sampler import UnigramSampler
 
@@ -24,7 +24,7 @@ def _reference_blackout(s, q, target, samples):
 
 def test_blackout_loss_and_gradient_match_closed_form():
     torch.manual_seed(0)
-    V, K = 7, 4
+    V = 7
     q = torch.softmax(torch.randn(V, dtype=torch.float64), 0)
     s = torch.randn(V, dtype=torch.float64, requires_grad=True)
     target, samples = 2, [0, 3, 5, 6]

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from gatelab.cli import main
 from gatelab.errors import GatelabError

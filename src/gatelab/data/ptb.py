@@ -1,4 +1,4 @@
-"""Tokenised text for language modelling: a streaming sentence reader and Penn Treebank.
+"""Penn Treebank: where its files come from and where they lie.
 
 PTB is Mikolov's preprocessed version (``ptb.{train,valid,test}.txt``: lower
 case, numbers as ``N``, rare words already replaced by ``<unk>``, 10,000 word
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
 
 from gatelab.data.store import RemoteFile, fetch
-from gatelab.errors import GatelabError, check_choice
+from gatelab.errors import check_choice
 
 PTB_SPLITS = ("train", "valid", "test")
 
@@ -34,27 +33,3 @@ def ptb_path(split: str = "train", root: str | os.PathLike | None = None, downlo
     name = f"ptb.{split}.txt"
     remote = RemoteFile(f"ptb/{name}", tuple(m + name for m in _PTB_MIRRORS), _PTB_MD5[split])
     return fetch(remote, root, download=download)
-
-
-def iter_sentences(path: str | os.PathLike) -> Iterator[list[str]]:
-    """Yield the sentences of a tokenised text file, one list of tokens per non-empty line.
-
-    Tokens are separated by whitespace; the file is streamed, never loaded whole.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise GatelabError(f"text file {path} does not exist")
-    return _lines(path)
-
-
-def _lines(path: Path) -> Iterator[list[str]]:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            tokens = line.split()
-            if tokens:
-                yield tokens
-
-
-def read_ptb(split: str = "train", root: str | os.PathLike | None = None) -> list[list[str]]:
-    """The sentences of PTB ``split`` as lists of tokens."""
-    return list(iter_sentences(ptb_path(split, root)))

@@ -8,7 +8,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from gatelab.data.ptb import iter_sentences, ptb_path
+from gatelab.data.ptb import ptb_path
+from gatelab.data.text import LineCorpus
 from gatelab.errors import GatelabError
 from gatelab.lm.vocab import EmptyCorpusError, Vocab
 
@@ -35,7 +36,7 @@ def encode_sentences(sentences: Iterable[list[str]], vocab: Vocab) -> torch.Tens
 def encode_file(path: str | os.PathLike, vocab: Vocab) -> torch.Tensor:
     """``encode_sentences`` over a tokenised text file (one sentence a line)."""
     try:
-        return encode_sentences(iter_sentences(path), vocab)
+        return encode_sentences(LineCorpus(path), vocab)
     except EmptyCorpusError:
         raise EmptyCorpusError(f"{path}: the corpus is empty (no line with a token in it)") from None
 
@@ -134,7 +135,7 @@ def load_corpus(train: str, valid: str | None = None, test: str | None = None, m
         test = test or "ptb"
     if vocab is None:
         try:
-            vocab = Vocab.build(iter_sentences(train_path), min_count=min_count, max_size=max_vocab)
+            vocab = Vocab.build(LineCorpus(train_path), min_count=min_count, max_size=max_vocab)
         except EmptyCorpusError:
             raise EmptyCorpusError(f"{train_path}: the corpus is empty (no line with a token in it)") from None
     enc = {}
