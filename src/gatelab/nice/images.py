@@ -1,0 +1,69 @@
+"""Images in and out: the CLI's inputs (image files or a named data set) and PNG outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from gatelab.data import IMAGE_DATASETS, mnist_tensors
+from gatelab.errors import GatelabError
+from gatelab.files import atomic_path
+
+_MODES = {1: "L", 3: "RGB"}
+
+
+def read_image(path: str | os.PathLike, shape: tuple[int, int, int], invert: bool = False) -> torch.Tensor:
+    """One image file as a (1, C, H, W) float tensor in [0, 1], checked against the classifier's (C, H, W).
+
+    Grayscale and colour files are converted to the classifier's channel count;
+    the size must already match (NICE explains pixels, so it never resamples).
+    ``invert`` turns dark-on-light drawings into MNIST's light-on-dark.
+    """
+    path = Path(path)
+    channels, height, width = shape
+    if not path.is_file():
+        raise GatelabError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels = np.asarray(image.convert(_MODES[channels]), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise GatelabError(f"{path} is not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF...): "
+                           f"{exc}") from None
+    if pixels.shape[:2] != (height, width):
+        raise GatelabError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the classifier takes "
+                           f"{width}x{height}")
+    x = torch.from_numpy(pixels).reshape(height, width, channels).permute(2, 0, 1)[None]
+    return 1 - x if invert else x
+
+
+def load_inputs(sources: list[str], shape: tuple[int, int, int], count: int = 1000, invert: bool = False,
+                data_root=None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Images named on the command line: a data set name (its first ``count`` test images, with labels)
+    or image files (no labels). Returns images (N, C, H, W), labels or None, and a name per image."""
+    if len(sources) == 1 and sources[0] in IMAGE_DATASETS:
+        x, y = mnist_tensors(sources[0], "test", data_root)
+        if tuple(x.shape[1:]) != tuple(shape):
+            raise GatelabError(f"{sources[0]} images are {tuple(x.shape[1:])}; the classifier takes {tuple(shape)}")
+        if count < 1:
+            raise GatelabError(f"count must be at least 1, got {count}")
+        return x[:count], y[:count], [f"{sources[0]}-{i:05d}" for i in range(min(count, len(x)))]
+    if not sources:
+        raise GatelabError(f"name image files or one data set ({', '.join(IMAGE_DATASETS)})")
+    images = torch.cat([read_image(s, shape, invert) for s in sources])
+    return images, None, [Path(s).stem for s in sources]
+
+
+def write_png(path: str | os.PathLike, image: torch.Tensor) -> Path:
+    """A (C, H, W) or (H, W) tensor in [0, 1] as an 8-bit PNG (written to a temporary name, then renamed)."""
+    array = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    if array.dim() == 3:
+        array = array[0] if array.shape[0] == 1 else array.permute(1, 2, 0)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array.numpy()).save(tmp, format="PNG")
+    return path

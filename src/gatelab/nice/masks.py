@@ -1,0 +1,305 @@
+"""NICE mask learning: a stochastic binary gate on every pixel, trained against a fixed classifier.
+
+The gated image is ``z * x + (1 - z) * background(x)``. The gates' parameters
+(log-alpha for hard concrete, phi for ARM) minimise
+
+    cross-entropy(classifier(gated image), target) + lam * E[fraction of open gates]
+
+so the open gates mark the pixels the prediction depends on. As in the paper,
+an amortised mask network maps an image to its per-pixel gate parameters in one
+forward pass; per-image optimisation of the parameters is offered as the
+slower, network-free alternative. The classifier's weights never change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+from tqdm.auto import tqdm
+
+from gatelab.errors import GatelabError, check_choice
+from gatelab.files import atomic_path
+from gatelab.gates.estimators import make_estimator
+
+MODES = ("amortized", "per_image")
+NICE_ESTIMATORS = ("hard_concrete", "arm")
+BACKGROUNDS = ("zeros", "lowres")
+TARGETS = ("prediction", "label")
+
+
+@dataclass
+class NICEConfig:
+    """Mask learning settings. Defaults follow the authors' MNIST code: hard concrete gates, Adam 1e-3,
+    batch 100, 10 epochs with the learning rate divided by 10 after 5."""
+
+    lam: float = 5.0  # L0 strength: nats of cross-entropy worth keeping every pixel
+    estimator: str = "hard_concrete"
+    mode: str = "amortized"
+    background: str = "zeros"  # what a closed gate shows: black, or the low-resolution image
+    lowres_factor: int = 8
+    cell: int = 1  # gate size in pixels: 1 is the paper's per-pixel gate, 8 matches JPEG's blocks
+    target: str = "prediction"  # explain the classifier's own decision, or the true label
+    init_keep: float = 0.9
+    epochs: int = 10
+    lr_drop_epoch: int = 5
+    lr: float = 1e-3
+    batch_size: int = 100
+    steps: int = 300  # per-image mode: optimisation steps per batch of images
+    train_examples: int | None = None
+    seed: int = 0
+
+    def validate(self) -> "NICEConfig":
+        check_choice("mode", self.mode, MODES)
+        check_choice("estimator", self.estimator, NICE_ESTIMATORS)
+        check_choice("background", self.background, BACKGROUNDS)
+        check_choice("target", self.target, TARGETS)
+        if not self.lam >= 0:
+            raise GatelabError(f"lam must be >= 0 (0 keeps every pixel), got {self.lam}")
+        if not 0 < self.init_keep < 1:
+            raise GatelabError(f"init_keep must be a probability in (0, 1), got {self.init_keep}")
+        for name in ("epochs", "batch_size", "steps", "lowres_factor", "cell"):
+            if getattr(self, name) < 1:
+                raise GatelabError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise GatelabError(f"lr must be positive, got {self.lr}")
+        return self
+
+
+def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation), nn.ReLU())
+
+
+class MaskNetwork(nn.Module):
+    """A small U-Net: image (N, C, H, W) -> per-pixel gate parameters (N, 1, H, W).
+
+    Two strided convolutions and a dilated bottleneck let every pixel's gate see
+    the whole 28x28 image; skip connections keep the mask as sharp as the pixels.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, init_phi: float = 0.0):
+        super().__init__()
+        self.enc1 = _conv(in_channels, width)
+        self.enc2 = nn.Sequential(_conv(width, 2 * width, stride=2), _conv(2 * width, 2 * width))
+        self.bottleneck = nn.Sequential(_conv(2 * width, 2 * width, stride=2), _conv(2 * width, 2 * width, dilation=2))
+        self.dec2 = _conv(4 * width, 2 * width)
+        self.dec1 = _conv(3 * width, width)
+        self.head = nn.Conv2d(width, 1, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, init_phi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        b = self.bottleneck(e2)
+        d2 = self.dec2(torch.cat([F.interpolate(b, size=e2.shape[-2:]), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:]), e1], 1))
+        return self.head(d1)
+
+
+def background(images: torch.Tensor, kind: str, factor: int) -> torch.Tensor:
+    """What a closed gate shows: zeros, or the image averaged over ``factor`` x ``factor`` cells."""
+    if kind == "zeros":
+        return torch.zeros_like(images)
+    from gatelab.nice.compress import lowres
+    return lowres(images, factor)
+
+
+class NICE:
+    """Explain a fixed classifier with per-pixel L0 gates (Li & Ji, arXiv:1908.08988).
+
+        nice = NICE(classifier, NICEConfig(lam=5)).fit(train_images)
+        masks = nice.mask(test_images)          # binary (N, 1, H, W): the pixels that matter
+        scores = nice.saliency(test_images)     # P(gate open), for ranking pixels
+
+    ``classifier`` is any ``nn.Module`` from images (N, C, H, W) in the range it
+    was trained on to logits (N, K); it is put in eval mode and never updated.
+    """
+
+    def __init__(self, classifier: nn.Module, config: NICEConfig | None = None):
+        self.classifier = classifier.eval()
+        for p in self.classifier.parameters():
+            p.requires_grad_(False)
+        self.config = (config or NICEConfig()).validate()
+        self.estimator = make_estimator(self.config.estimator)
+        self.mask_net_: MaskNetwork | None = None
+        self.input_shape_: tuple[int, ...] | None = None
+        self.history_: list[dict] = []
+
+    # -- input checks -------------------------------------------------------------------------
+    def _check_images(self, images: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(images) or images.dim() != 4:
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise GatelabError(f"images must be a tensor (N, C, H, W), got {shape}")
+        if len(images) == 0:
+            raise GatelabError("no images given")
+        if self.input_shape_ is not None:
+            if tuple(images.shape[1:]) != self.input_shape_:
+                raise GatelabError(f"images of shape (C, H, W) = {tuple(images.shape[1:])} do not fit: this NICE "
+                                   f"was fitted for {self.input_shape_}")
+            return images.float()
+        try:
+            with torch.no_grad():
+                out = self.classifier(images[:1].float())
+        except RuntimeError as exc:
+            raise GatelabError(f"images of shape (C, H, W) = {tuple(images.shape[1:])} do not fit the classifier "
+                               f"({str(exc).splitlines()[0]})") from None
+        if out.dim() != 2:
+            raise GatelabError(f"the classifier must return logits (N, K), it returned shape {tuple(out.shape)}")
+        return images.float()
+
+    def _targets(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.config.target == "label":
+            if labels is None or len(labels) != len(images):
+                raise GatelabError("target='label' needs one label per image")
+            return labels.long()
+        with torch.no_grad():
+            return torch.cat([self.classifier(b).argmax(1) for b in images.split(1000)])
+
+    # -- the objective ------------------------------------------------------------------------
+    def _cells(self, phi: torch.Tensor) -> torch.Tensor:
+        """Per-pixel parameters averaged into one gate per ``cell`` x ``cell`` block."""
+        c = self.config.cell
+        return phi if c == 1 else F.avg_pool2d(phi, c, ceil_mode=True)
+
+    def _pixels(self, gates: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Cell values spread back over their pixels."""
+        c = self.config.cell
+        if c == 1:
+            return gates
+        return gates.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :like.shape[-2], :like.shape[-1]]
+
+    def _loss(self, phi: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Data loss + L0 penalty for gate parameters ``phi``; includes ARM's surrogate when used."""
+        cfg, est = self.config, self.estimator
+        fill = background(x, cfg.background, cfg.lowres_factor)
+        phi = self._cells(phi)
+        u = torch.rand_like(phi)
+        z = self._pixels(est.sample(phi, u), x)
+        data = F.cross_entropy(self.classifier(z * x + (1 - z) * fill), target, reduction="none")
+        open_frac = est.prob_open(phi).mean()
+        loss = data.mean() + cfg.lam * open_frac
+        if est.passes == 2:  # ARM: the antithetic pass that shares u, no gradient needed
+            with torch.no_grad():
+                za = self._pixels(est.sample(phi, u, antithetic=True), x)
+                anti = F.cross_entropy(self.classifier(za * x + (1 - za) * fill), target, reduction="none")
+            shape = (-1,) + (1,) * (phi.dim() - 1)
+            loss = loss + est.surrogate(phi, u, data.detach().view(shape) / len(x), anti.view(shape) / len(x))
+        return loss, {"data_loss": data.mean().item(), "open_fraction": open_frac.item()}
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, images: torch.Tensor, labels: torch.Tensor | None = None, progress: bool = True) -> "NICE":
+        """Train the amortised mask network on ``images`` (per-image mode needs no fitting)."""
+        cfg = self.config
+        images = self._check_images(images)
+        if cfg.train_examples:
+            images = images[:cfg.train_examples]
+            labels = labels[:cfg.train_examples] if labels is not None else None
+        self.input_shape_ = tuple(images.shape[1:])
+        if cfg.mode == "per_image":
+            return self
+        torch.manual_seed(cfg.seed)
+        targets = self._targets(images, labels)
+        net = MaskNetwork(images.shape[1], init_phi=self.estimator.init_phi(cfg.init_keep))
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        steps_per_epoch = -(-len(images) // cfg.batch_size)
+        bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="NICE masks", disable=not progress, leave=False)
+        self.history_ = []
+        for epoch in range(cfg.epochs):
+            if epoch == cfg.lr_drop_epoch:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr / 10
+            net.train()
+            sums = {"data_loss": 0.0, "open_fraction": 0.0}
+            for idx in torch.randperm(len(images)).split(cfg.batch_size):
+                loss, stats = self._loss(net(images[idx]), images[idx], targets[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for key in sums:
+                    sums[key] += stats[key] / steps_per_epoch
+                bar.update()
+                bar.set_postfix(ce=f"{stats['data_loss']:.3f}", open=f"{stats['open_fraction']:.3f}", refresh=False)
+            self.history_.append({"epoch": epoch + 1, **sums})
+        bar.close()
+        self.mask_net_ = net.eval()
+        return self
+
+    def _optimize(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image mode: Adam on one gate parameter per pixel of each image in ``x``."""
+        cfg = self.config
+        target = self._targets(x, None) if cfg.target == "prediction" else None
+        if target is None:
+            raise GatelabError("per-image masks explain the prediction; use target='prediction'")
+        phi = torch.full((len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep), requires_grad=True)
+        optimizer = torch.optim.Adam([phi], lr=0.05)
+        for _ in range(cfg.steps):
+            # the per-image loss sums over images so that each image's gates see the usual scale
+            loss, _ = self._loss(phi, x, target)
+            optimizer.zero_grad(set_to_none=True)
+            (loss * len(x)).backward()
+            optimizer.step()
+            self.estimator.constrain_(phi)
+        return phi.detach()
+
+    # -- using a fitted NICE ------------------------------------------------------------------
+    def gate_parameters(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Per-pixel gate parameters (N, 1, H, W) for ``images``."""
+        images = self._check_images(images)
+        if self.config.mode == "per_image":
+            if self.input_shape_ is None:
+                self.input_shape_ = tuple(images.shape[1:])
+            with torch.random.fork_rng():
+                torch.manual_seed(self.config.seed)
+                return torch.cat([self._optimize(b) for b in images.split(batch_size)])
+        if self.mask_net_ is None:
+            raise GatelabError("this NICE is not fitted yet; call fit(images) first")
+        with torch.no_grad():
+            return torch.cat([self.mask_net_(b) for b in images.split(batch_size)])
+
+    def saliency(self, images: torch.Tensor) -> torch.Tensor:
+        """P(gate open) per pixel, in [0, 1]: a continuous explanation map."""
+        phi = self.gate_parameters(images)
+        return self._pixels(self.estimator.prob_open(self._cells(phi)), phi)
+
+    def mask(self, images: torch.Tensor) -> torch.Tensor:
+        """The deterministic test-time gates, binarised: 1 where a pixel keeps full value."""
+        phi = self.gate_parameters(images)
+        return self._pixels((self.estimator.deterministic(self._cells(phi)) > 0).float(), phi)
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """The mask network (safetensors) with the config and input shape in its metadata."""
+        if self.mask_net_ is None:
+            raise GatelabError("only a fitted amortised NICE can be saved; per-image masks have no network")
+        path = Path(path)
+        meta = {"nice_config": asdict(self.config), "input_shape": list(self.input_shape_), "history": self.history_}
+        with atomic_path(path) as tmp:
+            save_model(self.mask_net_, str(tmp), metadata={"gatelab": json.dumps(meta)})
+        return path
+
+    @classmethod
+    def load(cls, path, classifier: nn.Module) -> "NICE":
+        """A fitted NICE from ``save``, explaining ``classifier``."""
+        path = Path(path)
+        if not path.is_file():
+            raise GatelabError(f"mask network file {path} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = json.loads((fh.metadata() or {})["gatelab"])
+            config = NICEConfig(**meta["nice_config"])
+        except Exception as exc:
+            raise GatelabError(f"{path} is not a gatelab NICE mask network ({type(exc).__name__}: {exc})") from exc
+        nice = cls(classifier, config)
+        nice.input_shape_ = tuple(meta["input_shape"])
+        nice.history_ = meta.get("history", [])
+        net = MaskNetwork(nice.input_shape_[0])
+        load_model(net, str(path), device="cpu")
+        nice.mask_net_ = net.eval()
+        return nice

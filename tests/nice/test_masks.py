@@ -1,0 +1,116 @@
+"""NICE masks: they find the region a decision depends on, train, save and load, and reject bad input."""
+
+import pytest
+import torch
+from torch import nn
+
+from gatelab.errors import GatelabError
+from gatelab.nice import NICE, NICEConfig, small_cnn
+
+REGION = (slice(4, 12), slice(16, 24))  # rows, columns of the only pixels that decide the class
+
+
+class RegionClassifier(nn.Module):
+    """Class 1 when the mean of REGION exceeds 0.5, else class 0: nothing outside REGION matters."""
+
+    def forward(self, x):
+        score = 20 * (x[:, 0, REGION[0], REGION[1]].mean(dim=(1, 2)) - 0.5)
+        return torch.stack([torch.zeros_like(score), score], 1)
+
+
+def region_images(n, seed=0):
+    """Noise in [0, 0.5) everywhere; REGION brightened by 0.5, so every image is class 1."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.5 * torch.rand(n, 1, 28, 28, generator=g)
+    x[:, :, REGION[0], REGION[1]] += 0.5
+    return x
+
+
+def inside_fraction(mask):
+    inside = mask[:, :, REGION[0], REGION[1]].sum()
+    return (inside / mask.sum().clamp(min=1)).item()
+
+
+def test_per_image_masks_concentrate_on_the_deciding_region():
+    torch.manual_seed(0)
+    x = region_images(6)
+    nice = NICE(RegionClassifier(), NICEConfig(mode="per_image", lam=1.0, steps=300))
+    mask = nice.mask(x)
+    assert mask.sum() > 0, "an empty mask cannot keep the class"
+    assert inside_fraction(mask) > 0.9
+    # the open pixels keep the decision: the masked images are still class 1
+    assert (RegionClassifier()(mask * x).argmax(1) == 1).all()
+    # and the mask is sparse: the region is 64 of 784 pixels
+    assert mask.mean().item() < 0.1
+
+
+def test_arm_gates_learn_the_region_too_but_slowly():
+    # 784 gates share one loss per image, so ARM's unbiased estimate is noisy: after 3000 steps the
+    # mask is not yet clean, but it holds the region at over four times the rate of chance (64/784).
+    torch.manual_seed(0)
+    nice = NICE(RegionClassifier(), NICEConfig(mode="per_image", estimator="arm", lam=2.0, steps=3000))
+    mask = nice.mask(region_images(6))
+    assert inside_fraction(mask) > 4 * 64 / 784
+    assert mask.mean().item() < 0.3
+
+
+def test_amortised_mask_network_learns_the_region_and_generalises():
+    torch.manual_seed(0)
+    nice = NICE(RegionClassifier(), NICEConfig(lam=3.0, epochs=8, lr_drop_epoch=8, lr=1e-2, batch_size=50))
+    nice.fit(region_images(600), progress=False)
+    mask = nice.mask(region_images(50, seed=1))  # unseen images
+    assert mask.sum() > 0
+    assert inside_fraction(mask) > 0.85
+    saliency = nice.saliency(region_images(50, seed=1))
+    assert saliency[:, :, REGION[0], REGION[1]].mean() > 3 * saliency.mean()
+
+
+def test_save_and_load_give_the_same_masks(tmp_path):
+    torch.manual_seed(0)
+    nice = NICE(RegionClassifier(), NICEConfig(lam=1.0, epochs=1, batch_size=50)).fit(region_images(100),
+                                                                                    progress=False)
+    nice.save(tmp_path / "masks.safetensors")
+    again = NICE.load(tmp_path / "masks.safetensors", RegionClassifier())
+    x = region_images(10, seed=2)
+    assert torch.equal(nice.gate_parameters(x), again.gate_parameters(x))
+    assert again.config == nice.config
+
+
+def test_classifier_is_never_updated():
+    classifier = small_cnn()
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    NICE(classifier, NICEConfig(epochs=1, batch_size=20)).fit(torch.rand(40, 1, 28, 28), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in classifier.state_dict().items())
+
+
+@pytest.mark.parametrize("cell", [4, 8])
+def test_cell_gates_switch_whole_blocks(cell):
+    torch.manual_seed(0)
+    nice = NICE(RegionClassifier(), NICEConfig(mode="per_image", lam=1.0, steps=150, cell=cell))
+    mask = nice.mask(region_images(3))[:, 0]
+    blocks = mask.unfold(1, cell, cell).unfold(2, cell, cell)  # full blocks only
+    assert torch.all(blocks.amin(dim=(-1, -2)) == blocks.amax(dim=(-1, -2)))
+
+
+def test_bad_input_is_rejected_clearly(tmp_path):
+    nice = NICE(small_cnn(), NICEConfig(epochs=1))
+    with pytest.raises(GatelabError, match="do not fit the classifier"):
+        nice.fit(torch.rand(4, 3, 32, 32))
+    with pytest.raises(GatelabError, match=r"\(N, C, H, W\)"):
+        nice.fit(torch.rand(28, 28))
+    with pytest.raises(GatelabError, match="no images"):
+        nice.fit(torch.rand(0, 1, 28, 28))
+    with pytest.raises(GatelabError, match="not fitted"):
+        nice.mask(torch.rand(2, 1, 28, 28))
+    with pytest.raises(GatelabError, match="lam must be >= 0"):
+        NICEConfig(lam=-1).validate()
+    with pytest.raises(GatelabError, match="unknown background"):
+        NICEConfig(background="gray").validate()
+    with pytest.raises(GatelabError, match="init_keep"):
+        NICEConfig(init_keep=1.0).validate()
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    with pytest.raises(GatelabError, match="not a gatelab NICE mask network"):
+        NICE.load(tmp_path / "junk.safetensors", small_cnn())
+    fitted = NICE(small_cnn(), NICEConfig(epochs=1, batch_size=10)).fit(torch.rand(10, 1, 28, 28), progress=False)
+    with pytest.raises(GatelabError, match="fitted for"):
+        fitted.mask(torch.rand(2, 1, 14, 14))
