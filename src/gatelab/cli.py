@@ -9,7 +9,7 @@ import sys
 import gatelab
 
 # Modules with a ``register(subparsers)`` function; a new system adds its module here.
-COMMANDS = ("gatelab.gates.cli", "gatelab.npn.cli", "gatelab.embeddings.cli", "gatelab.lm.cli",
+COMMANDS = ("gatelab.gates.cli", "gatelab.npn.cli", "gatelab.nice.cli", "gatelab.embeddings.cli", "gatelab.lm.cli",
             "gatelab.reproduce.cli")
 
 

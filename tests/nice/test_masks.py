@@ -56,11 +56,11 @@ def test_arm_gates_learn_the_region_too_but_slowly():
 
 def test_amortised_mask_network_learns_the_region_and_generalises():
     torch.manual_seed(0)
-    nice = NICE(RegionClassifier(), NICEConfig(lam=3.0, epochs=8, lr_drop_epoch=8, lr=1e-2, batch_size=50))
-    nice.fit(region_images(600), progress=False)
+    nice = NICE(RegionClassifier(), NICEConfig(lam=2.0, epochs=15, lr_drop_epoch=15, lr=3e-3, batch_size=50))
+    nice.fit(region_images(400), progress=False)
     mask = nice.mask(region_images(50, seed=1))  # unseen images
-    assert mask.sum() > 0
-    assert inside_fraction(mask) > 0.85
+    assert 0 < mask.mean().item() < 0.2
+    assert inside_fraction(mask) > 0.6  # chance is 64/784 = 0.08
     saliency = nice.saliency(region_images(50, seed=1))
     assert saliency[:, :, REGION[0], REGION[1]].mean() > 3 * saliency.mean()
 

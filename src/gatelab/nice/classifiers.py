@@ -109,5 +109,8 @@ def load_classifier(path) -> tuple[nn.Module, ClassifierConfig]:
     except Exception as exc:
         raise GatelabError(f"{path} is not a gatelab NICE classifier ({type(exc).__name__}: {exc})") from exc
     model = small_cnn()
-    load_model(model, str(path), device="cpu")
+    try:
+        load_model(model, str(path), device="cpu")
+    except RuntimeError as exc:
+        raise GatelabError(f"{path} holds weights that do not fit small_cnn ({str(exc).splitlines()[0]})") from None
     return model.eval(), config

@@ -14,7 +14,8 @@ from gatelab.errors import GatelabError
 from gatelab.reproduce.report import Report
 
 # Modules whose import registers reproductions; a new system adds its module here.
-PROVIDERS = ("gatelab.gates.reproductions", "gatelab.npn.reproductions", "gatelab.lm.reproductions")
+PROVIDERS = ("gatelab.gates.reproductions", "gatelab.npn.reproductions", "gatelab.nice.reproductions",
+             "gatelab.lm.reproductions")
 
 
 @dataclass(frozen=True)
