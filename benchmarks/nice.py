@@ -19,7 +19,7 @@ import time
 import torch
 
 from gatelab.data import mnist_tensors
-from gatelab.nice import (NICE, BASELINES, ClassifierConfig, NICEConfig, attribute, load_classifier,
+from gatelab.nice import (BASELINES, NICE, ClassifierConfig, NICEConfig, attribute, load_classifier, predict,
                           train_classifier)
 
 
@@ -48,8 +48,7 @@ def main() -> None:
         nice = NICE(classifier, NICEConfig(epochs=1, train_examples=10000)).fit(x, progress=False)
     xt, _ = mnist_tensors("mnist", "test")
     xt = xt[:args.images]
-    with torch.no_grad():
-        predicted = classifier(xt).argmax(1)
+    predicted = predict(classifier, xt)
 
     times = {"NICE (amortised)": _seconds(lambda: nice.saliency(xt))}
     for method in BASELINES:

@@ -42,6 +42,7 @@ class ClassifierConfig:
     lr: float = 1e-3
     train_examples: int | None = None
     seed: int = 0
+    device: str = "cpu"
 
     def validate(self) -> "ClassifierConfig":
         check_choice("data set", self.dataset, IMAGE_DATASETS)
@@ -54,12 +55,16 @@ class ClassifierConfig:
 
 
 @torch.no_grad()
-def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2000) -> float:
-    """Fraction of ``images`` that ``classifier`` labels correctly."""
+def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+    """The classifier's labels for ``images`` (on the CPU), computed in batches on the classifier's device."""
     classifier.eval()
-    correct = sum((classifier(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
-                  for i in range(0, len(images), batch_size))
-    return correct / max(len(images), 1)
+    device = next(classifier.parameters()).device
+    return torch.cat([classifier(b.to(device)).argmax(1).cpu() for b in images.split(batch_size)])
+
+
+def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of ``images`` that ``classifier`` labels correctly."""
+    return (predict(classifier, images) == labels.cpu()).float().mean().item() if len(images) else 0.0
 
 
 def train_classifier(config: ClassifierConfig, data_root=None, progress: bool = True) -> tuple[nn.Module, float]:
@@ -69,13 +74,15 @@ def train_classifier(config: ClassifierConfig, data_root=None, progress: bool = 
     x, y = mnist_tensors(config.dataset, "train", data_root)
     if config.train_examples:
         x, y = x[:config.train_examples], y[:config.train_examples]
-    model = small_cnn()
+    device = torch.device(config.device)
+    x, y = x.to(device), y.to(device)
+    model = small_cnn().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     steps = config.epochs * -(-len(x) // config.batch_size)
     bar = tqdm(total=steps, desc=f"classifier {config.dataset}", disable=not progress, leave=False)
     for _ in range(config.epochs):
         model.train()
-        for idx in torch.randperm(len(x)).split(config.batch_size):
+        for idx in torch.randperm(len(x), device=device).split(config.batch_size):
             loss = F.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -91,14 +98,14 @@ def train_classifier(config: ClassifierConfig, data_root=None, progress: bool = 
 def save_classifier(model: nn.Module, config: ClassifierConfig, path, test_accuracy: float | None = None) -> Path:
     """Weights as safetensors, the training config and test accuracy in its metadata."""
     path = Path(path)
-    meta = {"classifier_config": asdict(config), "test_accuracy": test_accuracy}
+    meta = {"classifier_config": {**asdict(config), "device": "cpu"}, "test_accuracy": test_accuracy}
     with atomic_path(path) as tmp:
         save_model(model, str(tmp), metadata={"gatelab": json.dumps(meta)})
     return path
 
 
-def load_classifier(path) -> tuple[nn.Module, ClassifierConfig]:
-    """Rebuild a classifier written by ``save_classifier``, in eval mode."""
+def load_classifier(path, device: str = "cpu") -> tuple[nn.Module, ClassifierConfig]:
+    """Rebuild a classifier written by ``save_classifier``, in eval mode on ``device``."""
     path = Path(path)
     if not path.is_file():
         raise GatelabError(f"classifier file {path} does not exist")
@@ -113,4 +120,4 @@ def load_classifier(path) -> tuple[nn.Module, ClassifierConfig]:
         load_model(model, str(path), device="cpu")
     except RuntimeError as exc:
         raise GatelabError(f"{path} holds weights that do not fit small_cnn ({str(exc).splitlines()[0]})") from None
-    return model.eval(), config
+    return model.to(device).eval(), config

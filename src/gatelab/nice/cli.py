@@ -14,15 +14,20 @@ def _quality(text: str) -> int:
     return int(text)
 
 
+def _device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
 def _classifier_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", required=True, help="classifier file from `gatelab nice train-classifier`")
+    _device_argument(p)
 
 
 def _mask_arguments(p: argparse.ArgumentParser) -> None:
     _classifier_arguments(p)
     p.add_argument("--masks", help="mask network from `gatelab nice train`; without it, masks are optimised "
                                    "per image (slower, see --lam and --steps)")
-    p.add_argument("--lam", type=float, default=None, help="per-image mode: L0 strength (default: 5)")
+    p.add_argument("--lam", type=float, default=None, help="per-image mode: L0 strength (default: 2)")
     p.add_argument("--steps", type=int, default=None, help="per-image mode: Adam steps (default: 300)")
     p.add_argument("--count", type=int, default=1000, help="data set inputs: how many test images (default: 1000)")
     p.add_argument("--invert", action="store_true", help="image files are dark on light; invert them")
@@ -50,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=c.lr, help=f"Adam learning rate (default: {c.lr})")
     t.add_argument("--train-examples", type=int, default=None, help="use only the first N training images")
     t.add_argument("--seed", type=int, default=c.seed, help=f"random seed (default: {c.seed})")
+    _device_argument(t)
     t.add_argument("--out", default="classifier.safetensors", help="output file (default: classifier.safetensors)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train_classifier)
@@ -106,7 +112,7 @@ def _train_classifier(args) -> int:
     from gatelab.nice.classifiers import ClassifierConfig, save_classifier, train_classifier
 
     config = ClassifierConfig(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              train_examples=args.train_examples, seed=args.seed).validate()
+                              train_examples=args.train_examples, seed=args.seed, device=args.device).validate()
     model, acc = train_classifier(config, progress=not args.quiet)
     save_classifier(model, config, args.out, acc)
     print(f"{config.dataset} classifier: test accuracy {100 * acc:.2f}%  ->  {args.out}")
@@ -118,8 +124,8 @@ def _train_masks(args) -> int:
     from gatelab.nice.classifiers import load_classifier
     from gatelab.nice.masks import NICE, NICEConfig
 
-    classifier, cconfig = load_classifier(args.classifier)
-    config = NICEConfig(lam=args.lam, estimator=args.estimator, background=args.background,
+    classifier, cconfig = load_classifier(args.classifier, args.device)
+    config = NICEConfig(device=args.device, lam=args.lam, estimator=args.estimator, background=args.background,
                         lowres_factor=args.lowres_factor, cell=args.cell, epochs=args.epochs, lr=args.lr,
                         lr_drop_epoch=max(1, args.epochs // 2), train_examples=args.train_examples,
                         seed=args.seed).validate()
@@ -138,12 +144,13 @@ def _nice_for(args):
     from gatelab.nice.images import load_inputs
     from gatelab.nice.masks import NICE, NICEConfig
 
-    classifier, _ = load_classifier(args.classifier)
+    classifier, _ = load_classifier(args.classifier, args.device)
     if args.masks:
-        nice = NICE.load(args.masks, classifier)
+        nice = NICE.load(args.masks, classifier, args.device)
     else:
         defaults = NICEConfig()
-        nice = NICE(classifier, NICEConfig(mode="per_image", lam=args.lam if args.lam is not None else defaults.lam,
+        nice = NICE(classifier, NICEConfig(mode="per_image", device=args.device,
+                                           lam=args.lam if args.lam is not None else defaults.lam,
                                            steps=args.steps or defaults.steps))
     shape = nice.input_shape_ or (1, 28, 28)
     images, labels, names = load_inputs(args.inputs, shape, args.count, args.invert)
@@ -153,10 +160,9 @@ def _nice_for(args):
 def _explain(args) -> int:
     from pathlib import Path
 
-    import torch
-
     from gatelab.errors import GatelabError
     from gatelab.files import write_json
+    from gatelab.nice.classifiers import predict
     from gatelab.nice.images import write_png
     from gatelab.nice.metrics import BASELINES, attribute, compare, plot_curves
     from gatelab.nice.plots import explanation_panels
@@ -166,8 +172,7 @@ def _explain(args) -> int:
         if b not in BASELINES:
             raise GatelabError(f"unknown baseline {b!r}; accepted: {', '.join(BASELINES)} or none")
     classifier, nice, images, _, names = _nice_for(args)
-    with torch.no_grad():
-        predictions = classifier(images).argmax(1)
+    predictions = predict(classifier, images)
     saliency = nice.saliency(images)
     masks = nice.mask(images)
     out = Path(args.out)
@@ -193,14 +198,14 @@ def _explain(args) -> int:
 
 
 def _compress(args) -> int:
-    from gatelab.nice.classifiers import accuracy
+    from gatelab.nice.classifiers import accuracy, predict
     from gatelab.nice.compress import compress, save_jpegs
 
     classifier, nice, images, labels, names = _nice_for(args)
     masks = nice.mask(images)
     result = compress(images, masks, quality=args.quality, factor=args.factor, tables=args.tables)
     save_jpegs(args.out, result, names)
-    truth = labels if labels is not None else classifier(images).argmax(1)
+    truth = labels if labels is not None else predict(classifier, images)
     what = "accuracy" if labels is not None else "agreement with the prediction on the original"
     print(f"{len(images)} images, masks keep {100 * masks.mean().item():.1f}% of pixels, JPEG quality {args.quality}")
     print(f"size: {int(result.mixed_bytes.sum())} bytes vs plain JPEG {int(result.plain_bytes.sum())} bytes "

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from gatelab.errors import GatelabError, check_choice
 from gatelab.files import atomic_path
 from gatelab.gates.estimators import make_estimator
+from gatelab.nice.compress import lowres
 
 MODES = ("amortized", "per_image")
 NICE_ESTIMATORS = ("hard_concrete", "arm")
@@ -39,7 +40,7 @@ class NICEConfig:
     """Mask learning settings. Defaults follow the authors' MNIST code: hard concrete gates, Adam 1e-3,
     batch 100, 10 epochs with the learning rate divided by 10 after 5."""
 
-    lam: float = 5.0  # L0 strength: nats of cross-entropy worth keeping every pixel
+    lam: float = 2.0  # L0 strength: nats of cross-entropy worth keeping every pixel
     estimator: str = "hard_concrete"
     mode: str = "amortized"
     background: str = "zeros"  # what a closed gate shows: black, or the low-resolution image
@@ -54,12 +55,15 @@ class NICEConfig:
     steps: int = 300  # per-image mode: optimisation steps per batch of images
     train_examples: int | None = None
     seed: int = 0
+    device: str = "cpu"
 
     def validate(self) -> "NICEConfig":
         check_choice("mode", self.mode, MODES)
         check_choice("estimator", self.estimator, NICE_ESTIMATORS)
         check_choice("background", self.background, BACKGROUNDS)
         check_choice("target", self.target, TARGETS)
+        if self.mode == "per_image" and self.target != "prediction":
+            raise GatelabError("per-image masks explain the prediction: use target='prediction' with mode='per_image'")
         if not self.lam >= 0:
             raise GatelabError(f"lam must be >= 0 (0 keeps every pixel), got {self.lam}")
         if not 0 < self.init_keep < 1:
@@ -105,21 +109,19 @@ class MaskNetwork(nn.Module):
 
 def background(images: torch.Tensor, kind: str, factor: int) -> torch.Tensor:
     """What a closed gate shows: zeros, or the image averaged over ``factor`` x ``factor`` cells."""
-    if kind == "zeros":
-        return torch.zeros_like(images)
-    from gatelab.nice.compress import lowres
-    return lowres(images, factor)
+    return torch.zeros_like(images) if kind == "zeros" else lowres(images, factor)
 
 
 class NICE:
     """Explain a fixed classifier with per-pixel L0 gates (Li & Ji, arXiv:1908.08988).
 
-        nice = NICE(classifier, NICEConfig(lam=5)).fit(train_images)
+        nice = NICE(classifier, NICEConfig(lam=2)).fit(train_images)
         masks = nice.mask(test_images)          # binary (N, 1, H, W): the pixels that matter
         scores = nice.saliency(test_images)     # P(gate open), for ranking pixels
 
     ``classifier`` is any ``nn.Module`` from images (N, C, H, W) in the range it
-    was trained on to logits (N, K); it is put in eval mode and never updated.
+    was trained on to logits (N, K); it is put in eval mode, moved to the
+    config's device and never updated. Results come back on the images' device.
     """
 
     def __init__(self, classifier: nn.Module, config: NICEConfig | None = None):
@@ -127,6 +129,8 @@ class NICE:
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self.config = (config or NICEConfig()).validate()
+        self.device = torch.device(self.config.device)
+        self.classifier.to(self.device)
         self.estimator = make_estimator(self.config.estimator)
         self.mask_net_: MaskNetwork | None = None
         self.input_shape_: tuple[int, ...] | None = None
@@ -146,7 +150,7 @@ class NICE:
             return images.float()
         try:
             with torch.no_grad():
-                out = self.classifier(images[:1].float())
+                out = self.classifier(images[:1].float().to(self.device))
         except RuntimeError as exc:
             raise GatelabError(f"images of shape (C, H, W) = {tuple(images.shape[1:])} do not fit the classifier "
                                f"({str(exc).splitlines()[0]})") from None
@@ -160,7 +164,7 @@ class NICE:
                 raise GatelabError("target='label' needs one label per image")
             return labels.long()
         with torch.no_grad():
-            return torch.cat([self.classifier(b).argmax(1) for b in images.split(1000)])
+            return torch.cat([self.classifier(b.to(self.device)).argmax(1) for b in images.split(1000)])
 
     # -- the objective ------------------------------------------------------------------------
     def _cells(self, phi: torch.Tensor) -> torch.Tensor:
@@ -205,8 +209,8 @@ class NICE:
         if cfg.mode == "per_image":
             return self
         torch.manual_seed(cfg.seed)
-        targets = self._targets(images, labels)
-        net = MaskNetwork(images.shape[1], init_phi=self.estimator.init_phi(cfg.init_keep))
+        targets = self._targets(images, labels).to(self.device)
+        net = MaskNetwork(images.shape[1], init_phi=self.estimator.init_phi(cfg.init_keep)).to(self.device)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         steps_per_epoch = -(-len(images) // cfg.batch_size)
         bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="NICE masks", disable=not progress, leave=False)
@@ -218,7 +222,8 @@ class NICE:
             net.train()
             sums = {"data_loss": 0.0, "open_fraction": 0.0}
             for idx in torch.randperm(len(images)).split(cfg.batch_size):
-                loss, stats = self._loss(net(images[idx]), images[idx], targets[idx])
+                x = images[idx].to(self.device)
+                loss, stats = self._loss(net(x), x, targets[idx.to(self.device)])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -234,10 +239,10 @@ class NICE:
     def _optimize(self, x: torch.Tensor) -> torch.Tensor:
         """Per-image mode: Adam on one gate parameter per pixel of each image in ``x``."""
         cfg = self.config
-        target = self._targets(x, None) if cfg.target == "prediction" else None
-        if target is None:
-            raise GatelabError("per-image masks explain the prediction; use target='prediction'")
-        phi = torch.full((len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep), requires_grad=True)
+        x = x.to(self.device)
+        target = self._targets(x, None)
+        phi = torch.full((len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep), device=self.device,
+                         requires_grad=True)
         optimizer = torch.optim.Adam([phi], lr=0.05)
         for _ in range(cfg.steps):
             # the per-image loss sums over images so that each image's gates see the usual scale
@@ -255,13 +260,13 @@ class NICE:
         if self.config.mode == "per_image":
             if self.input_shape_ is None:
                 self.input_shape_ = tuple(images.shape[1:])
-            with torch.random.fork_rng():
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.config.seed)
-                return torch.cat([self._optimize(b) for b in images.split(batch_size)])
+                return torch.cat([self._optimize(b).to(images.device) for b in images.split(batch_size)])
         if self.mask_net_ is None:
             raise GatelabError("this NICE is not fitted yet; call fit(images) first")
         with torch.no_grad():
-            return torch.cat([self.mask_net_(b) for b in images.split(batch_size)])
+            return torch.cat([self.mask_net_(b.to(self.device)).to(images.device) for b in images.split(batch_size)])
 
     def saliency(self, images: torch.Tensor) -> torch.Tensor:
         """P(gate open) per pixel, in [0, 1]: a continuous explanation map."""
@@ -285,15 +290,15 @@ class NICE:
         return path
 
     @classmethod
-    def load(cls, path, classifier: nn.Module) -> "NICE":
-        """A fitted NICE from ``save``, explaining ``classifier``."""
+    def load(cls, path, classifier: nn.Module, device: str = "cpu") -> "NICE":
+        """A fitted NICE from ``save``, explaining ``classifier``, run on ``device``."""
         path = Path(path)
         if not path.is_file():
             raise GatelabError(f"mask network file {path} does not exist")
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = json.loads((fh.metadata() or {})["gatelab"])
-            config = NICEConfig(**meta["nice_config"])
+            config = NICEConfig(**{**meta["nice_config"], "device": device})
         except Exception as exc:
             raise GatelabError(f"{path} is not a gatelab NICE mask network ({type(exc).__name__}: {exc})") from exc
         nice = cls(classifier, config)
@@ -301,5 +306,5 @@ class NICE:
         nice.history_ = meta.get("history", [])
         net = MaskNetwork(nice.input_shape_[0])
         load_model(net, str(path), device="cpu")
-        nice.mask_net_ = net.eval()
+        nice.mask_net_ = net.to(nice.device).eval()
         return nice

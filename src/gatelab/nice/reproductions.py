@@ -7,7 +7,7 @@ from dataclasses import asdict
 import torch
 
 from gatelab.data import mnist_tensors
-from gatelab.nice.classifiers import ClassifierConfig, accuracy, save_classifier, train_classifier
+from gatelab.nice.classifiers import ClassifierConfig, accuracy, predict, save_classifier, train_classifier
 from gatelab.nice.compress import compress
 from gatelab.nice.masks import NICE, NICEConfig
 from gatelab.nice.metrics import BASELINES, attribute, compare, plot_curves
@@ -61,8 +61,7 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     # Explanation: masks whose closed gates show black, scored against Captum's baselines
     explainer = _fit(report, classifier, x, s, seed, EXPLAIN_LAM, "zeros")
     xe = xt[:s["explain_images"]]
-    with torch.no_grad():
-        predicted = classifier(xe).argmax(1)
+    predicted = predict(classifier, xe)
     scores = compare(classifier, xe, predicted, {"NICE": explainer.saliency(xe)}, methods=tuple(BASELINES),
                      seed=seed, attribute_kw={"absolute": True})
     report.row("explanation masks: pixels kept (%)", None, round(100 * explainer.mask(xe).mean().item(), 1),
@@ -126,8 +125,7 @@ def _panels(report: Report, classifier, explainer: NICE, compressor: NICE, xt: t
     """One test image per class: NICE's mask and P(open), each baseline, the compression mask and JPEG."""
     idx = torch.stack([(yt == c).nonzero()[0, 0] for c in range(int(yt.max()) + 1)])
     images = xt[idx]
-    with torch.no_grad():
-        predicted = classifier(images).argmax(1)
+    predicted = predict(classifier, images)
     columns = {"NICE mask": explainer.mask(images), "NICE P(open)": explainer.saliency(images)}
     for method in BASELINES:
         columns[method] = attribute(classifier, images, predicted, method, absolute=True)
