@@ -14,6 +14,15 @@ import torch  # noqa: E402
 from gatelab.files import atomic_path  # noqa: E402
 
 
+def _save_png(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG via a temporary name, then close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _show(ax, image: torch.Tensor, cmap: str, title: str | None) -> None:
     image = image.detach().cpu()
     if image.dim() == 3:
@@ -44,11 +53,7 @@ def explanation_panels(path: str | os.PathLike, images: torch.Tensor, columns: d
             gray = "image" in name or "jpeg" in name
             _show(axes[r, c], columns[name][r], "gray" if gray else "inferno", name if r == 0 else None)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def tradeoff_plot(path: str | os.PathLike, points: list[dict], paper_ratio: float | None = None) -> Path:
@@ -65,8 +70,4 @@ def tradeoff_plot(path: str | os.PathLike, points: list[dict], paper_ratio: floa
     ax.set_ylabel("classifier accuracy (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
