@@ -114,3 +114,12 @@ def test_bad_input_is_rejected_clearly(tmp_path):
     fitted = NICE(small_cnn(), NICEConfig(epochs=1, batch_size=10)).fit(torch.rand(10, 1, 28, 28), progress=False)
     with pytest.raises(GatelabError, match="fitted for"):
         fitted.mask(torch.rand(2, 1, 14, 14))
+
+
+def test_explain_gives_mask_and_saliency_of_one_optimisation():
+    torch.manual_seed(0)
+    nice = NICE(RegionClassifier(), NICEConfig(mode="per_image", lam=1.0, steps=100))
+    x = region_images(2)
+    mask, saliency = nice.explain(x)
+    assert torch.equal(mask, nice.mask(x)) and torch.equal(saliency, nice.saliency(x))  # seeded per call
+    assert torch.all(saliency[mask > 0] > saliency[mask == 0].max())  # the mask is a top set of the map

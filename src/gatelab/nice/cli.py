@@ -173,8 +173,7 @@ def _explain(args) -> int:
             raise GatelabError(f"unknown baseline {b!r}; accepted: {', '.join(BASELINES)} or none")
     classifier, nice, images, _, names = _nice_for(args)
     predictions = predict(classifier, images)
-    saliency = nice.saliency(images)
-    masks = nice.mask(images)
+    masks, saliency = nice.explain(images)
     out = Path(args.out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     for name, mask in zip(names, masks):

@@ -270,13 +270,18 @@ class NICE:
 
     def saliency(self, images: torch.Tensor) -> torch.Tensor:
         """P(gate open) per pixel, in [0, 1]: a continuous explanation map."""
-        phi = self.gate_parameters(images)
-        return self._pixels(self.estimator.prob_open(self._cells(phi)), phi)
+        return self.explain(images)[1]
 
     def mask(self, images: torch.Tensor) -> torch.Tensor:
         """The deterministic test-time gates, binarised: 1 where a pixel keeps full value."""
+        return self.explain(images)[0]
+
+    def explain(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mask, saliency)`` from one computation of the gate parameters (per-image mode optimises once)."""
         phi = self.gate_parameters(images)
-        return self._pixels((self.estimator.deterministic(self._cells(phi)) > 0).float(), phi)
+        cells = self._cells(phi)
+        mask = self._pixels((self.estimator.deterministic(cells) > 0).float(), phi)
+        return mask, self._pixels(self.estimator.prob_open(cells), phi)
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path) -> Path:

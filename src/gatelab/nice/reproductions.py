@@ -62,9 +62,10 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     explainer = _fit(report, classifier, x, s, seed, EXPLAIN_LAM, "zeros")
     xe = xt[:s["explain_images"]]
     predicted = predict(classifier, xe)
-    scores = compare(classifier, xe, predicted, {"NICE": explainer.saliency(xe)}, methods=tuple(BASELINES),
+    masks, saliency = explainer.explain(xe)
+    scores = compare(classifier, xe, predicted, {"NICE": saliency}, methods=tuple(BASELINES),
                      seed=seed, attribute_kw={"absolute": True})
-    report.row("explanation masks: pixels kept (%)", None, round(100 * explainer.mask(xe).mean().item(), 1),
+    report.row("explanation masks: pixels kept (%)", None, round(100 * masks.mean().item(), 1),
                f"lambda {EXPLAIN_LAM:g}")
     for name, sc in scores.items():
         report.row(f"{name}: deletion AUC (lower is better)", None, round(sc["deletion_auc"], 4))
@@ -126,7 +127,8 @@ def _panels(report: Report, classifier, explainer: NICE, compressor: NICE, xt: t
     idx = torch.stack([(yt == c).nonzero()[0, 0] for c in range(int(yt.max()) + 1)])
     images = xt[idx]
     predicted = predict(classifier, images)
-    columns = {"NICE mask": explainer.mask(images), "NICE P(open)": explainer.saliency(images)}
+    masks, saliency = explainer.explain(images)
+    columns = {"NICE mask": masks, "NICE P(open)": saliency}
     for method in BASELINES:
         columns[method] = attribute(classifier, images, predicted, method, absolute=True)
     masks = compressor.mask(images)
