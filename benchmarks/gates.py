@@ -16,6 +16,7 @@ import os
 import platform
 import statistics
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ def step_times(model_name: str, steps: int, batch: int = 128) -> dict[str, float
     for estimator in ("arm", "ar", "hard_concrete"):
         model = sparsify(build_model(model_name), "structured", estimator)
         gopt = torch.optim.Adam(model.parameters(), 1e-3)
-        out[estimator] = _median_seconds(lambda: train_step(model, x, y, gopt, dataset_size=60000), steps)
+        out[estimator] = _median_seconds(partial(train_step, model, x, y, gopt, dataset_size=60000), steps)
     return out
 
 
@@ -73,8 +74,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration")
     args = parser.parse_args()
 
-    print(f"machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print("\ntraining step, batch 128 (median seconds; ratio to dense)")
     for model_name in ("mlp", "lenet5"):
         t = step_times(model_name, args.steps)
@@ -85,13 +88,15 @@ def main() -> None:
     small = export(gated).eval()
     dense = build_model("lenet5").eval()
     print(f"\ninference, LeNet-5: dense vs exported ({origin})")
-    print(f"  exported architecture {summary(gated).architecture}, "
-          f"{sum(p.numel() for p in small.parameters()):,} vs {sum(p.numel() for p in dense.parameters()):,} parameters")
+    print(
+        f"  exported architecture {summary(gated).architecture}, "
+        f"{sum(p.numel() for p in small.parameters()):,} vs {sum(p.numel() for p in dense.parameters()):,} parameters"
+    )
     for batch in (1, 1000):
         x = torch.rand(batch, 1, 28, 28)
         with torch.inference_mode():
-            td = _median_seconds(lambda: dense(x), args.steps * 3)
-            te = _median_seconds(lambda: small(x), args.steps * 3)
+            td = _median_seconds(partial(dense, x), args.steps * 3)
+            te = _median_seconds(partial(small, x), args.steps * 3)
         print(f"  batch {batch:5d}: dense {td * 1e3:8.3f} ms  exported {te * 1e3:8.3f} ms  speed-up {td / te:.2f}x")
 
 

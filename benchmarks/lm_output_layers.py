@@ -52,7 +52,7 @@ def _ptb(n_words: int):
     from gatelab.lm.corpus import load_corpus
 
     corpus = load_corpus("ptb")
-    return corpus.train[: n_words], corpus.vocab.counts_tensor(), len(corpus.vocab)
+    return corpus.train[:n_words], corpus.vocab.counts_tensor(), len(corpus.vocab)
 
 
 def _adaptive_layer(vocab_size: int, hidden: int):
@@ -108,7 +108,7 @@ def run_one(job: dict, queue) -> None:
     state = None
     times, cpu = [], []
     for step in range(job["warmup"] + job["steps"]):
-        x, y = inputs[step * T:(step + 1) * T], targets[step * T:(step + 1) * T]
+        x, y = inputs[step * T : (step + 1) * T], targets[step * T : (step + 1) * T]
         start, cpu_start = time.perf_counter(), time.process_time()
         loss, n, state = model(x, y, state)
         state = model.detach_state(state)
@@ -125,9 +125,18 @@ def run_one(job: dict, queue) -> None:
     median = times[len(times) // 2]
     cpu_median = cpu[len(cpu) // 2]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put({**job, "vocab": V, "ms_per_step": median * 1e3, "words_per_s": B * T / median,
-               "cpu_ms_per_step": cpu_median * 1e3, "cpu_words_per_s": B * T / cpu_median,
-               "peak_rss_mb": peak / 1024, "model_rss_mb": (peak - base_rss) / 1024})
+    queue.put(
+        {
+            **job,
+            "vocab": V,
+            "ms_per_step": median * 1e3,
+            "words_per_s": B * T / median,
+            "cpu_ms_per_step": cpu_median * 1e3,
+            "cpu_words_per_s": B * T / cpu_median,
+            "peak_rss_mb": peak / 1024,
+            "model_rss_mb": (peak - base_rss) / 1024,
+        }
+    )
 
 
 def main(argv=None) -> int:
@@ -136,7 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--bptt", type=int, default=10, help="steps per chunk (default 10: keeps the 1M full softmax in memory)")
+    p.add_argument(
+        "--bptt", type=int, default=10, help="steps per chunk (default 10: keeps the 1M full softmax in memory)"
+    )
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--alpha", type=float, default=0.4)
     p.add_argument("--steps", type=int, default=10, help="timed steps per configuration (median reported)")
@@ -149,14 +160,21 @@ def main(argv=None) -> int:
 
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
-          f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, {args.threads} thread(s), python {platform.python_version()}")
-    print(f"model: sigmoid RNN, hidden {args.hidden}, batch {args.batch} x bptt {args.bptt} = "
-          f"{args.batch * args.bptt} words/step; K={args.samples}, alpha={args.alpha} for nce/is/blackout")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
+        f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, {args.threads} thread(s), "
+        f"python {platform.python_version()}"
+    )
+    print(
+        f"model: sigmoid RNN, hidden {args.hidden}, batch {args.batch} x bptt {args.bptt} = "
+        f"{args.batch * args.bptt} words/step; K={args.samples}, alpha={args.alpha} for nce/is/blackout"
+    )
     ctx = mp.get_context("spawn")
     rows = []
-    header = (f"{'vocab':>9} {'data':10} {'method':9} {'ms/step':>10} {'words/s':>10} {'speed-up':>9} "
-              f"{'cpu ms/step':>12} {'cpu speed-up':>13} {'peak MB':>9}")
+    header = (
+        f"{'vocab':>9} {'data':10} {'method':9} {'ms/step':>10} {'words/s':>10} {'speed-up':>9} "
+        f"{'cpu ms/step':>12} {'cpu speed-up':>13} {'peak MB':>9}"
+    )
     print(header)
     print("-" * len(header))
     for V in args.vocab:
@@ -164,9 +182,20 @@ def main(argv=None) -> int:
         base = None
         for method in args.methods:
             steps = args.big_steps if (method == "softmax" and V >= 1_000_000) else args.steps
-            job = dict(vocab=V, source=source, method=method, hidden=args.hidden, batch=args.batch, bptt=args.bptt,
-                       samples=args.samples, alpha=args.alpha, steps=steps, warmup=1 if steps < 5 else args.warmup,
-                       threads=args.threads, seed=args.seed)
+            job = dict(
+                vocab=V,
+                source=source,
+                method=method,
+                hidden=args.hidden,
+                batch=args.batch,
+                bptt=args.bptt,
+                samples=args.samples,
+                alpha=args.alpha,
+                steps=steps,
+                warmup=1 if steps < 5 else args.warmup,
+                threads=args.threads,
+                seed=args.seed,
+            )
             q = ctx.Queue()
             proc = ctx.Process(target=run_one, args=(job, q))
             proc.start()
@@ -182,8 +211,11 @@ def main(argv=None) -> int:
             rows.append(r)
             sp = f"{r['speedup_vs_softmax']:.1f}x" if base else "-"
             csp = f"{r['cpu_speedup_vs_softmax']:.1f}x" if base else "-"
-            print(f"{r['vocab']:>9,} {source:10} {method:9} {r['ms_per_step']:>10.1f} {r['words_per_s']:>10,.0f} "
-                  f"{sp:>9} {r['cpu_ms_per_step']:>12.1f} {csp:>13} {r['peak_rss_mb']:>9,.0f}", flush=True)
+            print(
+                f"{r['vocab']:>9,} {source:10} {method:9} {r['ms_per_step']:>10.1f} {r['words_per_s']:>10,.0f} "
+                f"{sp:>9} {r['cpu_ms_per_step']:>12.1f} {csp:>13} {r['peak_rss_mb']:>9,.0f}",
+                flush=True,
+            )
     if args.json:
         from gatelab.files import write_json
 

@@ -19,8 +19,16 @@ import time
 import torch
 
 from gatelab.data import mnist_tensors
-from gatelab.nice import (BASELINES, NICE, ClassifierConfig, NICEConfig, attribute, load_classifier, predict,
-                          train_classifier)
+from gatelab.nice import (
+    BASELINES,
+    NICE,
+    ClassifierConfig,
+    NICEConfig,
+    attribute,
+    load_classifier,
+    predict,
+    train_classifier,
+)
 
 
 def _seconds(fn) -> float:
@@ -47,7 +55,7 @@ def main() -> None:
         x, _ = mnist_tensors("mnist", "train")
         nice = NICE(classifier, NICEConfig(epochs=1, train_examples=10000)).fit(x, progress=False)
     xt, _ = mnist_tensors("mnist", "test")
-    xt = xt[:args.images]
+    xt = xt[: args.images]
     predicted = predict(classifier, xt)
 
     times = {"NICE (amortised)": _seconds(lambda: nice.saliency(xt))}
@@ -57,8 +65,10 @@ def main() -> None:
     sample = xt[:100]
     times["NICE per-image (300 steps)"] = _seconds(lambda: per_image.saliency(sample)) * len(xt) / len(sample)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
     print(f"explaining {len(xt)} MNIST test images (per-image NICE timed on 100 and scaled)")
     base = times["NICE (amortised)"]
     print(f"{'method':<30}{'seconds':>10}{'x NICE':>10}")

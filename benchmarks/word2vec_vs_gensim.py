@@ -34,8 +34,14 @@ def run_gensim(sentences, threads: int, epochs: int, seed: int):
     t = time.perf_counter()
     effective, raw = model.train(sentences, total_examples=model.corpus_count, epochs=epochs)
     t_train = time.perf_counter() - t
-    return model.wv, {"vocab": len(model.wv), "vocab_s": t_vocab, "train_s": t_train, "raw": raw,
-                      "effective": effective, "wps": raw / t_train}
+    return model.wv, {
+        "vocab": len(model.wv),
+        "vocab_s": t_vocab,
+        "train_s": t_train,
+        "raw": raw,
+        "effective": effective,
+        "wps": raw / t_train,
+    }
 
 
 def run_gatelab(sentences, threads: int, epochs: int, seed: int):
@@ -50,8 +56,14 @@ def run_gatelab(sentences, threads: int, epochs: int, seed: int):
     t_train = time.perf_counter() - t
     s = model.train_stats_
     model.close()
-    return model.wv, {"vocab": len(model.wv), "vocab_s": t_vocab, "train_s": t_train, "raw": s["raw_words"],
-                      "effective": s["effective_words"], "wps": s["raw_words"] / t_train}
+    return model.wv, {
+        "vocab": len(model.wv),
+        "vocab_s": t_vocab,
+        "train_s": t_train,
+        "raw": s["raw_words"],
+        "effective": s["effective_words"],
+        "wps": s["raw_words"] / t_train,
+    }
 
 
 def scores(kv, root) -> dict:
@@ -64,9 +76,13 @@ def show_speed(title, g, o):
     print(f"\n== {title}")
     print(f"{'':10} {'vocab':>7} {'vocab s':>8} {'train s':>8} {'raw words':>11} {'raw words/s':>12}")
     for name, r in (("gensim", g), ("gatelab", o)):
-        print(f"{name:10} {r['vocab']:>7d} {r['vocab_s']:>8.1f} {r['train_s']:>8.1f} {r['raw']:>11d} {r['wps']:>12,.0f}")
-    print(f"ratio gatelab/gensim (training words/s): {o['wps'] / g['wps']:.2f}x;  "
-          f"with vocabulary building: {(g['vocab_s'] + g['train_s']) / (o['vocab_s'] + o['train_s']):.2f}x")
+        print(
+            f"{name:10} {r['vocab']:>7d} {r['vocab_s']:>8.1f} {r['train_s']:>8.1f} {r['raw']:>11d} {r['wps']:>12,.0f}"
+        )
+    print(
+        f"ratio gatelab/gensim (training words/s): {o['wps'] / g['wps']:.2f}x;  "
+        f"with vocabulary building: {(g['vocab_s'] + g['train_s']) / (o['vocab_s'] + o['train_s']):.2f}x"
+    )
 
 
 def main(argv=None) -> int:
@@ -89,10 +105,12 @@ def main(argv=None) -> int:
 
     from gatelab.data.text import BrownCorpus, ChainCorpus, LineCorpus, ZipfCorpus, ptb_corpus
 
-    print(f"machine: {platform.machine()} {os.cpu_count()} cores, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; threads {args.threads}; python "
-          f"{platform.python_version()}, torch {torch.__version__}, numba {numba.__version__}, "
-          f"gensim {gensim.__version__}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; threads {args.threads}; python "
+        f"{platform.python_version()}, torch {torch.__version__}, numba {numba.__version__}, "
+        f"gensim {gensim.__version__}, numpy {np.__version__}"
+    )
     print(f"hyperparameters: skip-gram, negative sampling, {HYPER}")
 
     if not args.skip_speed:
@@ -101,8 +119,10 @@ def main(argv=None) -> int:
             zipf = ZipfCorpus(args.tokens, args.vocab, args.line, seed=args.seed)
             t = time.perf_counter()
             zipf.write(path)
-            print(f"\nspeed corpus: {zipf!r}, SYNTHETIC (no meaning: throughput only), "
-                  f"written in {time.perf_counter() - t:.0f}s")
+            print(
+                f"\nspeed corpus: {zipf!r}, SYNTHETIC (no meaning: throughput only), "
+                f"written in {time.perf_counter() - t:.0f}s"
+            )
             from gensim.models.word2vec import LineSentence
 
             _, g = run_gensim(LineSentence(str(path)), args.threads, args.speed_epochs, args.seed)
@@ -123,8 +143,10 @@ def main(argv=None) -> int:
         print(f"{'set':<18} {'metric':<9} {'gensim':>8} {'gatelab':>8} {'diff':>8} {'evaluated':>9} {'oov':>6}")
         for name in gs:
             a, b = gs[name], os_[name]
-            print(f"{name:<18} {a['metric']:<9} {a['score']:>8.4f} {b['score']:>8.4f} {b['score'] - a['score']:>+8.4f}"
-                  f" {b['evaluated']:>9d} {b['oov']:>6d}")
+            print(
+                f"{name:<18} {a['metric']:<9} {a['score']:>8.4f} {b['score']:>8.4f} {b['score'] - a['score']:>+8.4f}"
+                f" {b['evaluated']:>9d} {b['oov']:>6d}"
+            )
     return 0
 
 

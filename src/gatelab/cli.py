@@ -9,8 +9,14 @@ import sys
 import gatelab
 
 # Modules with a ``register(subparsers)`` function; a new system adds its module here.
-COMMANDS = ("gatelab.gates.cli", "gatelab.npn.cli", "gatelab.nice.cli", "gatelab.embeddings.cli", "gatelab.lm.cli",
-            "gatelab.reproduce.cli")
+COMMANDS = (
+    "gatelab.gates.cli",
+    "gatelab.npn.cli",
+    "gatelab.nice.cli",
+    "gatelab.embeddings.cli",
+    "gatelab.lm.cli",
+    "gatelab.reproduce.cli",
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,8 +27,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gatelab", description=gatelab.__doc__.splitlines()[0],
-                     epilog="Run `gatelab COMMAND --help` for the options of a command.")
+    parser = _Parser(
+        prog="gatelab",
+        description=gatelab.__doc__.splitlines()[0],
+        epilog="Run `gatelab COMMAND --help` for the options of a command.",
+    )
     parser.add_argument("--version", action="version", version=f"gatelab {gatelab.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS:

@@ -17,7 +17,9 @@ def test_real_files_have_the_published_shapes_and_checksums(name):
     assert x.shape == (10000, 28, 28) and x.dtype == torch.uint8
     assert y.shape == (10000,) and set(y.tolist()) == set(range(10))
     assert md5sum(data_dir() / name / "t10k-labels-idx1-ubyte.gz") in (
-        "ec29112dd5afa0611ce80d1b7f02629c", "bb300cfdad3c16e7a12a480ee83cd310")
+        "ec29112dd5afa0611ce80d1b7f02629c",
+        "bb300cfdad3c16e7a12a480ee83cd310",
+    )
 
 
 def test_mnist_tensors_scale_to_unit_interval():

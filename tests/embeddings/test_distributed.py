@@ -12,7 +12,6 @@ from gatelab.embeddings import KeyedVectors
 
 from .conftest import planted_sentences
 
-
 WORKER = """
 import os, sys
 import numpy as np
@@ -43,12 +42,13 @@ def run_torchrun(args, timeout=240):
     """``torchrun --standalone --nproc_per_node 2 ARGS``; the whole process group is killed on timeout."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)      # the launcher and both workers
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
         proc.communicate()
         raise
     assert proc.returncode == 0, stderr[-2000:]
@@ -65,7 +65,7 @@ def test_two_gloo_processes_agree(tmp_path):
     np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "out0.npy"), np.load(tmp_path / "out1.npy"), atol=1e-6)
     raw, syncs = np.load(tmp_path / "stats0.npy")
-    assert raw == 3 * 2000 * 12 and syncs > 1      # all words of both shards, several syncs
+    assert raw == 3 * 2000 * 12 and syncs > 1  # all words of both shards, several syncs
     # the averaged model still learned the planted groups
     sims = a.unit_vectors()
     g0 = [a.key_to_index[f"g0w{i}"] for i in range(8)]
@@ -78,8 +78,26 @@ def test_torchrun_cli(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(s) for s in sents) + "\n")
     out = tmp_path / "v.bin"
-    stdout = run_torchrun(["-m", "gatelab", "word2vec", "train", str(corpus), "--out", str(out), "--min-count", "1",
-                           "--size", "16", "--epochs", "2", "--workers", "1", "--quiet"])
+    stdout = run_torchrun(
+        [
+            "-m",
+            "gatelab",
+            "word2vec",
+            "train",
+            str(corpus),
+            "--out",
+            str(out),
+            "--min-count",
+            "1",
+            "--size",
+            "16",
+            "--epochs",
+            "2",
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+    )
     assert "2 process(es)" in stdout
     kv = KeyedVectors.load_word2vec_format(out)
     assert len(kv) == 80 and kv.vector_size == 16

@@ -3,8 +3,7 @@
 import numpy as np
 import torch
 
-from gatelab.embeddings._kernel import (EXP_TABLE_SIZE, MAX_EXP, SIGMOID_TABLE, batch_update, draw_negatives,
-                                        train_chunk)
+from gatelab.embeddings._kernel import EXP_TABLE_SIZE, MAX_EXP, SIGMOID_TABLE, batch_update, draw_negatives, train_chunk
 from gatelab.embeddings.torch_backend import TorchTrainer
 
 M64 = (1 << 64) - 1
@@ -23,7 +22,7 @@ def reference_update(w_in, w_out, ctx, outs, mult, alpha, sigmoid=exact_sigmoid)
     """The math of one window, written the plain way: every pair (context, output) on its own."""
     w_in, w_out = w_in.astype(np.float64), w_out.astype(np.float64)
     d_in, d_out = np.zeros_like(w_in), np.zeros_like(w_out)
-    for j, c in enumerate(ctx):
+    for c in ctx:
         for k, o in enumerate(outs):
             s = w_in[c] @ w_out[o]
             label = 1.0 if k == 0 else 0.0
@@ -41,13 +40,15 @@ def random_model(v=30, d=16, seed=0):
 
 def test_batch_update_equals_reference():
     w_in, w_out = random_model()
-    ctx = np.array([3, 7, 7, 12, 0], dtype=np.int32)          # a repeated context word
-    outs = np.array([5, 9, 3, 21], dtype=np.int32)             # centre word first, then noise
-    mult = np.array([1, 2, 1, 1], dtype=np.float32)            # noise word 9 drawn twice
+    ctx = np.array([3, 7, 7, 12, 0], dtype=np.int32)  # a repeated context word
+    outs = np.array([5, 9, 3, 21], dtype=np.int32)  # centre word first, then noise
+    mult = np.array([1, 2, 1, 1], dtype=np.float32)  # noise word 9 drawn twice
     alpha = 0.3
     exp_in, exp_out = reference_update(w_in, w_out, ctx, outs, mult, alpha, sigmoid=table_sigmoid)
     a, b = w_in.copy(), w_out.copy()
-    x = np.empty((8, 16), np.float32); y = np.empty((8, 16), np.float32); g = np.empty((8, 8), np.float32)
+    x = np.empty((8, 16), np.float32)
+    y = np.empty((8, 16), np.float32)
+    g = np.empty((8, 8), np.float32)
     batch_update(a, b, ctx, len(ctx), outs, mult, len(outs), alpha, x, y, g)
     np.testing.assert_allclose(a, exp_in, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(b, exp_out, rtol=1e-5, atol=1e-5)
@@ -60,10 +61,16 @@ def test_batch_update_equals_reference():
 
 
 def test_saturated_scores_follow_word2vec():
-    w_in = np.zeros((2, 4), np.float32); w_out = np.zeros((2, 4), np.float32)
-    w_in[0] = 3.0; w_out[1] = 3.0      # score 36 > 6: positive pair saturated, no update
-    ctx = np.array([0], np.int32); outs = np.array([1], np.int32); mult = np.ones(1, np.float32)
-    x = np.empty((1, 4), np.float32); y = np.empty((1, 4), np.float32); g = np.empty((1, 1), np.float32)
+    w_in = np.zeros((2, 4), np.float32)
+    w_out = np.zeros((2, 4), np.float32)
+    w_in[0] = 3.0
+    w_out[1] = 3.0  # score 36 > 6: positive pair saturated, no update
+    ctx = np.array([0], np.int32)
+    outs = np.array([1], np.int32)
+    mult = np.ones(1, np.float32)
+    x = np.empty((1, 4), np.float32)
+    y = np.empty((1, 4), np.float32)
+    g = np.empty((1, 1), np.float32)
     batch_update(w_in, w_out, ctx, 1, outs, mult, 1, 0.5, x, y, g)
     assert np.all(w_in[0] == 3.0) and np.all(w_out[1] == 3.0)
 
@@ -71,7 +78,8 @@ def test_saturated_scores_follow_word2vec():
 def test_draw_negatives_merges_duplicates_and_drops_the_target():
     table = np.array([4, 4, 4, 2, 2, 7, 9, 4], dtype=np.int32)
     target, negative, seed = 4, 12, 12345
-    outs = np.empty(negative + 1, np.int32); mult = np.empty(negative + 1, np.float32)
+    outs = np.empty(negative + 1, np.int32)
+    mult = np.empty(negative + 1, np.float32)
     n_out, r = draw_negatives(target, table, negative, np.uint64(seed), outs, mult)
     # replay the generator in Python
     r_py, drawn = seed, []
@@ -90,13 +98,12 @@ def test_draw_negatives_merges_duplicates_and_drops_the_target():
 def test_torch_step_equals_reference():
     w_in, w_out = random_model(seed=1)
     ctx = np.array([[3, 7, 12, 0]], dtype=np.int64)
-    noise = np.array([[9, 9, 5, 21]], dtype=np.int64)   # 5 is the centre word: masked out
+    noise = np.array([[9, 9, 5, 21]], dtype=np.int64)  # 5 is the centre word: masked out
     centre = np.array([5])
     mult = np.array([1, 2, 1], np.float32)
     exp_in, exp_out = reference_update(w_in, w_out, ctx[0], np.array([5, 9, 21]), mult, 0.2)
     a, b = w_in.copy(), w_out.copy()
-    tr = TorchTrainer(a, b, np.ones(30, np.float32), np.arange(30, dtype=np.int32), window=2, negative=4,
-                      batch_size=4)
+    tr = TorchTrainer(a, b, np.ones(30, np.float32), np.arange(30, dtype=np.int32), window=2, negative=4, batch_size=4)
     with torch.no_grad():
         tr.step(centre, ctx, np.ones((1, 4), bool), noise, noise != centre[:, None], np.array([0.2], np.float32))
     np.testing.assert_allclose(a, exp_in, rtol=1e-5, atol=1e-5)
@@ -106,11 +113,12 @@ def test_torch_step_equals_reference():
 def test_train_chunk_counts_and_is_deterministic():
     rng = np.random.default_rng(0)
     stream = rng.integers(0, 30, 500).astype(np.int32)
-    stream[::50] = -1          # sentence ends
-    stream[7::50] = -2         # words dropped by min_count
+    stream[::50] = -1  # sentence ends
+    stream[7::50] = -2  # words dropped by min_count
     raw_expected = int((stream != -1).sum())
     kept_expected = int((stream >= 0).sum())
-    keep = np.ones(30, np.float32); table = np.arange(30, dtype=np.int32)
+    keep = np.ones(30, np.float32)
+    table = np.arange(30, dtype=np.int32)
     results = []
     for _ in range(2):
         w_in, w_out = random_model(seed=2)

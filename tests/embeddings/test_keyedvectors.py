@@ -18,7 +18,7 @@ def small_kv(n=50, d=7, seed=0):
 def test_round_trip_and_gensim_reads_our_files(tmp_path, binary):
     kv = small_kv()
     path = kv.save_word2vec_format(tmp_path / "v.w2v", binary=binary)
-    back = KeyedVectors.load_word2vec_format(path)          # format detected
+    back = KeyedVectors.load_word2vec_format(path)  # format detected
     assert back.index_to_key == kv.index_to_key
     np.testing.assert_allclose(back.vectors, kv.vectors, rtol=1e-5 if not binary else 0, atol=1e-6)
     g = gensim_models.KeyedVectors.load_word2vec_format(str(path), binary=binary)
@@ -47,13 +47,16 @@ def test_similarity_queries():
         kv["zzz"]
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"hello world\n", "first line"),
-    (b"3 2\na 1 2\nb 1\n", "expected a word and 2 numbers"),
-    (b"2 2\na 1 2\n", "truncated text"),
-    (b"2 2\na x y\nb 1 2\n", "not numbers"),
-    (b"2 4\na " + np.ones(4, "<f4").tobytes() + b"\nb " + b"\x00" * 5, "truncated binary"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"hello world\n", "first line"),
+        (b"3 2\na 1 2\nb 1\n", "expected a word and 2 numbers"),
+        (b"2 2\na 1 2\n", "truncated text"),
+        (b"2 2\na x y\nb 1 2\n", "not numbers"),
+        (b"2 4\na " + np.ones(4, "<f4").tobytes() + b"\nb " + b"\x00" * 5, "truncated binary"),
+    ],
+)
 def test_malformed_vectors_files(tmp_path, content, match):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
@@ -72,11 +75,14 @@ def test_spearman_matches_scipy():
 def test_evaluations_agree_with_gensim_and_count_oov(data):
     """Our evaluation of the same vectors gives gensim's numbers; unknown words are counted."""
     rng = np.random.default_rng(0)
-    pairs = [l.split("\t")[:2] for l in (data / "word-eval" / "EN-WS-353-ALL.txt").read_text().splitlines()]
-    analog = [l.split() for l in (data / "word-eval" / "questions-words.txt").read_text().splitlines()
-              if not l.startswith(":")]
+    pairs = [line.split("\t")[:2] for line in (data / "word-eval" / "EN-WS-353-ALL.txt").read_text().splitlines()]
+    analog = [
+        line.split()
+        for line in (data / "word-eval" / "questions-words.txt").read_text().splitlines()
+        if not line.startswith(":")
+    ]
     words = sorted({w.lower() for p in pairs for w in p} | {w.lower() for q in analog[:3000] for w in q})
-    words = words[: int(len(words) * 0.8)]          # leave some words out of vocabulary
+    words = words[: int(len(words) * 0.8)]  # leave some words out of vocabulary
     kv = KeyedVectors(words, rng.normal(size=(len(words), 20)).astype(np.float32))
     g = gensim_models.KeyedVectors(20)
     g.add_vectors(words, kv.vectors)

@@ -28,7 +28,7 @@ def test_zipf_is_seeded_and_zipfian(tmp_path):
     assert a != list(ZipfCorpus(20000, 500, 100, seed=2))
     assert len(a) == 200 and all(len(s) == 100 for s in a)
     counts = np.bincount([int(w[1:]) for s in a for w in s], minlength=500)
-    assert 1.6 < counts[0] / counts[1] < 2.4          # p(rank r) ~ 1/r
+    assert 1.6 < counts[0] / counts[1] < 2.4  # p(rank r) ~ 1/r
     path = ZipfCorpus(2000, 50, 100, seed=1).write(tmp_path / "z.txt")
     assert list(LineCorpus(path)) == list(ZipfCorpus(2000, 50, 100, seed=1))
     assert "synthetic" in repr(ZipfCorpus(10, 5)) and ZipfCorpus.synthetic
@@ -48,8 +48,30 @@ def test_cli_train_and_eval(tmp_path, data, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(" ".join(s) for s in sents) + "\n")
     out = tmp_path / "v.txt"
-    assert main(["word2vec", "train", str(corpus), "--out", str(out), "--text", "--min-count", "1",
-                 "--size", "12", "--epochs", "1", "--workers", "1", "--quiet", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "word2vec",
+                "train",
+                str(corpus),
+                "--out",
+                str(out),
+                "--text",
+                "--min-count",
+                "1",
+                "--size",
+                "12",
+                "--epochs",
+                "1",
+                "--workers",
+                "1",
+                "--quiet",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert KeyedVectors.load_word2vec_format(out, binary=False).vector_size == 12
     meta = json.loads((tmp_path / "v.txt.json").read_text())
     assert meta["config"]["vector_size"] == 12 and meta["train"]["raw_words"] == 500 * 12

@@ -38,7 +38,7 @@ def test_long_sentences_are_cut_and_chunks_end_at_sentences():
     try:
         stream = enc.stream
         ends = np.flatnonzero(stream == SENTENCE_END)
-        assert np.diff(np.concatenate([[-1], ends])).max() <= 11          # at most 10 words a piece
+        assert np.diff(np.concatenate([[-1], ends])).max() <= 11  # at most 10 words a piece
         assert enc.n_sentences == 12 and enc.n_words == 100
         for b in enc.chunks[1:]:
             assert stream[b - 1] == SENTENCE_END
@@ -55,7 +55,7 @@ def test_keep_probabilities_and_noise_table():
     assert np.all(v.keep_probabilities(0) == 1)
     table = v.noise_table(size=100000)
     share = np.bincount(table, minlength=3) / len(table)
-    want = v.counts ** 0.75 / (v.counts ** 0.75).sum()
+    want = v.counts**0.75 / (v.counts**0.75).sum()
     np.testing.assert_allclose(share, want, atol=1e-3)
 
 

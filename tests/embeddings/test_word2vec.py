@@ -20,8 +20,20 @@ def group_margin(kv, vocab):
 @pytest.mark.parametrize("backend,workers", [("numba", 1), ("numba", 2), ("torch", 1)])
 def test_planted_groups_are_recovered(planted, backend, workers):
     sents, vocab = planted
-    model = Word2Vec(sents, vector_size=32, window=3, negative=5, sample=0, min_count=1, epochs=5,
-                     workers=workers, backend=backend, seed=3, chunk_words=2000, windows_per_step=256)
+    model = Word2Vec(
+        sents,
+        vector_size=32,
+        window=3,
+        negative=5,
+        sample=0,
+        min_count=1,
+        epochs=5,
+        workers=workers,
+        backend=backend,
+        seed=3,
+        chunk_words=2000,
+        windows_per_step=256,
+    )
     within, across = group_margin(model.wv, vocab)
     assert within > across + 0.4, (within, across)
     top = [w for w, _ in model.wv.most_similar("g3w0", topn=5)]
@@ -49,15 +61,18 @@ def test_path_input_streams_a_file(tmp_path, planted):
     assert len(model.wv) == 80 and model.train_stats_["raw_words"] == 300 * 12
 
 
-@pytest.mark.parametrize("params,match", [
-    (dict(window=0), "window must be >= 1"),
-    (dict(vector_size=0), "vector_size"),
-    (dict(negative=0), "negative"),
-    (dict(workers=0), "workers"),
-    (dict(backend="cuda-magic"), "unknown backend"),
-    (dict(device="cuda", backend="numba"), "numba backend runs on cpu"),
-    (dict(hs=1), "unknown Word2Vec parameter"),
-])
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        (dict(window=0), "window must be >= 1"),
+        (dict(vector_size=0), "vector_size"),
+        (dict(negative=0), "negative"),
+        (dict(workers=0), "workers"),
+        (dict(backend="cuda-magic"), "unknown backend"),
+        (dict(device="cuda", backend="numba"), "numba backend runs on cpu"),
+        (dict(hs=1), "unknown Word2Vec parameter"),
+    ],
+)
 def test_bad_parameters(params, match):
     with pytest.raises(GatelabError, match=match):
         Word2Vec(**params)

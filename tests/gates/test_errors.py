@@ -34,8 +34,13 @@ def test_impossible_hyperparameters():
         sparsify(nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 2)), lam=[0.1, 0.1])
     model = sparsify(nn.Linear(3, 2))
     with pytest.raises(GatelabError, match="dataset_size"):
-        train_step(model, torch.zeros(2, 3), torch.zeros(2, dtype=torch.long),
-                   torch.optim.SGD(model.parameters(), 0.1), dataset_size=0)
+        train_step(
+            model,
+            torch.zeros(2, 3),
+            torch.zeros(2, dtype=torch.long),
+            torch.optim.SGD(model.parameters(), 0.1),
+            dataset_size=0,
+        )
     with pytest.raises(GatelabError, match="already has gates"):
         sparsify(model)
 
@@ -60,12 +65,15 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "gatelab", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["gates", "train", "--lam", "-1"], "lam must be >= 0"),
-    (["gates", "train", "--estimator", "nope"], "invalid choice"),
-    (["gates", "summary", "/no/such/file"], "does not exist"),
-    (["reproduce", "no-such-run"], "unknown reproduction"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["gates", "train", "--lam", "-1"], "lam must be >= 0"),
+        (["gates", "train", "--estimator", "nope"], "invalid choice"),
+        (["gates", "summary", "/no/such/file"], "does not exist"),
+        (["reproduce", "no-such-run"], "unknown reproduction"),
+    ],
+)
 def test_cli_prints_one_line_and_exits_2(args, message):
     result = _cli(*args)
     assert result.returncode == 2

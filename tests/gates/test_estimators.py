@@ -85,7 +85,8 @@ def test_hard_concrete_samples_and_point_masses():
     u = torch.rand(200_000, 3)
     z = est.sample(log_alpha.expand_as(u), u)
     assert z.min() >= 0 and z.max() <= 1
-    # P(z = 0) = sigmoid(beta log(-gamma/zeta) - log alpha); P(z = 1) = 1 - sigmoid(beta log((1-gamma)/(zeta-1)) - log alpha)
+    # P(z = 0) = sigmoid(beta log(-gamma/zeta) - log alpha);
+    # P(z = 1) = 1 - sigmoid(beta log((1-gamma)/(zeta-1)) - log alpha)
     p0 = torch.sigmoid(HC_BETA * math.log(-HC_GAMMA / HC_ZETA) - log_alpha)
     p1 = 1 - torch.sigmoid(HC_BETA * math.log((1 - HC_GAMMA) / (HC_ZETA - 1)) - log_alpha)
     assert torch.allclose((z == 0).float().mean(0), p0, atol=0.005)

@@ -15,10 +15,16 @@ def _close_some_gates(model, fraction=0.6):
 
 
 @pytest.mark.parametrize("estimator", ["arm", "hard_concrete"])
-@pytest.mark.parametrize("build,granularity", [
-    (mlp, "structured"), (lenet5_caffe, "structured"), (SmallResNet, "structured"),
-    (lenet5_caffe, "weight"), (SmallResNet, "channel"),
-])
+@pytest.mark.parametrize(
+    "build,granularity",
+    [
+        (mlp, "structured"),
+        (lenet5_caffe, "structured"),
+        (SmallResNet, "structured"),
+        (lenet5_caffe, "weight"),
+        (SmallResNet, "channel"),
+    ],
+)
 def test_export_matches_gated_model(build, granularity, estimator):
     model = sparsify(build(), granularity, estimator)
     optimizer = torch.optim.Adam(model.parameters(), 1e-2)
@@ -34,7 +40,8 @@ def test_export_matches_gated_model(build, granularity, estimator):
         torch.testing.assert_close(small(x), model(x), rtol=1e-4, atol=1e-5)
     if granularity != "weight":
         assert sum(p.numel() for p in small.parameters()) < sum(
-            p.numel() for n, p in model.named_parameters() if "phi" not in n)
+            p.numel() for n, p in model.named_parameters() if "phi" not in n
+        )
 
 
 def test_export_removes_the_kept_architecture():

@@ -24,8 +24,21 @@ def _cli(*args):
 
 def test_cli_train_summary_export_round_trip(tmp_path):
     ckpt = tmp_path / "mlp.safetensors"
-    _cli("gates", "train", "--model", "mlp", "--dataset", "fashion-mnist", "--epochs", "1",
-         "--train-examples", "2000", "--out", str(ckpt), "--quiet")
+    _cli(
+        "gates",
+        "train",
+        "--model",
+        "mlp",
+        "--dataset",
+        "fashion-mnist",
+        "--epochs",
+        "1",
+        "--train-examples",
+        "2000",
+        "--out",
+        str(ckpt),
+        "--quiet",
+    )
     meta = json.loads((tmp_path / "mlp.safetensors.json").read_text())
     assert meta["config"]["dataset"] == "fashion-mnist" and len(meta["history"]["test_error"]) == 1
     out = _cli("gates", "summary", str(ckpt)).stdout

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from gatelab.data.ptb import ptb_path
-from gatelab.data.text import ptb_corpus
 from gatelab.data.store import md5sum
+from gatelab.data.text import ptb_corpus
 from gatelab.errors import GatelabError
 from gatelab.lm.corpus import IGNORE, encode_sentences, load_corpus, make_streams
 from gatelab.lm.vocab import Vocab
@@ -16,7 +16,7 @@ SENTS = [["a", "b", "a"], ["c", "a"], ["b", "d", "e", "a"]]
 def test_vocab_min_count_unk_and_order(tmp_path):
     v = Vocab.build(SENTS, min_count=2)
     assert v.words == ["</s>", "<unk>", "a", "b"]
-    assert v.counts == [3, 3, 4, 2]           # 3 sentences; c, d, e fold into <unk>
+    assert v.counts == [3, 3, 4, 2]  # 3 sentences; c, d, e fold into <unk>
     assert v.encode(["a", "zzz", "b"]) == [2, 1, 3]
     assert Vocab.build(SENTS, max_size=3).words == ["</s>", "<unk>", "a"]
     v.save(tmp_path / "v.json")
@@ -45,7 +45,7 @@ def test_streams_start_at_sentence_boundaries_and_cover_every_target():
     ids = encode_sentences(SENTS * 20, v)
     s = make_streams(ids, 4)
     assert s.inputs.shape[1] == 4
-    assert (s.inputs[0] == v.eos_id).all()                    # every stream starts at </s>
+    assert (s.inputs[0] == v.eos_id).all()  # every stream starts at </s>
     assert s.n_targets == ids.numel() - 1
     # the targets, read stream by stream, are the text itself
     pieces = [s.targets[:, b][s.targets[:, b] != IGNORE] for b in range(4)]
@@ -66,7 +66,7 @@ def test_ptb_files_are_the_standard_ones(ptb_available):
     valid = list(ptb_corpus("valid"))
     assert len(valid) == 3370 and sum(map(len, valid)) == 70390
     corpus = load_corpus("ptb")
-    assert len(corpus.vocab) == 10000            # 9,999 word types incl. <unk>, plus </s>
+    assert len(corpus.vocab) == 10000  # 9,999 word types incl. <unk>, plus </s>
     assert corpus.test.numel() == 78669 + 3761 + 1
 
 

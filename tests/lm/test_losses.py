@@ -6,8 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gatelab.lm.output import (BlackOut, FullSoftmax, ImportanceSampling, blackout_loss, make_output,
-                               nce_loss, sampled_softmax_loss)
+from gatelab.lm.output import (
+    BlackOut,
+    FullSoftmax,
+    ImportanceSampling,
+    blackout_loss,
+    make_output,
+    nce_loss,
+    sampled_softmax_loss,
+)
 from gatelab.lm.sampler import UnigramSampler
 
 torch.set_default_dtype(torch.float32)
@@ -54,7 +61,7 @@ def test_blackout_repeated_samples_and_accidental_hits_match_reference():
     V = 6
     q = torch.softmax(torch.randn(V, dtype=torch.float64), 0)
     s = torch.randn(V, dtype=torch.float64)
-    target, samples = 3, [3, 1, 1, 4, 3, 0]   # the target drawn twice, word 1 twice
+    target, samples = 3, [3, 1, 1, 4, 3, 0]  # the target drawn twice, word 1 twice
     valid = torch.tensor(samples) != target
     loss = blackout_loss(s[target], s[samples], q[target].log(), q[samples].log(), valid)
     assert float(loss) == pytest.approx(_reference_blackout(s.tolist(), q.tolist(), target, samples), rel=1e-12)
@@ -74,7 +81,7 @@ def test_blackout_layer_gradient_equals_autograd_through_full_scores():
     loss.backward()
     assert n == T * B and layer.weight.grad.is_sparse
     w = layer.weight.detach().clone().requires_grad_(True)
-    scores = hidden @ w.t()                               # (T, B, V)
+    scores = hidden @ w.t()  # (T, B, V)
     lq = layer.log_q.double()  # the layer's own log q (float32 precision)
     ref = 0.0
     for t in range(T):
@@ -96,9 +103,9 @@ def test_k_equal_vocab_with_uniform_weights_is_full_softmax():
     hidden = torch.randn(T, B, H, dtype=torch.float64)
     targets = torch.randint(0, V, (T, B))
     full = FullSoftmax(V, H).double()
-    every = torch.arange(V).expand(T, V)                  # K = V: every word, the target masked out once
+    every = torch.arange(V).expand(T, V)  # K = V: every word, the target masked out once
     for cls in (BlackOut, ImportanceSampling):
-        layer = cls(V, H, counts, samples=V, alpha=0.0, seed=0).double()   # alpha = 0: uniform weights
+        layer = cls(V, H, counts, samples=V, alpha=0.0, seed=0).double()  # alpha = 0: uniform weights
         layer.weight.data.copy_(full.weight.data)
         s = hidden @ layer.weight.t()
         s_t = s.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -121,12 +128,13 @@ def test_nce_loss_matches_reference():
     got = nce_loss(s[target], s[samples], q[target].log(), q[samples].log(), K, log_z=0.3)
     u = lambda j: math.exp(s[j] - 0.3)
     ref = -math.log(u(target) / (u(target) + K * q[target])) - sum(
-        math.log(K * q[j] / (u(j) + K * q[j])) for j in samples)
+        math.log(K * q[j] / (u(j) + K * q[j])) for j in samples
+    )
     assert float(got) == pytest.approx(ref, rel=1e-12)
 
 
 def test_sampler_frequencies_match_q():
-    counts = 1.0 / torch.arange(1, 51, dtype=torch.float64)    # Zipf
+    counts = 1.0 / torch.arange(1, 51, dtype=torch.float64)  # Zipf
     for alpha in (0.0, 0.4, 1.0):
         sampler = UnigramSampler(counts, alpha)
         q = counts.pow(alpha) / counts.pow(alpha).sum()

@@ -65,8 +65,8 @@ def test_sparse_rmsprop_equals_dense_rmsprop():
     w_dense = torch.nn.Parameter(w_sparse.detach().clone())
     opt_s = RMSProp([w_sparse], lr=0.05, decay=0.9, eps=1e-3)
     opt_d = RMSProp([w_dense], lr=0.05, decay=0.9, eps=1e-3)
-    for step in range(8):
-        rows = torch.randint(0, 10, (4,))       # repeated rows are summed, rows skip steps
+    for _ in range(8):
+        rows = torch.randint(0, 10, (4,))  # repeated rows are summed, rows skip steps
         vals = torch.randn(4, 3, dtype=torch.float64)
         grad = torch.sparse_coo_tensor(rows.unsqueeze(0), vals, (10, 3))
         w_sparse.grad = grad
@@ -79,7 +79,9 @@ def test_sparse_rmsprop_equals_dense_rmsprop():
 def test_clip_grad_norm_handles_sparse_and_dense():
     a = torch.nn.Parameter(torch.zeros(5, 2))
     b = torch.nn.Parameter(torch.zeros(3))
-    a.grad = torch.sparse_coo_tensor(torch.tensor([[1, 1, 3]]), torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]]), (5, 2))
+    a.grad = torch.sparse_coo_tensor(
+        torch.tensor([[1, 1, 3]]), torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, 4.0]]), (5, 2)
+    )
     b.grad = torch.tensor([0.0, 0.0, 12.0])
     norm = clip_grad_norm([a, b], 1.0)
     assert norm == pytest.approx(13.0)

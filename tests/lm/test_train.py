@@ -53,8 +53,10 @@ def test_every_loss_trains_and_round_trips(loss, tiny_text, tmp_path):
 
 def test_lstm_option_trains(tiny_text):
     corpus = load_corpus(str(tiny_text), valid=str(tiny_text))
-    model, history = train(corpus, LMConfig(loss="blackout", cell="lstm", samples=5, hidden=16, embed=12,
-                                            epochs=2, batch_size=4, bptt=8, lr=0.02))
+    model, history = train(
+        corpus,
+        LMConfig(loss="blackout", cell="lstm", samples=5, hidden=16, embed=12, epochs=2, batch_size=4, bptt=8, lr=0.02),
+    )
     assert history[-1]["valid_ppl"] < len(corpus.vocab)
 
 
@@ -92,11 +94,36 @@ def test_checkpoint_vocabulary_mismatch_is_refused(tiny_text, tmp_path):
 
 def test_cli_train_eval_sample(tiny_text, tmp_path, capsys):
     out = tmp_path / "model"
-    rc = main(["lm", "train", str(tiny_text), "--valid", str(tiny_text), "--out", str(out), "--loss", "blackout",
-               "--samples", "5", "--alpha", "0.4", "--hidden", "16", "--epochs", "2", "--batch-size", "4",
-               "--bptt", "8", "--quiet"])
+    rc = main(
+        [
+            "lm",
+            "train",
+            str(tiny_text),
+            "--valid",
+            str(tiny_text),
+            "--out",
+            str(out),
+            "--loss",
+            "blackout",
+            "--samples",
+            "5",
+            "--alpha",
+            "0.4",
+            "--hidden",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--bptt",
+            "8",
+            "--quiet",
+        ]
+    )
     assert rc == 0
-    assert (out / "model.safetensors").is_file() and json.loads((out / "config.json").read_text())["config"]["samples"] == 5
+    assert (out / "model.safetensors").is_file() and json.loads((out / "config.json").read_text())["config"][
+        "samples"
+    ] == 5
     assert "valid perplexity" in capsys.readouterr().out
     assert main(["lm", "eval", str(out), str(tiny_text)]) == 0
     assert "perplexity" in capsys.readouterr().out

@@ -31,19 +31,73 @@ def test_classifier_file_round_trip(classifier_file):
 
 def test_train_masks_then_compress_and_explain(classifier_file, tmp_path, capsys):
     masks = tmp_path / "masks.safetensors"
-    assert main(["nice", "train", "--classifier", str(classifier_file), "--epochs", "1", "--train-examples", "1000",
-                 "--lam", "2", "--out", str(masks), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "nice",
+                "train",
+                "--classifier",
+                str(classifier_file),
+                "--epochs",
+                "1",
+                "--train-examples",
+                "1000",
+                "--lam",
+                "2",
+                "--out",
+                str(masks),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert masks.is_file()
     out = tmp_path / "jpegs"
-    assert main(["nice", "compress", "mnist", "--classifier", str(classifier_file), "--masks", str(masks),
-                 "--count", "40", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "nice",
+                "compress",
+                "mnist",
+                "--classifier",
+                str(classifier_file),
+                "--masks",
+                str(masks),
+                "--count",
+                "40",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "ratio" in printed and "accuracy" in printed
     folder = load_jpegs(out)
     assert folder.images.shape == (40, 1, 28, 28)
     explain = tmp_path / "explain"
-    assert main(["nice", "explain", "mnist", "--classifier", str(classifier_file), "--masks", str(masks),
-                 "--count", "20", "--baselines", "saliency,occlusion", "--panels", "3", "--out", str(explain)]) == 0
+    assert (
+        main(
+            [
+                "nice",
+                "explain",
+                "mnist",
+                "--classifier",
+                str(classifier_file),
+                "--masks",
+                str(masks),
+                "--count",
+                "20",
+                "--baselines",
+                "saliency,occlusion",
+                "--panels",
+                "3",
+                "--out",
+                str(explain),
+            ]
+        )
+        == 0
+    )
     scores = json.loads((explain / "scores.json").read_text())
     assert set(scores["scores"]) == {"nice", "saliency", "occlusion", "random"}
     assert (explain / "panels.png").stat().st_size > 0
@@ -57,8 +111,24 @@ def test_explain_an_image_file_per_image(classifier_file, tmp_path, capsys):
     png = tmp_path / "digit.png"
     Image.fromarray((x[0, 0] * 255).byte().numpy()).save(png)
     out = tmp_path / "explain"
-    assert main(["nice", "explain", str(png), "--classifier", str(classifier_file), "--steps", "30",
-                 "--baselines", "none", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "nice",
+                "explain",
+                str(png),
+                "--classifier",
+                str(classifier_file),
+                "--steps",
+                "30",
+                "--baselines",
+                "none",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     mask = Image.open(out / "masks" / "digit.png")
     assert mask.size == (28, 28)
 
@@ -73,8 +143,7 @@ def test_bad_input_prints_one_line_and_exits_2(classifier_file, tmp_path, capsys
         (["nice", "explain", str(not_image), "--classifier", str(classifier_file)], "not an image file"),
         (["nice", "compress", "mnist", "--classifier", str(tmp_path / "missing.safetensors")], "does not exist"),
         (["nice", "compress", "mnist", "--classifier", str(classifier_file), "--quality", "0"], "quality"),
-        (["nice", "explain", "mnist", "--classifier", str(classifier_file), "--baselines", "lime"],
-         "unknown baseline"),
+        (["nice", "explain", "mnist", "--classifier", str(classifier_file), "--baselines", "lime"], "unknown baseline"),
         (["nice", "train", "--classifier", str(classifier_file), "--lam", "-1"], "lam must be >= 0"),
     ]
     for argv, message in cases:

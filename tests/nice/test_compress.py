@@ -29,7 +29,7 @@ def fashion():
 def centred_square(size: int = 28, side: int = 8) -> torch.Tensor:
     mask = torch.zeros(size, size)
     start = (size - side) // 2
-    mask[start:start + side, start:start + side] = 1
+    mask[start : start + side, start : start + side] = 1
     return mask
 
 
@@ -37,9 +37,7 @@ def test_lowres_matches_hand_computed_cells_including_partial_edges():
     x = torch.arange(1.0, 16.0).reshape(1, 1, 3, 5)  # rows 1..5, 6..10, 11..15
     images = torch.cat([x, 10 * x], dim=1)
     # factor 2: full cell {1,2,6,7}, edge cells {5,10}, {11,12}, {13,14} and the corner {15}
-    expected = torch.tensor([[4.0, 4.0, 6.0, 6.0, 7.5],
-                             [4.0, 4.0, 6.0, 6.0, 7.5],
-                             [11.5, 11.5, 13.5, 13.5, 15.0]])
+    expected = torch.tensor([[4.0, 4.0, 6.0, 6.0, 7.5], [4.0, 4.0, 6.0, 6.0, 7.5], [11.5, 11.5, 13.5, 13.5, 15.0]])
     out = lowres(images, 2)
     torch.testing.assert_close(out[0, 0], expected)
     torch.testing.assert_close(out[0, 1], 10 * expected)  # channels are averaged separately
@@ -52,9 +50,9 @@ def test_lowres_cells_are_anchored_top_left_and_average_real_pixels_only():
     out = lowres(images, 8)
     for top in range(0, 20, 8):
         for left in range(0, 19, 8):
-            cell = images[:, :, top:top + 8, left:left + 8]
+            cell = images[:, :, top : top + 8, left : left + 8]
             mean = cell.mean(dim=(2, 3), keepdim=True).expand_as(cell)
-            torch.testing.assert_close(out[:, :, top:top + 8, left:left + 8], mean)
+            torch.testing.assert_close(out[:, :, top : top + 8, left : left + 8], mean)
 
 
 def test_mixed_resolution_keeps_masked_pixels_exactly_and_replaces_the_rest():
@@ -168,8 +166,10 @@ def _bad_calls(images):
     nan_mask = ones.clone()
     nan_mask[2, 0, 3, 3] = float("nan")
     return {
-        "mask spatial size": (lambda: compress(images, torch.ones(4, 1, 27, 28)),
-                              r"\(4, 1, 27, 28\).*\(4, 1, 28, 28\)"),
+        "mask spatial size": (
+            lambda: compress(images, torch.ones(4, 1, 27, 28)),
+            r"\(4, 1, 27, 28\).*\(4, 1, 28, 28\)",
+        ),
         "mask channels": (lambda: mixed_resolution(images, torch.ones(4, 2, 28, 28)), r"\(N, 1, H, W\)"),
         "mask batch": (lambda: compress(images, torch.ones(3, 28, 28)), r"\(3, 28, 28\)"),
         "empty mask batch": (lambda: compress(images, torch.ones(0, 28, 28)), "no mask"),

@@ -67,8 +67,9 @@ def test_amortised_mask_network_learns_the_region_and_generalises():
 
 def test_save_and_load_give_the_same_masks(tmp_path):
     torch.manual_seed(0)
-    nice = NICE(RegionClassifier(), NICEConfig(lam=1.0, epochs=1, batch_size=50)).fit(region_images(100),
-                                                                                    progress=False)
+    nice = NICE(RegionClassifier(), NICEConfig(lam=1.0, epochs=1, batch_size=50)).fit(
+        region_images(100), progress=False
+    )
     nice.save(tmp_path / "masks.safetensors")
     again = NICE.load(tmp_path / "masks.safetensors", RegionClassifier())
     x = region_images(10, seed=2)

@@ -32,14 +32,17 @@ def trained():
     x, y = mnist_tensors("mnist", "train")
     xt, yt = mnist_tensors("mnist", "test")
     net = nn.Sequential(
-        nn.Conv2d(1, 8, 5, stride=2), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(16 * 5 * 5, 10),
+        nn.Conv2d(1, 8, 5, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 10),
     )
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:12_800]
     for start in range(0, len(order), 64):
-        batch = order[start:start + 64]
+        batch = order[start : start + 64]
         loss = nn.functional.cross_entropy(net(x[batch]), y[batch])
         opt.zero_grad()
         loss.backward()
@@ -155,7 +158,7 @@ def test_constant_saliency_removes_pixels_in_raster_order(trained):
     r3 = deletion_insertion(net, x, y, flat, steps=7, batch_size=4)  # other batches: same up to rounding
     torch.testing.assert_close(r3.deletion, r1.deletion, rtol=0, atol=1e-6)
     first = torch.zeros(784, dtype=torch.bool)
-    first[:3 * 112] = True
+    first[: 3 * 112] = True
     first = first.view(1, 1, 28, 28)
     deleted = torch.where(first, torch.zeros_like(x), x)
     inserted = torch.where(first, x, torch.zeros_like(x))
@@ -201,8 +204,9 @@ def test_keep_top_accuracy_at_the_extremes(trained):
 
 def test_explanations_beat_the_random_control(trained, tmp_path):
     net, x, y, _ = trained
-    res = compare(net, x[:100], y[:100], methods=list(BASELINES), steps=10, fractions=(0.1,),
-                  attribute_kw={"n_steps": 8}, seed=3)
+    res = compare(
+        net, x[:100], y[:100], methods=list(BASELINES), steps=10, fractions=(0.1,), attribute_kw={"n_steps": 8}, seed=3
+    )
     assert set(res) == {*BASELINES, "random"}
     rnd = res["random"]
     for method in BASELINES:

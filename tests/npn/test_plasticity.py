@@ -56,11 +56,21 @@ def test_large_k_is_ordinary_training():
 
 def _moons_run(x, y, epochs=60):
     """A 3-3 start, 10 epochs of ordinary training, plasticity with the expansion step, hardening from 50."""
-    model = make_plastic(mlp(2, (100, 80), 2), init_active=[3 / 100, 3 / 80], k=7.0, lam=[0.05, 2.0],
-                         layers=["fc2", "fc3"])
+    model = make_plastic(
+        mlp(2, (100, 80), 2), init_active=[3 / 100, 3 / 80], k=7.0, lam=[0.05, 2.0], layers=["fc2", "fc3"]
+    )
     schedule = KSchedule(k=7.0, plastic_from=10, harden_from=50)
-    log = train_plastic(model, (x[:400], y[:400]), (x[400:], y[400:]), epochs, schedule, lr=1e-2,
-                        batch_size=32, expand_fill=0.1, harden=True)
+    log = train_plastic(
+        model,
+        (x[:400], y[:400]),
+        (x[400:], y[400:]),
+        epochs,
+        schedule,
+        lr=1e-2,
+        batch_size=32,
+        expand_fill=0.1,
+        harden=True,
+    )
     return model, log
 
 
@@ -75,8 +85,7 @@ def test_expansion_grows_where_the_task_needs_it_and_hardening_freezes_it():
     hard = [i for i, s in enumerate(log.stage) if s == "hardening"]
     assert hard and all(log.switched_on[n][i] == 0 and log.switched_off[n][i] == 0 for n in log.total for i in hard)
     before = active_units(model)
-    train_plastic(model, (x[:400], y[:400]), (x[400:], y[400:]), 3, KSchedule(k=K_HARD, plastic_from=1),
-                  batch_size=32)
+    train_plastic(model, (x[:400], y[:400]), (x[400:], y[400:]), 3, KSchedule(k=K_HARD, plastic_from=1), batch_size=32)
     assert all(torch.equal(before[n], active_units(model)[n]) for n in before)
 
 
@@ -113,13 +122,44 @@ def test_cli_train_writes_log_plots_and_exported_model(tmp_path):
     import sys
 
     out = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "gatelab", "npn", "train", "--model", "mlp", "--init-active", "0.1",
-                    "--epochs", "3", "--plastic-from", "2", "--harden-from", "3", "--train-examples", "1000",
-                    "--out", str(out), "--quiet"], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gatelab",
+            "npn",
+            "train",
+            "--model",
+            "mlp",
+            "--init-active",
+            "0.1",
+            "--epochs",
+            "3",
+            "--plastic-from",
+            "2",
+            "--harden-from",
+            "3",
+            "--train-examples",
+            "1000",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     log = json.loads((out / "log.json").read_text())
     assert log["stage"] == ["ordinary", "plastic", "hardening"] and len(log["active"]) == 3
-    assert {p.name for p in out.iterdir()} >= {"config.json", "log.json", "gated.safetensors", "exported.pt",
-                                               "active_units.png", "transition_rate.png"}
-    bad = subprocess.run([sys.executable, "-m", "gatelab", "npn", "train", "--init-active", "1.5"],
-                         capture_output=True, text=True)
+    assert {p.name for p in out.iterdir()} >= {
+        "config.json",
+        "log.json",
+        "gated.safetensors",
+        "exported.pt",
+        "active_units.png",
+        "transition_rate.png",
+    }
+    bad = subprocess.run(
+        [sys.executable, "-m", "gatelab", "npn", "train", "--init-active", "1.5"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "init_active" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

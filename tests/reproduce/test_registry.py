@@ -6,8 +6,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from gatelab.errors import GatelabError
-from gatelab.reproduce import available, register, run
-from gatelab.reproduce import registry
+from gatelab.reproduce import available, register, registry, run
 
 
 @pytest.fixture

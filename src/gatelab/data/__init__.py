@@ -5,7 +5,8 @@ else ``~/.cache/gatelab``); ``fetch`` returns a file inside it, downloading it
 from its official location with a checksum when it is missing.
 """
 
-from gatelab.data.mnist import DATASETS as IMAGE_DATASETS, load_mnist, mnist_tensors
+from gatelab.data.mnist import DATASETS as IMAGE_DATASETS
+from gatelab.data.mnist import load_mnist, mnist_tensors
 from gatelab.data.store import RemoteFile, data_dir, fetch
 
 __all__ = ["data_dir", "fetch", "RemoteFile", "load_mnist", "mnist_tensors", "IMAGE_DATASETS"]

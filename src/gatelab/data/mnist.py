@@ -17,16 +17,32 @@ _FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/
 # name -> split -> (images file, md5, labels file, md5)
 _FILES = {
     "mnist": {
-        "train": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                  "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-        "test": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3",
-                 "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        "train": (
+            "train-images-idx3-ubyte.gz",
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz",
+            "d53e105ee54ea40749a09fcbcd1e9432",
+        ),
+        "test": (
+            "t10k-images-idx3-ubyte.gz",
+            "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz",
+            "ec29112dd5afa0611ce80d1b7f02629c",
+        ),
     },
     "fashion-mnist": {
-        "train": ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                  "train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-        "test": ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79",
-                 "t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        "train": (
+            "train-images-idx3-ubyte.gz",
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz",
+            "25c81989df183df01b3e8a0aad5dffbe",
+        ),
+        "test": (
+            "t10k-images-idx3-ubyte.gz",
+            "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz",
+            "bb300cfdad3c16e7a12a480ee83cd310",
+        ),
     },
 }
 _MIRRORS = {"mnist": _MNIST_MIRRORS, "fashion-mnist": _FASHION_MIRRORS}
@@ -49,7 +65,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise GatelabError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
     header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(raw) != header + int(np.prod(shape)):
         raise GatelabError(f"{path} is truncated: header declares shape {shape}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
@@ -67,8 +83,9 @@ def load_mnist(name: str = "mnist", split: str = "train", root=None) -> tuple[to
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-def mnist_tensors(name: str = "mnist", split: str = "train", root=None,
-                  normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def mnist_tensors(
+    name: str = "mnist", split: str = "train", root=None, normalize: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Float images (N, 1, 28, 28) in [0, 1] (or standardised) and labels, ready for a classifier."""
     images, labels = load_mnist(name, split, root)
     x = images.float().div_(255.0).unsqueeze(1)

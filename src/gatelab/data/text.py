@@ -74,8 +74,13 @@ class BrownCorpus:
 
     _TEXT = re.compile(r"^brown/c[a-r]\d\d$")
 
-    def __init__(self, path: str | os.PathLike | None = None, lowercase: bool = True,
-                 categories: Iterable[str] | None = None, root: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        lowercase: bool = True,
+        categories: Iterable[str] | None = None,
+        root: str | os.PathLike | None = None,
+    ):
         self.path = Path(path) if path else fetch(BROWN_FILE, root)
         if not self.path.is_file():
             raise GatelabError(f"Brown corpus zip {self.path} does not exist")
@@ -86,7 +91,7 @@ class BrownCorpus:
             raise GatelabError(f"{self.path} is not a zip file ({exc}); expected NLTK's brown.zip") from exc
         if categories is not None:
             cats = tuple(categories)
-            names = [n for n in names if n[len("brown/"):][:2] in cats]
+            names = [n for n in names if n[len("brown/") :][:2] in cats]
         if not names:
             raise GatelabError(f"{self.path} holds no Brown texts (brown/ca01 ...); expected NLTK's brown.zip")
         self.files = names
@@ -119,11 +124,19 @@ class ZipfCorpus:
 
     synthetic = True
 
-    def __init__(self, n_tokens: int = 20_000_000, vocab_size: int = 200_000, line_length: int = 1000,
-                 seed: int = 0, exponent: float = 1.0):
+    def __init__(
+        self,
+        n_tokens: int = 20_000_000,
+        vocab_size: int = 200_000,
+        line_length: int = 1000,
+        seed: int = 0,
+        exponent: float = 1.0,
+    ):
         if n_tokens < 1 or vocab_size < 1 or line_length < 1:
-            raise GatelabError(f"ZipfCorpus needs n_tokens, vocab_size and line_length >= 1, "
-                               f"got {n_tokens}, {vocab_size}, {line_length}")
+            raise GatelabError(
+                f"ZipfCorpus needs n_tokens, vocab_size and line_length >= 1, "
+                f"got {n_tokens}, {vocab_size}, {line_length}"
+            )
         self.n_tokens, self.vocab_size, self.line_length = int(n_tokens), int(vocab_size), int(line_length)
         self.seed, self.exponent = int(seed), float(exponent)
         weights = 1.0 / np.arange(1, self.vocab_size + 1, dtype=np.float64) ** self.exponent
@@ -139,7 +152,7 @@ class ZipfCorpus:
             n = min(left, lines_per_block * self.line_length)
             ids = np.searchsorted(self._cdf, rng.random(n), side="right").clip(max=self.vocab_size - 1)
             for start in range(0, n, self.line_length):
-                yield ids[start:start + self.line_length]
+                yield ids[start : start + self.line_length]
             left -= n
 
     def __iter__(self) -> Iterator[list[str]]:
@@ -157,8 +170,10 @@ class ZipfCorpus:
         return Path(path)
 
     def __repr__(self) -> str:
-        return (f"ZipfCorpus(synthetic: {self.n_tokens} tokens, vocab {self.vocab_size}, "
-                f"lines of {self.line_length}, seed {self.seed})")
+        return (
+            f"ZipfCorpus(synthetic: {self.n_tokens} tokens, vocab {self.vocab_size}, "
+            f"lines of {self.line_length}, seed {self.seed})"
+        )
 
 
 class ChainCorpus:

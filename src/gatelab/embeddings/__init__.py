@@ -18,5 +18,13 @@ from gatelab.embeddings.keyedvectors import KeyedVectors
 from gatelab.embeddings.vocab import EncodedCorpus, Vocab
 from gatelab.embeddings.word2vec import Word2Vec, Word2VecConfig, train_word2vec
 
-__all__ = ["Word2Vec", "Word2VecConfig", "train_word2vec", "KeyedVectors", "Vocab", "EncodedCorpus",
-           "evaluate_all", "EVAL_SETS"]
+__all__ = [
+    "Word2Vec",
+    "Word2VecConfig",
+    "train_word2vec",
+    "KeyedVectors",
+    "Vocab",
+    "EncodedCorpus",
+    "evaluate_all",
+    "EVAL_SETS",
+]

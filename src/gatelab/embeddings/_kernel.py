@@ -13,8 +13,8 @@ all computed from the rows as they were before the update. As in the authors' co
 word drawn twice is kept once with multiplicity ``m = 2`` (the same as two identical rows),
 and a noise word equal to the centre word is dropped. Scores beyond +-6 saturate the sigmoid
 exactly as in word2vec.c, and inside that range the sigmoid is read from word2vec.c's
-table of 1000 cells (``SIGMOID_TABLE``; 12% faster than ``exp`` here). Threads call the kernel on different chunks at once and update the
-shared matrices without locks (Hogwild).
+table of 1000 cells (``SIGMOID_TABLE``; 12% faster than ``exp`` here). Threads call the
+kernel on different chunks at once and update the shared matrices without locks (Hogwild).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from numba import njit
 MAX_EXP = 6.0
 EXP_TABLE_SIZE = 1000
 #: sigmoid at the centres of EXP_TABLE_SIZE cells over [-MAX_EXP, MAX_EXP], word2vec.c's look-up table
-SIGMOID_TABLE = (1.0 / (1.0 + np.exp(-((np.arange(EXP_TABLE_SIZE) + 0.5) / EXP_TABLE_SIZE * 2 - 1) * MAX_EXP))
-                 ).astype(np.float32)
+SIGMOID_TABLE = (1.0 / (1.0 + np.exp(-((np.arange(EXP_TABLE_SIZE) + 0.5) / EXP_TABLE_SIZE * 2 - 1) * MAX_EXP))).astype(
+    np.float32
+)
 _MUL = np.uint64(25214903917)
 _ADD = np.uint64(11)
 _SHIFT = np.uint64(16)
@@ -113,8 +114,7 @@ def batch_update(w_in, w_out, ctx, n_ctx, outs, mult, n_out, alpha, x, y, g):
 
 
 @njit(nogil=True, fastmath=True, cache=True)
-def train_chunk(stream, w_in, w_out, keep, table, window, negative, batch_size, alpha0, alpha1, seed,
-                max_sentence):
+def train_chunk(stream, w_in, w_out, keep, table, window, negative, batch_size, alpha0, alpha1, seed, max_sentence):
     """Train on one chunk of encoded tokens (``-1`` ends a sentence, ``-2`` a dropped word).
 
     The learning rate moves linearly from ``alpha0`` to ``alpha1`` across the chunk.
@@ -167,6 +167,6 @@ def train_chunk(stream, w_in, w_out, keep, table, window, negative, batch_size, 
             while start < n_ctx:
                 size = min(batch_size, n_ctx - start)
                 n_out, r = draw_negatives(sen[pos], table, negative, r, outs, mult)
-                batch_update(w_in, w_out, ctx[start:start + size], size, outs, mult, n_out, alpha, x, y, g)
+                batch_update(w_in, w_out, ctx[start : start + size], size, outs, mult, n_out, alpha, x, y, g)
                 start += size
     return raw, effective

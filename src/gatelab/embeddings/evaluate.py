@@ -35,8 +35,10 @@ def read_word_pairs(path: str | os.PathLike, delimiter: str = "\t") -> list[tupl
                     raise ValueError
                 pairs.append((parts[0], parts[1], float(parts[2])))
             except ValueError:
-                raise GatelabError(f"{path} line {n}: unknown format; word-pair files hold "
-                                   f"'word1<TAB>word2<TAB>score' lines, got {line[:60]!r}") from None
+                raise GatelabError(
+                    f"{path} line {n}: unknown format; word-pair files hold "
+                    f"'word1<TAB>word2<TAB>score' lines, got {line[:60]!r}"
+                ) from None
     if not pairs:
         raise GatelabError(f"{path} holds no word pairs")
     return pairs
@@ -58,8 +60,10 @@ def read_analogies(path: str | os.PathLike) -> list[tuple[str, list[list[str]]]]
                 continue
             parts = line.split()
             if len(parts) != 4 or not sections:
-                raise GatelabError(f"{path} line {n}: unknown format; analogy files hold ': section' "
-                                   f"lines followed by 'a b c d' lines, got {line[:60]!r}")
+                raise GatelabError(
+                    f"{path} line {n}: unknown format; analogy files hold ': section' "
+                    f"lines followed by 'a b c d' lines, got {line[:60]!r}"
+                )
             sections[-1][1].append(parts)
     if not sections:
         raise GatelabError(f"{path} holds no analogy sections")
@@ -108,13 +112,31 @@ def evaluate_all(kv, root: str | os.PathLike | None = None) -> list[dict]:
             continue
         if kind == "pairs":
             res = kv.evaluate_word_pairs(path)
-            rows.append({"name": name, "kind": kind, "metric": "spearman", "score": res["spearman"],
-                         "evaluated": res["pairs"], "oov": res["oov"], "result": res})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "metric": "spearman",
+                    "score": res["spearman"],
+                    "evaluated": res["pairs"],
+                    "oov": res["oov"],
+                    "result": res,
+                }
+            )
         else:
             res = kv.evaluate_word_analogies(path)
             t = res["total"]
-            rows.append({"name": name, "kind": kind, "metric": "accuracy", "score": t["accuracy"],
-                         "evaluated": t["correct"] + t["incorrect"], "oov": t["oov"], "result": res})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "metric": "accuracy",
+                    "score": t["accuracy"],
+                    "evaluated": t["correct"] + t["incorrect"],
+                    "oov": t["oov"],
+                    "result": res,
+                }
+            )
     return rows
 
 

@@ -23,8 +23,9 @@ class KeyedVectors:
     def __init__(self, words: Sequence[str], vectors: np.ndarray, counts: np.ndarray | None = None):
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(words):
-            raise GatelabError(f"vectors must be a (n_words, dim) matrix for {len(words)} words, "
-                               f"got shape {vectors.shape}")
+            raise GatelabError(
+                f"vectors must be a (n_words, dim) matrix for {len(words)} words, got shape {vectors.shape}"
+            )
         self.index_to_key = list(words)
         self.key_to_index = {w: i for i, w in enumerate(self.index_to_key)}
         if len(self.key_to_index) != len(self.index_to_key):
@@ -69,8 +70,13 @@ class KeyedVectors:
         u = self.unit_vectors()
         return float(u[self._index(w1)] @ u[self._index(w2)])
 
-    def most_similar(self, positive: str | Iterable[str] = (), negative: str | Iterable[str] = (),
-                     topn: int = 10, restrict_vocab: int | None = None) -> list[tuple[str, float]]:
+    def most_similar(
+        self,
+        positive: str | Iterable[str] = (),
+        negative: str | Iterable[str] = (),
+        topn: int = 10,
+        restrict_vocab: int | None = None,
+    ) -> list[tuple[str, float]]:
         """Words nearest (cosine) to the mean of the unit ``positive`` vectors minus the ``negative`` ones.
 
         The query words themselves are left out, as in gensim (3CosAdd for analogies).
@@ -114,8 +120,9 @@ class KeyedVectors:
         return path
 
     @classmethod
-    def load_word2vec_format(cls, path: str | os.PathLike, binary: bool | None = None,
-                             limit: int | None = None) -> "KeyedVectors":
+    def load_word2vec_format(
+        cls, path: str | os.PathLike, binary: bool | None = None, limit: int | None = None
+    ) -> "KeyedVectors":
         """Read a word2vec text or binary file (``binary=None`` detects which).
 
         Raises GatelabError, naming the file and the line, for a malformed file.
@@ -128,8 +135,9 @@ class KeyedVectors:
             try:
                 n, dim = (int(x) for x in header.split())
             except ValueError:
-                raise GatelabError(f"{path} is not a word2vec file: its first line must be "
-                                   f"'<n_words> <dim>', got {header[:60]!r}") from None
+                raise GatelabError(
+                    f"{path} is not a word2vec file: its first line must be '<n_words> <dim>', got {header[:60]!r}"
+                ) from None
             if n < 0 or dim < 1:
                 raise GatelabError(f"{path}: bad header {header.strip()!r}")
             if limit is not None:
@@ -162,8 +170,9 @@ class KeyedVectors:
                         raise GatelabError(f"{path} ends after {i} of {n} vectors (truncated text file)")
                     parts = line.decode("utf-8", errors="replace").rstrip("\n").rstrip().split(" ")
                     if len(parts) != dim + 1:
-                        raise GatelabError(f"{path} line {i + 2}: expected a word and {dim} numbers, "
-                                           f"got {len(parts) - 1} numbers")
+                        raise GatelabError(
+                            f"{path} line {i + 2}: expected a word and {dim} numbers, got {len(parts) - 1} numbers"
+                        )
                     try:
                         vectors[i] = np.asarray(parts[1:], dtype=np.float32)
                     except ValueError:
@@ -175,8 +184,13 @@ class KeyedVectors:
             raise GatelabError(f"{path}: {exc}") from None
 
     # --- evaluation ----------------------------------------------------------------------
-    def evaluate_word_pairs(self, path: str | os.PathLike, delimiter: str = "\t",
-                            case_insensitive: bool = True, restrict_vocab: int = 300000) -> dict:
+    def evaluate_word_pairs(
+        self,
+        path: str | os.PathLike,
+        delimiter: str = "\t",
+        case_insensitive: bool = True,
+        restrict_vocab: int = 300000,
+    ) -> dict:
         """Spearman (and Pearson) correlation of cosine similarity with human scores.
 
         ``path`` holds lines ``word1<TAB>word2<TAB>score`` (``#`` lines are comments), as
@@ -184,7 +198,7 @@ class KeyedVectors:
         are skipped, counted and reported. Returns a dict with ``spearman``, ``pearson``,
         ``pairs`` (evaluated), ``oov`` (skipped), ``oov_ratio`` (percent).
         """
-        from gatelab.embeddings.evaluate import read_word_pairs, pearson, spearman
+        from gatelab.embeddings.evaluate import pearson, read_word_pairs, spearman
 
         pairs = read_word_pairs(path, delimiter)
         lookup = self._restricted_lookup(restrict_vocab, case_insensitive)
@@ -199,15 +213,21 @@ class KeyedVectors:
                 continue
             sims.append(float(u[ia] @ u[ib]))
             gold.append(score)
-        result = {"pairs": len(sims), "oov": oov, "oov_ratio": 100.0 * oov / len(pairs),
-                  "spearman": float("nan"), "pearson": float("nan")}
+        result = {
+            "pairs": len(sims),
+            "oov": oov,
+            "oov_ratio": 100.0 * oov / len(pairs),
+            "spearman": float("nan"),
+            "pearson": float("nan"),
+        }
         if len(sims) >= 2:
             result["spearman"] = spearman(np.array(sims), np.array(gold))
             result["pearson"] = pearson(np.array(sims), np.array(gold))
         return result
 
-    def evaluate_word_analogies(self, path: str | os.PathLike, restrict_vocab: int = 300000,
-                                case_insensitive: bool = True, batch: int = 512) -> dict:
+    def evaluate_word_analogies(
+        self, path: str | os.PathLike, restrict_vocab: int = 300000, case_insensitive: bool = True, batch: int = 512
+    ) -> dict:
         """Accuracy on analogy questions ``a b c d`` (a:b :: c:d) by 3CosAdd, as gensim computes it.
 
         ``path`` is in the Google format: ``: section`` lines and four words a line. Answers are
@@ -236,7 +256,7 @@ class KeyedVectors:
             if idx:
                 arr = np.asarray(idx, dtype=np.int64)
                 for s in range(0, len(arr), batch):
-                    a, b, c, d = arr[s:s + batch].T
+                    a, b, c, d = arr[s : s + batch].T
                     query = u[b] - u[a] + u[c]
                     query /= np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
                     scores = query @ u.T
@@ -244,12 +264,24 @@ class KeyedVectors:
                     scores[rows, a] = scores[rows, b] = scores[rows, c] = -np.inf
                     correct += int((scores.argmax(axis=1) == d).sum())
             incorrect = len(idx) - correct
-            results.append({"section": name, "correct": correct, "incorrect": incorrect, "oov": oov,
-                            "accuracy": correct / len(idx) if idx else float("nan")})
+            results.append(
+                {
+                    "section": name,
+                    "correct": correct,
+                    "incorrect": incorrect,
+                    "oov": oov,
+                    "accuracy": correct / len(idx) if idx else float("nan"),
+                }
+            )
         tc = sum(r["correct"] for r in results)
         ti = sum(r["incorrect"] for r in results)
-        total = {"section": "total", "correct": tc, "incorrect": ti, "oov": sum(r["oov"] for r in results),
-                 "accuracy": tc / (tc + ti) if tc + ti else float("nan")}
+        total = {
+            "section": "total",
+            "correct": tc,
+            "incorrect": ti,
+            "oov": sum(r["oov"] for r in results),
+            "accuracy": tc / (tc + ti) if tc + ti else float("nan"),
+        }
         return {"total": total, "sections": results}
 
     def _restricted_lookup(self, restrict_vocab: int, case_insensitive: bool) -> dict[str, int]:
@@ -275,7 +307,7 @@ def _looks_binary(fh, dim: int) -> bool:
     fh.seek(pos)
     body = head.lstrip(b"\n")
     word_end = body.find(b" ")
-    sample = body[word_end + 1:word_end + 1 + 4 * dim] if word_end >= 0 else body
+    sample = body[word_end + 1 : word_end + 1 + 4 * dim] if word_end >= 0 else body
     try:
         text = codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
     except UnicodeDecodeError:

@@ -21,8 +21,18 @@ import torch
 class TorchTrainer:
     """Holds the two matrices on ``device`` and trains on chunks of encoded tokens."""
 
-    def __init__(self, w_in: np.ndarray, w_out: np.ndarray, keep: np.ndarray, table: np.ndarray,
-                 window: int, negative: int, batch_size: int, device: str = "cpu", windows_per_step: int = 2048):
+    def __init__(
+        self,
+        w_in: np.ndarray,
+        w_out: np.ndarray,
+        keep: np.ndarray,
+        table: np.ndarray,
+        window: int,
+        negative: int,
+        batch_size: int,
+        device: str = "cpu",
+        windows_per_step: int = 2048,
+    ):
         self.device = torch.device(device)
         if self.device.type == "cpu":
             self.w_in, self.w_out = torch.from_numpy(w_in), torch.from_numpy(w_out)  # shared memory
@@ -54,10 +64,15 @@ class TorchTrainer:
             return None, raw, 0
         shrink = rng.integers(0, self.window, n)
         groups, bs = self.offsets.shape
-        pos = np.arange(n)[:, None, None] + self.offsets[None]                    # n x G x B
+        pos = np.arange(n)[:, None, None] + self.offsets[None]  # n x G x B
         posc = pos.clip(0, n - 1)
-        mask = ((self.offsets != 0)[None] & (pos >= 0) & (pos < n) & (s[posc] == s[:, None, None])
-                & (np.abs(self.offsets)[None] <= (self.window - shrink)[:, None, None]))
+        mask = (
+            (self.offsets != 0)[None]
+            & (pos >= 0)
+            & (pos < n)
+            & (s[posc] == s[:, None, None])
+            & (np.abs(self.offsets)[None] <= (self.window - shrink)[:, None, None])
+        )
         ctx = w[posc]
         centre = np.repeat(w, groups)
         ctx, mask = ctx.reshape(n * groups, bs), mask.reshape(n * groups, bs)
@@ -75,17 +90,17 @@ class TorchTrainer:
         centre, ctx, noise = t(centre, torch.long), t(ctx, torch.long), t(noise, torch.long)
         mask, noise_mask = t(mask, torch.float32), t(noise_mask, torch.float32)
         alpha = t(alpha, torch.float32)
-        outs = torch.cat([centre[:, None], noise], dim=1)                            # M x K
+        outs = torch.cat([centre[:, None], noise], dim=1)  # M x K
         out_mask = torch.cat([torch.ones_like(centre, dtype=torch.float32)[:, None], noise_mask], dim=1)
-        x = self.w_in[ctx]                                                           # M x B x D
-        y = self.w_out[outs]                                                         # M x K x D
-        s = torch.bmm(y, x.transpose(1, 2))                                          # M x K x B
+        x = self.w_in[ctx]  # M x B x D
+        y = self.w_out[outs]  # M x K x D
+        s = torch.bmm(y, x.transpose(1, 2))  # M x K x B
         label = torch.zeros_like(s)
         label[:, 0, :] = 1.0
         sig = torch.where(s > 6, torch.ones_like(s), torch.where(s < -6, torch.zeros_like(s), torch.sigmoid(s)))
         g = (label - sig) * alpha[:, None, None] * out_mask[:, :, None] * mask[:, None, :]
-        d_out = torch.bmm(g, x)                                                      # M x K x D
-        d_in = torch.bmm(g.transpose(1, 2), y)                                       # M x B x D
+        d_out = torch.bmm(g, x)  # M x K x D
+        d_in = torch.bmm(g.transpose(1, 2), y)  # M x B x D
         dim = self.w_in.shape[1]
         self.w_out.index_add_(0, outs.reshape(-1), d_out.reshape(-1, dim))
         self.w_in.index_add_(0, ctx.reshape(-1), d_in.reshape(-1, dim))

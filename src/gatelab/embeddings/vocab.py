@@ -79,17 +79,32 @@ class EncodedCorpus:
     Remove the file with :meth:`close` (also on garbage collection).
     """
 
-    def __init__(self, path: Path, n_tokens: int, n_words: int, n_sentences: int, chunks: np.ndarray,
-                 vocab: Vocab, tmpdir: Path | None):
+    def __init__(
+        self,
+        path: Path,
+        n_tokens: int,
+        n_words: int,
+        n_sentences: int,
+        chunks: np.ndarray,
+        vocab: Vocab,
+        tmpdir: Path | None,
+    ):
         self.path, self.n_tokens, self.n_words, self.n_sentences = path, n_tokens, n_words, n_sentences
         self.chunks, self.vocab, self._tmpdir = chunks, vocab, tmpdir
-        self.stream = np.memmap(path, dtype=np.int32, mode="r", shape=(n_tokens,)) if n_tokens else \
-            np.zeros(0, dtype=np.int32)
+        self.stream = (
+            np.memmap(path, dtype=np.int32, mode="r", shape=(n_tokens,)) if n_tokens else np.zeros(0, dtype=np.int32)
+        )
 
     @classmethod
-    def build(cls, sentences: Iterable[Iterable[str]], min_count: int = 5, max_vocab_size: int | None = None,
-              max_sentence_length: int = 10000, chunk_words: int = 20000,
-              workdir: str | os.PathLike | None = None) -> "EncodedCorpus":
+    def build(
+        cls,
+        sentences: Iterable[Iterable[str]],
+        min_count: int = 5,
+        max_vocab_size: int | None = None,
+        max_sentence_length: int = 10000,
+        chunk_words: int = 20000,
+        workdir: str | os.PathLike | None = None,
+    ) -> "EncodedCorpus":
         """Read ``sentences`` once, build the vocabulary and encode the corpus.
 
         Sentences longer than ``max_sentence_length`` are cut into pieces of that length.
@@ -107,6 +122,7 @@ class EncodedCorpus:
             chunk_bounds = [0]
             since_cut = 0
             with open(path, "wb") as out:
+
                 def flush():
                     nonlocal counts, buffered, buf
                     if not buf:
@@ -115,18 +131,20 @@ class EncodedCorpus:
                     buf, buffered = [], 0
                     block.tofile(out)
                     words_only = block[block >= 0]
-                    bc = np.bincount(words_only, minlength=len(ids))
+                    bc = np.bincount(words_only, minlength=len(ids))  # noqa: F821 (bound before the first call)
                     if len(counts) < len(bc):
                         counts = np.concatenate([counts, np.zeros(len(bc) - len(counts), dtype=np.int64)])
-                    counts[:len(bc)] += bc
+                    counts[: len(bc)] += bc
 
                 for sentence in sentences:
                     if isinstance(sentence, str):
-                        raise GatelabError("each sentence must be a list of tokens, got a string; "
-                                           "split it (or pass a path to a text file)")
+                        raise GatelabError(
+                            "each sentence must be a list of tokens, got a string; "
+                            "split it (or pass a path to a text file)"
+                        )
                     tokens = [ids.setdefault(w, len(ids)) for w in sentence]
                     for start in range(0, len(tokens), max_sentence_length):
-                        piece = tokens[start:start + max_sentence_length]
+                        piece = tokens[start : start + max_sentence_length]
                         arr = np.empty(len(piece) + 1, dtype=np.int32)
                         arr[:-1] = piece
                         arr[-1] = SENTENCE_END
@@ -143,8 +161,9 @@ class EncodedCorpus:
                         flush()
                 flush()
             if n_words == 0:
-                raise GatelabError("the corpus is empty: it holds no tokens (give one sentence a line, "
-                                   "tokens separated by whitespace)")
+                raise GatelabError(
+                    "the corpus is empty: it holds no tokens (give one sentence a line, tokens separated by whitespace)"
+                )
             if chunk_bounds[-1] != n_tokens:
                 chunk_bounds.append(n_tokens)
             raw_words = list(ids)
@@ -155,15 +174,17 @@ class EncodedCorpus:
             if max_vocab_size is not None and len(keep) > max_vocab_size:
                 keep = keep[:max_vocab_size]
             if len(keep) == 0:
-                raise GatelabError(f"min_count={min_count} leaves an empty vocabulary: the most frequent word "
-                                   f"occurs {int(counts.max())} times; lower min_count")
+                raise GatelabError(
+                    f"min_count={min_count} leaves an empty vocabulary: the most frequent word "
+                    f"occurs {int(counts.max())} times; lower min_count"
+                )
             vocab = Vocab([raw_words[i] for i in keep], counts[keep])
             remap = np.full(len(raw_words) + 2, DROPPED, dtype=np.int32)
             remap[keep] = np.arange(len(keep), dtype=np.int32)
             remap[SENTENCE_END] = SENTENCE_END  # index -1: the last cell
             mm = np.memmap(path, dtype=np.int32, mode="r+", shape=(n_tokens,))
             for start in range(0, n_tokens, _BLOCK):
-                mm[start:start + _BLOCK] = remap[mm[start:start + _BLOCK]]
+                mm[start : start + _BLOCK] = remap[mm[start : start + _BLOCK]]
             mm.flush()
             del mm
             return cls(path, n_tokens, n_words, n_sentences, np.asarray(chunk_bounds, dtype=np.int64), vocab, tmpdir)
@@ -173,7 +194,7 @@ class EncodedCorpus:
 
     def chunk(self, k: int) -> np.ndarray:
         """Tokens of chunk ``k`` (a contiguous run of whole sentences)."""
-        return np.ascontiguousarray(self.stream[self.chunks[k]:self.chunks[k + 1]])
+        return np.ascontiguousarray(self.stream[self.chunks[k] : self.chunks[k + 1]])
 
     @property
     def n_chunks(self) -> int:

@@ -26,9 +26,9 @@ from typing import Iterable
 
 import numpy as np
 
-from gatelab.errors import GatelabError, check_choice
 from gatelab.embeddings.keyedvectors import KeyedVectors
 from gatelab.embeddings.vocab import EncodedCorpus, Vocab
+from gatelab.errors import GatelabError, check_choice
 
 
 @dataclass
@@ -69,19 +69,27 @@ class Word2VecConfig:
         def need(cond, what):
             if not cond:
                 raise GatelabError(what)
+
         need(self.vector_size >= 1, f"vector_size must be >= 1, got {self.vector_size}")
         need(self.window >= 1, f"window must be >= 1, got {self.window}")
         need(self.negative >= 1, f"negative must be >= 1 (only negative sampling is implemented), got {self.negative}")
         need(self.sample >= 0, f"sample must be >= 0, got {self.sample}")
         need(self.min_count >= 1, f"min_count must be >= 1, got {self.min_count}")
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        need(self.alpha > 0 and self.min_alpha >= 0, f"alpha must be > 0 and min_alpha >= 0, got {self.alpha}, {self.min_alpha}")
+        need(
+            self.alpha > 0 and self.min_alpha >= 0,
+            f"alpha must be > 0 and min_alpha >= 0, got {self.alpha}, {self.min_alpha}",
+        )
         need(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         need(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        need(self.max_sentence_length >= 1 and self.chunk_words >= 1, "max_sentence_length and chunk_words must be >= 1")
+        need(
+            self.max_sentence_length >= 1 and self.chunk_words >= 1, "max_sentence_length and chunk_words must be >= 1"
+        )
         need(self.windows_per_step >= 1, f"windows_per_step must be >= 1, got {self.windows_per_step}")
-        need(self.sync_every >= 1 and self.min_sync_words >= 1 and self.full_sync_times >= 0,
-             "sync_every and min_sync_words must be >= 1, full_sync_times >= 0")
+        need(
+            self.sync_every >= 1 and self.min_sync_words >= 1 and self.full_sync_times >= 0,
+            "sync_every and min_sync_words must be >= 1, full_sync_times >= 0",
+        )
         check_choice("backend", self.backend, ("auto", "numba", "torch"))
         if self.device != "cpu" and self.backend == "numba":
             raise GatelabError(f"the numba backend runs on cpu only; device {self.device!r} needs backend 'torch'")
@@ -126,7 +134,8 @@ class Word2Vec:
 
     ``sentences`` is any iterable of token lists (read once, streaming: the vocabulary is
     counted while the corpus is encoded to a temporary int32 file that the epochs then read
-    by memory map) or a path to a text file with one sentence a line; given here, the model is trained at once. Under a ``torch.distributed``
+    by memory map) or a path to a text file with one sentence a line; given here, the model is
+    trained at once. Under a ``torch.distributed``
     process group of several processes (``torchrun``), each process trains on its shard and
     the models are averaged as described in :class:`Word2VecConfig`; after training all
     processes hold the same vectors.
@@ -135,12 +144,15 @@ class Word2Vec:
     ``train_stats_`` (raw and effective words, seconds, raw words per second).
     """
 
-    def __init__(self, sentences: Iterable[Iterable[str]] | str | os.PathLike | None = None,
-                 progress: bool = False, **params):
+    def __init__(
+        self, sentences: Iterable[Iterable[str]] | str | os.PathLike | None = None, progress: bool = False, **params
+    ):
         unknown = set(params) - {f.name for f in dataclasses.fields(Word2VecConfig)}
         if unknown:
-            raise GatelabError(f"unknown Word2Vec parameter(s) {sorted(unknown)}; accepted: "
-                               f"{', '.join(f.name for f in dataclasses.fields(Word2VecConfig))}")
+            raise GatelabError(
+                f"unknown Word2Vec parameter(s) {sorted(unknown)}; accepted: "
+                f"{', '.join(f.name for f in dataclasses.fields(Word2VecConfig))}"
+            )
         self.config = Word2VecConfig(**params).validate()
         self.progress = progress
         self.corpus: EncodedCorpus | None = None
@@ -158,10 +170,14 @@ class Word2Vec:
         cfg = self.config
         if self.corpus is not None:
             self.corpus.close()
-        self.corpus = EncodedCorpus.build(_as_sentences(sentences), min_count=cfg.min_count,
-                                          max_vocab_size=cfg.max_vocab_size,
-                                          max_sentence_length=cfg.max_sentence_length,
-                                          chunk_words=cfg.chunk_words, workdir=workdir)
+        self.corpus = EncodedCorpus.build(
+            _as_sentences(sentences),
+            min_count=cfg.min_count,
+            max_vocab_size=cfg.max_vocab_size,
+            max_sentence_length=cfg.max_sentence_length,
+            chunk_words=cfg.chunk_words,
+            workdir=workdir,
+        )
         self.vocab = self.corpus.vocab
         rng = np.random.default_rng(cfg.seed)
         v, d = len(self.vocab), cfg.vector_size
@@ -175,8 +191,10 @@ class Word2Vec:
             check = torch.tensor([v, -v, self.corpus.n_words, -self.corpus.n_words], dtype=torch.int64)
             dist.all_reduce(check, op=dist.ReduceOp.MAX)
             if int(check[0]) != v or int(-check[1]) != v or int(check[2]) != int(-check[3]):
-                raise GatelabError("the processes read different corpora (vocabulary or word counts differ); "
-                                   "every process must see the same corpus")
+                raise GatelabError(
+                    "the processes read different corpora (vocabulary or word counts differ); "
+                    "every process must see the same corpus"
+                )
         return self
 
     # --- training ------------------------------------------------------------------------
@@ -209,8 +227,21 @@ class Word2Vec:
             from gatelab.embeddings._kernel import train_chunk
 
             def run(k, a0, a1, seed):
-                return train_chunk(corpus.chunk(k), w_in, w_out, keep, table, cfg.window, cfg.negative,
-                                   cfg.effective_batch_size, a0, a1, seed, cfg.max_sentence_length)
+                return train_chunk(
+                    corpus.chunk(k),
+                    w_in,
+                    w_out,
+                    keep,
+                    table,
+                    cfg.window,
+                    cfg.negative,
+                    cfg.effective_batch_size,
+                    a0,
+                    a1,
+                    seed,
+                    cfg.max_sentence_length,
+                )
+
             tensors = None
             if dist is not None:
                 import torch
@@ -219,11 +250,21 @@ class Word2Vec:
         else:
             from gatelab.embeddings.torch_backend import TorchTrainer
 
-            trainer = TorchTrainer(w_in, w_out, keep, table, cfg.window, cfg.negative, cfg.effective_batch_size,
-                                   device=cfg.device, windows_per_step=cfg.windows_per_step)
+            trainer = TorchTrainer(
+                w_in,
+                w_out,
+                keep,
+                table,
+                cfg.window,
+                cfg.negative,
+                cfg.effective_batch_size,
+                device=cfg.device,
+                windows_per_step=cfg.windows_per_step,
+            )
 
             def run(k, a0, a1, seed):
                 return trainer.train_chunk(corpus.chunk(k), a0, a1, seed)
+
             tensors = (trainer.w_in, trainer.w_out)
 
         def alpha_at(progress: float) -> float:
@@ -233,8 +274,14 @@ class Word2Vec:
         if self.progress and rank == 0:
             from tqdm import tqdm
 
-            bar = tqdm(total=int(shard_words_est * epochs * world), unit="word", unit_scale=True,
-                       disable=not sys.stderr.isatty(), desc="word2vec", smoothing=0.1)
+            bar = tqdm(
+                total=int(shard_words_est * epochs * world),
+                unit="word",
+                unit_scale=True,
+                disable=not sys.stderr.isatty(),
+                desc="word2vec",
+                smoothing=0.1,
+            )
         workers = cfg.workers if backend == "numba" else 1
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
         raw_total = eff_total = 0
@@ -244,8 +291,9 @@ class Word2Vec:
         if backend == "torch" and str(cfg.device).startswith("cpu"):
             import torch
 
-            torch_threads = torch.get_num_threads()   # on cpu, ``workers`` is torch's thread count
+            torch_threads = torch.get_num_threads()  # on cpu, ``workers`` is torch's thread count
             torch.set_num_threads(cfg.workers)
+
         def job(epoch, k):
             p0 = (epoch * shard_tokens + corpus.chunks[k] - corpus.chunks[lo]) / (epochs * shard_tokens)
             p1 = (epoch * shard_tokens + corpus.chunks[k + 1] - corpus.chunks[lo]) / (epochs * shard_tokens)
@@ -258,8 +306,11 @@ class Word2Vec:
         else:
             # several processes: rounds of ``round_size`` chunks, the same number on every process,
             # so that all of them reach each model synchronisation together
-            rounds = [[job(e, k) for k in my_chunks[r * round_size:(r + 1) * round_size]]
-                      for e in range(epochs) for r in range(rounds_per_epoch)]
+            rounds = [
+                [job(e, k) for k in my_chunks[r * round_size : (r + 1) * round_size]]
+                for e in range(epochs)
+                for r in range(rounds_per_epoch)
+            ]
         total_rounds = len(rounds)
         try:
             for done_round, jobs in enumerate(rounds, 1):
@@ -274,12 +325,15 @@ class Word2Vec:
                     if bar is not None:
                         bar.update(int(raw) * world)
                         elapsed = time.perf_counter() - t0
-                        bar.set_postfix_str(f"lr {j[2]:.5f}  "
-                                            f"{raw_total * world / max(elapsed, 1e-9) / 1e3:.0f}k words/s")
+                        bar.set_postfix_str(
+                            f"lr {j[2]:.5f}  {raw_total * world / max(elapsed, 1e-9) / 1e3:.0f}k words/s"
+                        )
                 if dist is not None and (done_round % cfg.sync_every == 0 or done_round == total_rounds):
                     n_syncs += 1
                     rows = min(len(vocab), cfg.min_sync_words << _trailing_zeros(n_syncs))
-                    if cfg.full_sync_times and done_round / total_rounds >= (full_syncs + 1) / (cfg.full_sync_times + 1):
+                    if cfg.full_sync_times and done_round / total_rounds >= (full_syncs + 1) / (
+                        cfg.full_sync_times + 1
+                    ):
                         full_syncs += 1
                         rows = len(vocab)
                     if done_round == total_rounds:
@@ -303,10 +357,17 @@ class Word2Vec:
             dist.all_reduce(t)
             raw_all, eff_all = int(t[0]), int(t[1])
         self.wv._norms = None
-        self.train_stats_ = {"raw_words": raw_all, "effective_words": eff_all, "seconds": seconds,
-                             "words_per_sec": raw_all / max(seconds, 1e-9), "epochs": epochs,
-                             "processes": world, "threads": workers, "backend": backend,
-                             "syncs": n_syncs}
+        self.train_stats_ = {
+            "raw_words": raw_all,
+            "effective_words": eff_all,
+            "seconds": seconds,
+            "words_per_sec": raw_all / max(seconds, 1e-9),
+            "epochs": epochs,
+            "processes": world,
+            "threads": workers,
+            "backend": backend,
+            "syncs": n_syncs,
+        }
         return self
 
     @staticmethod
@@ -339,8 +400,9 @@ class Word2Vec:
         return f"Word2Vec(vocab={n}, vector_size={self.config.vector_size}, window={self.config.window})"
 
 
-def train_word2vec(sentences, out: str | os.PathLike | None = None, binary: bool = True,
-                   progress: bool = False, **params) -> Word2Vec:
+def train_word2vec(
+    sentences, out: str | os.PathLike | None = None, binary: bool = True, progress: bool = False, **params
+) -> Word2Vec:
     """Train and (if ``out``) save the vectors in word2vec format, with the config JSON beside them."""
     from gatelab.files import write_json
 
@@ -351,7 +413,13 @@ def train_word2vec(sentences, out: str | os.PathLike | None = None, binary: bool
     if out is not None:
         out = Path(out)
         model.wv.save_word2vec_format(out, binary=binary)
-        write_json(out.with_name(out.name + ".json"),
-                   {"config": model.config_dict(), "train": model.train_stats_, "vocab_size": len(model.vocab),
-                    "corpus": repr(sentences)})
+        write_json(
+            out.with_name(out.name + ".json"),
+            {
+                "config": model.config_dict(),
+                "train": model.train_stats_,
+                "vocab_size": len(model.vocab),
+                "corpus": repr(sentences),
+            },
+        )
     return model

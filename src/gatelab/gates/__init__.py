@@ -8,16 +8,43 @@ Estimators: ARM and AR (Li & Ji, L0-ARM, arXiv:1904.04432), hard concrete
 (Louizos et al., arXiv:1712.01312) and a straight-through reference.
 """
 
-from gatelab.gates.api import (GRANULARITIES, GateConfig, expected_l0, gates, l0_penalty, regularizer,
-                               resample, sparsify, train_step)
+from gatelab.gates.api import (
+    GRANULARITIES,
+    GateConfig,
+    expected_l0,
+    gates,
+    l0_penalty,
+    regularizer,
+    resample,
+    sparsify,
+    train_step,
+)
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
 from gatelab.gates.export import Summary, bake, export, summary
 from gatelab.gates.gate import Gate
 from gatelab.gates.models import MODELS, SmallResNet, build_model, lenet5_caffe, mlp
 
 __all__ = [
-    "sparsify", "train_step", "l0_penalty", "expected_l0", "regularizer", "gates", "resample",
-    "summary", "export", "bake", "Summary", "Gate", "GateConfig", "make_estimator",
-    "GRANULARITIES", "ESTIMATORS", "GATE_FUNCTIONS", "MODELS", "build_model", "mlp", "lenet5_caffe",
+    "sparsify",
+    "train_step",
+    "l0_penalty",
+    "expected_l0",
+    "regularizer",
+    "gates",
+    "resample",
+    "summary",
+    "export",
+    "bake",
+    "Summary",
+    "Gate",
+    "GateConfig",
+    "make_estimator",
+    "GRANULARITIES",
+    "ESTIMATORS",
+    "GATE_FUNCTIONS",
+    "MODELS",
+    "build_model",
+    "mlp",
+    "lenet5_caffe",
     "SmallResNet",
 ]

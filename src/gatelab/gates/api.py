@@ -33,8 +33,9 @@ class GateConfig:
     input_shape: list | None = None  # one example's shape, recorded at the first forward
 
 
-def _per_layer(what: str, value, names: list[str], valid: Callable[[float], bool], accepted: str,
-               known: set[str]) -> dict:
+def _per_layer(
+    what: str, value, names: list[str], valid: Callable[[float], bool], accepted: str, known: set[str]
+) -> dict:
     """Spread a float, a sequence (one per gated layer) or a mapping over the gated layer names.
 
     A mapping may name layers of the model that are not gated at this granularity (``known``).
@@ -70,11 +71,16 @@ def _candidates(model: nn.Module, granularity: str) -> dict[str, str]:
     return out
 
 
-def sparsify(model: nn.Module, granularity: str = "structured", estimator: str = "arm",
-             lam: float | Sequence[float] | Mapping[str, float] = 0.1,
-             keep_prob: float | Sequence[float] | Mapping[str, float] = 0.5,
-             gate_function: str = "scaled_sigmoid", k: float = 7.0,
-             layers: Sequence[str] | None = None) -> nn.Module:
+def sparsify(
+    model: nn.Module,
+    granularity: str = "structured",
+    estimator: str = "arm",
+    lam: float | Sequence[float] | Mapping[str, float] = 0.1,
+    keep_prob: float | Sequence[float] | Mapping[str, float] = 0.5,
+    gate_function: str = "scaled_sigmoid",
+    k: float = 7.0,
+    layers: Sequence[str] | None = None,
+) -> nn.Module:
     """Put stochastic binary gates on ``model``'s layers (in place) and return it.
 
     granularity: ``weight`` (every weight of Linear and Conv2d), ``neuron``
@@ -103,8 +109,9 @@ def sparsify(model: nn.Module, granularity: str = "structured", estimator: str =
     if layers is not None:
         unknown = [n for n in layers if n not in kinds]
         if unknown:
-            raise GatelabError(f"cannot gate {unknown} at granularity {granularity!r}; "
-                               f"gateable layers: {sorted(kinds)}")
+            raise GatelabError(
+                f"cannot gate {unknown} at granularity {granularity!r}; gateable layers: {sorted(kinds)}"
+            )
         kinds = {n: kinds[n] for n in layers}
     groups = unit_groups(model, trace(model)) if "channel" in kinds.values() else {}
     modules = dict(model.named_modules())
@@ -123,7 +130,8 @@ def sparsify(model: nn.Module, granularity: str = "structured", estimator: str =
         raise GatelabError(
             f"{type(model).__name__} has no layer that can be gated at granularity {granularity!r}"
             + (f" ({'; '.join(f'{n}: {r}' for n, r in skipped.items())})" if skipped else "")
-            + "; gates go on nn.Linear (weight, neuron) and nn.Conv2d (weight, channel)")
+            + "; gates go on nn.Linear (weight, neuron) and nn.Conv2d (weight, channel)"
+        )
     names = list(kinds)
     known = set(_candidates(model, "weight"))
     lams = _per_layer("lam", lam, names, lambda v: v >= 0, "a number >= 0", known)
@@ -142,7 +150,8 @@ def sparsify(model: nn.Module, granularity: str = "structured", estimator: str =
             size = w[0].numel() + (layer.bias is not None)
             gate = Gate((w.shape[0],), est, keeps[name], size, lams[name], name)
             targets = [(layer, "weight"), (layer, "bias")] + [
-                (modules[b], p) for b in groups[name].norms for p in ("weight", "bias")]
+                (modules[b], p) for b in groups[name].norms for p in ("weight", "bias")
+            ]
             for mod, pname in targets:
                 if getattr(mod, pname, None) is not None:
                     parametrize.register_parametrization(mod, pname, GateMask(gate, 0))
@@ -204,9 +213,14 @@ def _set_antithetic(model_gates: list[Gate], value: bool) -> None:
         g.antithetic = value
 
 
-def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-               optimizer: torch.optim.Optimizer, dataset_size: int,
-               criterion: Callable = F.cross_entropy) -> dict:
+def train_step(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    dataset_size: int,
+    criterion: Callable = F.cross_entropy,
+) -> dict:
     """One optimiser step on data loss + L0 regularizer, with the estimator's gradient for the gates.
 
     ARM runs a second, gradient-free forward pass on the antithetic gates that
@@ -241,5 +255,9 @@ def train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         optimizer.step()
         for g in model_gates:
             estimator.constrain_(g.phi)
-    return {"loss": float(data_loss.detach() + reg.detach()), "data_loss": float(data_loss.detach()), "regularizer": float(reg.detach()),
-            "outputs": outputs.detach()}
+    return {
+        "loss": float(data_loss.detach() + reg.detach()),
+        "data_loss": float(data_loss.detach()),
+        "regularizer": float(reg.detach()),
+        "outputs": outputs.detach(),
+    }

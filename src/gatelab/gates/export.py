@@ -139,8 +139,9 @@ def export(model: nn.Module) -> nn.Module:
             reads = _used_inputs(modules[cname])
             span = reads.numel() // n_out if flattened else 1
             if reads.numel() != n_out * span:
-                raise GatelabError(f"{cname!r} reads {reads.numel()} units, not a multiple of the "
-                                   f"{n_out} units of {name!r}")
+                raise GatelabError(
+                    f"{cname!r} reads {reads.numel()} units, not a multiple of the {n_out} units of {name!r}"
+                )
             spans[cname] = span
             used |= reads.view(n_out, span).any(1)
         keep = ~zero & used
@@ -191,9 +192,15 @@ class Summary:
         return "-".join(str(r.kept) for r in self.layers)
 
     def to_dict(self) -> dict:
-        return {"architecture": self.architecture, "layers": [vars(r) for r in self.layers],
-                "skipped": self.skipped, "params_dense": self.params_dense, "params_kept": self.params_kept,
-                "flops_dense": self.flops_dense, "flops_kept": self.flops_kept}
+        return {
+            "architecture": self.architecture,
+            "layers": [vars(r) for r in self.layers],
+            "skipped": self.skipped,
+            "params_dense": self.params_dense,
+            "params_kept": self.params_kept,
+            "flops_dense": self.flops_dense,
+            "flops_kept": self.flops_kept,
+        }
 
     def __str__(self) -> str:
         width = max([len(r.layer) for r in self.layers] + [5])
@@ -203,10 +210,14 @@ class Summary:
         for name, why in self.skipped.items():
             lines.append(f"{name:{width}s}  not gated: {why}")
         lines.append(f"architecture {self.architecture}")
-        lines.append(f"parameters   {self.params_kept:,} of {self.params_dense:,} "
-                     f"({100 * self.params_kept / max(self.params_dense, 1):.2f}%)")
-        lines.append(f"FLOPs        {self.flops_kept:,} of {self.flops_dense:,} "
-                     f"({100 * self.flops_kept / max(self.flops_dense, 1):.2f}%) multiply-adds per example")
+        lines.append(
+            f"parameters   {self.params_kept:,} of {self.params_dense:,} "
+            f"({100 * self.params_kept / max(self.params_dense, 1):.2f}%)"
+        )
+        lines.append(
+            f"FLOPs        {self.flops_kept:,} of {self.flops_dense:,} "
+            f"({100 * self.flops_kept / max(self.flops_dense, 1):.2f}%) multiply-adds per example"
+        )
         return "\n".join(lines)
 
 

@@ -17,8 +17,16 @@ class Gate(nn.Module):
     expected L0 norm of the layer is ``sum(group_size * P(open))``.
     """
 
-    def __init__(self, shape: tuple[int, ...], estimator: Estimator, keep_prob: float,
-                 group_size: int, lam: float, layer: str, init_std: float = 1e-2):
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        estimator: Estimator,
+        keep_prob: float,
+        group_size: int,
+        lam: float,
+        layer: str,
+        init_std: float = 1e-2,
+    ):
         super().__init__()
         init = estimator.init_phi(keep_prob)
         self.phi = nn.Parameter(torch.full(shape, init) + init_std * torch.randn(shape))

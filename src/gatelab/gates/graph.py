@@ -24,13 +24,39 @@ PRUNABLE = (nn.Linear, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 # Layers and functions that act on each unit separately and map 0 to 0.
 ZERO_PRESERVING_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Hardtanh, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
     nn.AdaptiveMaxPool2d,
 )
 ZERO_PRESERVING_FUNCTIONS = {
-    F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, torch.tanh, F.tanh, F.hardtanh,
-    F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+    F.relu,
+    torch.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.gelu,
+    F.silu,
+    torch.tanh,
+    F.tanh,
+    F.hardtanh,
+    F.dropout,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
 }
 ZERO_PRESERVING_METHODS = {"relu", "tanh", "contiguous"}
 
@@ -52,7 +78,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
     except Exception as exc:  # fx raises many kinds of errors on untraceable code
         raise GatelabError(
             f"channel gates and export need a model that torch.fx can trace; tracing "
-            f"{type(model).__name__} failed: {type(exc).__name__}: {exc}") from exc
+            f"{type(model).__name__} failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _is_flatten(node: fx.Node, modules: dict) -> bool:
@@ -124,9 +151,11 @@ def unit_groups(model: nn.Module, gm: fx.GraphModule | None = None) -> dict[str,
                     group.blocked = "a flatten of features"
                     continue
                 layout, flattened = "features", True
-            elif not (isinstance(module, ZERO_PRESERVING_MODULES)
-                      or (user.op == "call_function" and user.target in ZERO_PRESERVING_FUNCTIONS)
-                      or (user.op == "call_method" and user.target in ZERO_PRESERVING_METHODS)):
+            elif not (
+                isinstance(module, ZERO_PRESERVING_MODULES)
+                or (user.op == "call_function" and user.target in ZERO_PRESERVING_FUNCTIONS)
+                or (user.op == "call_method" and user.target in ZERO_PRESERVING_METHODS)
+            ):
                 group.blocked = f"its units reach {_describe(user, modules)}"
                 continue
             todo.extend((nxt, user, layout, flattened) for nxt in user.users)

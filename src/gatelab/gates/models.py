@@ -22,13 +22,20 @@ def mlp(in_features: int = 784, hidden: tuple[int, ...] = (300, 100), num_classe
 
 def lenet5_caffe(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
     """LeNet-5-Caffe: conv 20 and conv 50 (5x5, max-pooled), then 800-500-10."""
-    return nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(in_channels, 20, 5), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
-        conv2=nn.Conv2d(20, 50, 5), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
-        flatten=nn.Flatten(),
-        fc1=nn.Linear(800, 500), relu3=nn.ReLU(),
-        fc2=nn.Linear(500, num_classes),
-    ))
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(in_channels, 20, 5),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(20, 50, 5),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(800, 500),
+            relu3=nn.ReLU(),
+            fc2=nn.Linear(500, num_classes),
+        )
+    )
 
 
 class BasicBlock(nn.Module):
@@ -56,8 +63,9 @@ class SmallResNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 64)):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         self.stage1 = BasicBlock(widths[0], widths[0])
         self.stage2 = BasicBlock(widths[0], widths[1], stride=2)
         self.stage3 = BasicBlock(widths[1], widths[2], stride=2)

@@ -43,7 +43,9 @@ def _run(report: Report, model: str, quick: bool, seed: int, quick_epochs: int) 
     for estimator, label in METHODS.items():
         config = TrainConfig(model=model, estimator=estimator, epochs=epochs, seed=seed)
         report.settings[f"{estimator} config"] = asdict(config)
-        log = report.folder / f"{estimator}-history.json"  # kept per epoch, so a long run that stops early still shows how far it got
+        log = (
+            report.folder / f"{estimator}-history.json"
+        )  # kept per epoch, so a long run that stops early still shows how far it got
         trained, history = fit(config, on_epoch=lambda epoch, model, h, log=log: write_json(log, asdict(h)))
         save_checkpoint(trained, config, report.folder / f"{model}-{estimator}.safetensors")
         s = summary(trained)
@@ -52,16 +54,24 @@ def _run(report: Report, model: str, quick: bool, seed: int, quick_epochs: int) 
         report.row(f"{label}: kept architecture", paper["architecture"], s.architecture)
         report.row(f"{label}: test error (%)", paper["error"], round(err, 2))
         report.row(f"{label}: parameters", paper_params, s.params_kept, f"of {s.params_dense:,} dense")
-        report.row(f"{label}: FLOPs (multiply-adds)", None, s.flops_kept,
-                   f"{100 * s.flops_kept / s.flops_dense:.1f}% of {s.flops_dense:,} dense")
+        report.row(
+            f"{label}: FLOPs (multiply-adds)",
+            None,
+            s.flops_kept,
+            f"{100 * s.flops_kept / s.flops_dense:.1f}% of {s.flops_dense:,} dense",
+        )
         report.results[estimator] = {"summary": s.to_dict(), "history": asdict(history)}
         met = err <= paper["error"] + 0.2 and s.params_kept <= paper_params
-        report.note(f"{label}: target (error within 0.2 points of {paper['error']}% with no more parameters "
-                    f"than {paper['architecture']}) {'met' if met else 'NOT met'} after {epochs} epochs: "
-                    f"{err:.2f}% error, {s.params_kept:,} parameters"
-                    + ("" if met or not quick else " (a --quick run trains far fewer epochs than the paper's 200)"))
-    report.note(f"Paper column: {paper['source']}. The L0-ARM paper's own table was not retrievable offline; "
-                "both methods are compared with this published row.")
+        report.note(
+            f"{label}: target (error within 0.2 points of {paper['error']}% with no more parameters "
+            f"than {paper['architecture']}) {'met' if met else 'NOT met'} after {epochs} epochs: "
+            f"{err:.2f}% error, {s.params_kept:,} parameters"
+            + ("" if met or not quick else " (a --quick run trains far fewer epochs than the paper's 200)")
+        )
+    report.note(
+        f"Paper column: {paper['source']}. The L0-ARM paper's own table was not retrievable offline; "
+        "both methods are compared with this published row."
+    )
     report.settings["epochs"] = epochs
     _plots(report, model, histories, paper)
 
@@ -70,8 +80,9 @@ def _plots(report: Report, model: str, histories: dict, paper: dict) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for estimator, h in histories.items():
         axes[0].plot(h.epoch, h.test_error, marker=".", label=METHODS[estimator])
-        axes[1].plot(h.epoch, [sum(int(v) for v in a.split("-")) for a in h.architecture], marker=".",
-                     label=METHODS[estimator])
+        axes[1].plot(
+            h.epoch, [sum(int(v) for v in a.split("-")) for a in h.architecture], marker=".", label=METHODS[estimator]
+        )
     axes[0].axhline(paper["error"], color="grey", ls="--", label="paper")
     axes[1].axhline(sum(int(v) for v in paper["architecture"].split("-")), color="grey", ls="--", label="paper")
     axes[0].set(xlabel="epoch", ylabel="test error (%)", yscale="log", title=f"{model}: test error")

@@ -25,8 +25,11 @@ from gatelab.gates.models import MODELS, build_model
 
 # The authors' settings (l0-arm and L0_regularization code): lambda per gated layer, in units of 1/N,
 # and the initial keep probability (1 - the initial drop rate).
-PAPER_LAMBDA = {"mlp": {"fc1": 0.1, "fc2": 0.1, "fc3": 0.1},
-                "lenet5": {"conv1": 10.0, "conv2": 0.5, "fc1": 0.1, "fc2": 10.0}, "resnet": 0.1}
+PAPER_LAMBDA = {
+    "mlp": {"fc1": 0.1, "fc2": 0.1, "fc3": 0.1},
+    "lenet5": {"conv1": 10.0, "conv2": 0.5, "fc1": 0.1, "fc2": 10.0},
+    "resnet": 0.1,
+}
 PAPER_KEEP_PROB = {"mlp": {"fc1": 0.8, "fc2": 0.5, "fc3": 0.5}, "lenet5": 0.5, "resnet": 0.5}
 
 
@@ -86,8 +89,8 @@ def test_error(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     device = next(model.parameters()).device
     wrong = 0
     for i in range(0, len(x), batch_size):
-        pred = model(x[i:i + batch_size].to(device)).argmax(1)
-        wrong += int((pred.cpu() != y[i:i + batch_size]).sum())
+        pred = model(x[i : i + batch_size].to(device)).argmax(1)
+        wrong += int((pred.cpu() != y[i : i + batch_size]).sum())
     return 100.0 * wrong / len(x)
 
 
@@ -97,20 +100,31 @@ def build_gated(config: TrainConfig) -> torch.nn.Module:
     model = build_model(config.model)
     lam = PAPER_LAMBDA[config.model] if config.lam is None else config.lam
     keep = PAPER_KEEP_PROB[config.model] if config.keep_prob is None else config.keep_prob
-    sparsify(model, config.granularity, config.estimator, lam=lam, keep_prob=keep,
-             gate_function=config.gate_function, k=config.k)
+    sparsify(
+        model,
+        config.granularity,
+        config.estimator,
+        lam=lam,
+        keep_prob=keep,
+        gate_function=config.gate_function,
+        k=config.k,
+    )
     return model.to(config.device)
 
 
-def fit(config: TrainConfig, data_root=None, progress: bool = True,
-        on_epoch: Callable[[int, torch.nn.Module, History], None] | None = None) -> tuple[torch.nn.Module, History]:
+def fit(
+    config: TrainConfig,
+    data_root=None,
+    progress: bool = True,
+    on_epoch: Callable[[int, torch.nn.Module, History], None] | None = None,
+) -> tuple[torch.nn.Module, History]:
     """Train a gated model on MNIST or Fashion-MNIST; returns the model and its per-epoch history."""
     config.validate()
     torch.manual_seed(config.seed)
     x_train, y_train = mnist_tensors(config.dataset, "train", data_root)
     x_test, y_test = mnist_tensors(config.dataset, "test", data_root)
     if config.train_examples:
-        x_train, y_train = x_train[:config.train_examples], y_train[:config.train_examples]
+        x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
     model = build_gated(config)
     model(x_train[:1].to(config.device))  # records the input shape
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -118,15 +132,20 @@ def fit(config: TrainConfig, data_root=None, progress: bool = True,
     history = History()
     start = time.perf_counter()
     steps_per_epoch = math.ceil(n / config.batch_size)
-    bar = tqdm(total=config.epochs * steps_per_epoch, disable=not (progress and sys.stderr.isatty()),
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        disable=not (progress and sys.stderr.isatty()),
+        unit="step",
+        dynamic_ncols=True,
+    )
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(n)
         total = 0.0
         for i in range(0, n, config.batch_size):
-            idx = order[i:i + config.batch_size]
-            out = train_step(model, x_train[idx].to(config.device), y_train[idx].to(config.device),
-                             optimizer, dataset_size=n)
+            idx = order[i : i + config.batch_size]
+            out = train_step(
+                model, x_train[idx].to(config.device), y_train[idx].to(config.device), optimizer, dataset_size=n
+            )
             total += out["loss"] * len(idx)
             bar.update(1)
         err = test_error(model, x_test, y_test)

@@ -61,7 +61,7 @@ class Streams:
         if bptt < 1:
             raise GatelabError(f"bptt must be at least 1, got {bptt}")
         for start in range(0, self.inputs.shape[0], bptt):
-            yield self.inputs[start:start + bptt], self.targets[start:start + bptt]
+            yield self.inputs[start : start + bptt], self.targets[start : start + bptt]
 
     def n_chunks(self, bptt: int) -> int:
         return (self.inputs.shape[0] + bptt - 1) // bptt
@@ -101,7 +101,7 @@ def make_streams(ids: torch.Tensor, batch_size: int, eos_id: int = 0) -> Streams
     for b in range(min(batch_size, starts.numel())):
         s, e = int(starts[b]), int(ends[b])
         inputs[: e - s, b] = ids[s:e]
-        targets[: e - s, b] = ids[s + 1:e + 1]
+        targets[: e - s, b] = ids[s + 1 : e + 1]
     return Streams(inputs, targets)
 
 
@@ -122,8 +122,15 @@ def resolve_text(spec: str, split: str = "train", root=None) -> str:
     return spec
 
 
-def load_corpus(train: str, valid: str | None = None, test: str | None = None, min_count: int = 1,
-                max_vocab: int | None = None, vocab: Vocab | None = None, root=None) -> Corpus:
+def load_corpus(
+    train: str,
+    valid: str | None = None,
+    test: str | None = None,
+    min_count: int = 1,
+    max_vocab: int | None = None,
+    vocab: Vocab | None = None,
+    root=None,
+) -> Corpus:
     """Build (or reuse) a vocabulary from ``train`` and encode the three texts.
 
     ``train`` may be ``"ptb"``; then valid and test default to PTB's own splits.

@@ -35,7 +35,7 @@ class _SigmoidRNN(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         hs, h0, w_r, keep = ctx.saved_tensors
-        dz = grad * hs * (1.0 - hs)            # holds d(loss)/d(z_t) once the loop has added the carry
+        dz = grad * hs * (1.0 - hs)  # holds d(loss)/d(z_t) once the loop has added the carry
         carry = None
         for t in range(hs.shape[0] - 1, -1, -1):
             if carry is not None:
@@ -61,16 +61,26 @@ class RNNLM(nn.Module):
     concatenated sentences score exactly like single sentences.
     """
 
-    def __init__(self, vocab_size: int, output: OutputLayer, hidden_size: int = 128, embed_size: int | None = None,
-                 cell: str = "rnn", reset_at_eos: bool = True, eos_id: int = 0, init_range: float = 0.08):
+    def __init__(
+        self,
+        vocab_size: int,
+        output: OutputLayer,
+        hidden_size: int = 128,
+        embed_size: int | None = None,
+        cell: str = "rnn",
+        reset_at_eos: bool = True,
+        eos_id: int = 0,
+        init_range: float = 0.08,
+    ):
         super().__init__()
         check_choice("cell", cell, CELLS)
         embed_size = embed_size or hidden_size
         if hidden_size < 1 or embed_size < 1:
             raise GatelabError(f"hidden and embedding sizes must be positive, got {hidden_size} and {embed_size}")
         if output.vocab_size != vocab_size or output.hidden_size != hidden_size:
-            raise GatelabError(f"output layer is {output.vocab_size} x {output.hidden_size}, "
-                               f"model is {vocab_size} x {hidden_size}")
+            raise GatelabError(
+                f"output layer is {output.vocab_size} x {output.hidden_size}, model is {vocab_size} x {hidden_size}"
+            )
         self.vocab_size, self.hidden_size, self.embed_size = vocab_size, hidden_size, embed_size
         self.cell, self.reset_at_eos, self.eos_id = cell, reset_at_eos, eos_id
         self.embedding = nn.Embedding(vocab_size, embed_size, sparse=True)

@@ -45,8 +45,13 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.log1p(-torch.exp(x).clamp(max=1.0 - 1e-7))
 
 
-def blackout_loss(s_target: torch.Tensor, s_samples: torch.Tensor, logq_target: torch.Tensor,
-                  logq_samples: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def blackout_loss(
+    s_target: torch.Tensor,
+    s_samples: torch.Tensor,
+    logq_target: torch.Tensor,
+    logq_samples: torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """BlackOut's discriminative loss per example (to minimise).
 
     With weights w = 1/q, the weighted softmax over the target i and the samples
@@ -70,8 +75,13 @@ def blackout_loss(s_target: torch.Tensor, s_samples: torch.Tensor, logq_target: 
     return -(logp_t + log1m.sum(-1))
 
 
-def sampled_softmax_loss(s_target: torch.Tensor, s_samples: torch.Tensor, logq_target: torch.Tensor,
-                         logq_samples: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def sampled_softmax_loss(
+    s_target: torch.Tensor,
+    s_samples: torch.Tensor,
+    logq_target: torch.Tensor,
+    logq_samples: torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Importance sampling (sampled softmax, Jean et al. 2015): -log p(i) of the same weighted softmax.
 
     It is BlackOut's first term alone: the correction -log q turns the sampled
@@ -85,8 +95,14 @@ def sampled_softmax_loss(s_target: torch.Tensor, s_samples: torch.Tensor, logq_t
     return log_z - a_t
 
 
-def nce_loss(s_target: torch.Tensor, s_samples: torch.Tensor, logq_target: torch.Tensor,
-             logq_samples: torch.Tensor, k: int, log_z: float = 0.0) -> torch.Tensor:
+def nce_loss(
+    s_target: torch.Tensor,
+    s_samples: torch.Tensor,
+    logq_target: torch.Tensor,
+    logq_samples: torch.Tensor,
+    k: int,
+    log_z: float = 0.0,
+) -> torch.Tensor:
     """Noise-contrastive estimation (Gutmann & Hyvärinen; Mnih & Teh) per example.
 
     The model's unnormalised probability is u(w) = exp(s_w - log_z); the loss is
@@ -129,11 +145,11 @@ class OutputLayer(nn.Module):
         out = torch.zeros(y.shape, dtype=h.dtype, device=h.device)
         rows = max(1, chunk_elems // self.vocab_size)
         for start in range(0, h.shape[0], rows):
-            hc, yc = h[start:start + rows], y[start:start + rows]
+            hc, yc = h[start : start + rows], y[start : start + rows]
             logits = hc @ self.weight.t()
             keep = yc != IGNORE
             picked = logits.gather(1, yc.clamp(min=0).unsqueeze(1)).squeeze(1)
-            out[start:start + rows] = torch.where(keep, torch.logsumexp(logits, 1) - picked, 0.0)
+            out[start : start + rows] = torch.where(keep, torch.logsumexp(logits, 1) - picked, 0.0)
         return out.reshape(targets.shape)
 
     def forward(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -157,15 +173,24 @@ class SampledOutput(OutputLayer):
 
     sampled = True
 
-    def __init__(self, vocab_size: int, hidden_size: int, counts, samples: int = 100, alpha: float = 0.4,
-                 seed: int = 0, init_range: float = 0.08):
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        counts,
+        samples: int = 100,
+        alpha: float = 0.4,
+        seed: int = 0,
+        init_range: float = 0.08,
+    ):
         super().__init__(vocab_size, hidden_size, init_range)
         counts = torch.as_tensor(counts, dtype=torch.float64)
         if counts.numel() != vocab_size:
             raise GatelabError(f"{counts.numel()} word counts for a vocabulary of {vocab_size}")
         if not 1 <= int(samples) <= vocab_size:
-            raise GatelabError(f"the number of samples K must be between 1 and the vocabulary size "
-                               f"{vocab_size}, got {samples}")
+            raise GatelabError(
+                f"the number of samples K must be between 1 and the vocabulary size {vocab_size}, got {samples}"
+            )
         self.k = int(samples)
         self.sampler = UnigramSampler(counts, alpha)
         self.register_buffer("log_q", self.sampler.log_q.clone(), persistent=False)
@@ -190,11 +215,11 @@ class SampledOutput(OutputLayer):
         y = targets.clamp(min=0)
         # read each touched row once; the gradient of ``weight`` is sparse over these rows only
         uniq, inv = torch.unique(torch.cat([y.reshape(-1), samples.reshape(-1)]), return_inverse=True)
-        rows = F.embedding(uniq, self.weight, sparse=True)              # (U, H)
-        w_t = rows[inv[: y.numel()]].view(*y.shape, -1)                 # (T, B, H)
-        w_s = rows[inv[y.numel():]].view(*samples.shape, -1)            # (T, K, H)
-        s_t = (hidden * w_t).sum(-1)                                    # (T, B)
-        s_s = torch.bmm(hidden, w_s.transpose(1, 2))                    # (T, B, K)
+        rows = F.embedding(uniq, self.weight, sparse=True)  # (U, H)
+        w_t = rows[inv[: y.numel()]].view(*y.shape, -1)  # (T, B, H)
+        w_s = rows[inv[y.numel() :]].view(*samples.shape, -1)  # (T, K, H)
+        s_t = (hidden * w_t).sum(-1)  # (T, B)
+        s_s = torch.bmm(hidden, w_s.transpose(1, 2))  # (T, B, K)
         return s_t, s_s, self.log_q[y], self.log_q[samples].unsqueeze(1), samples
 
     def per_example(self, s_t, s_s, lq_t, lq_s, samples, targets) -> torch.Tensor:
@@ -213,7 +238,7 @@ class BlackOut(SampledOutput):
     name = "blackout"
 
     def per_example(self, s_t, s_s, lq_t, lq_s, samples, targets):
-        valid = samples.unsqueeze(1) != targets.unsqueeze(-1)          # (T, B, K)
+        valid = samples.unsqueeze(1) != targets.unsqueeze(-1)  # (T, B, K)
         return blackout_loss(s_t, s_s, lq_t, lq_s, valid)
 
 
@@ -240,8 +265,17 @@ class NCE(SampledOutput):
         return nce_loss(s_t, s_s, lq_t, lq_s, self.k, self.log_z)
 
 
-def make_output(loss: str, vocab_size: int, hidden_size: int, counts=None, samples: int = 100,
-                alpha: float = 0.4, seed: int = 0, init_range: float = 0.08, nce_log_z: float = 0.0) -> OutputLayer:
+def make_output(
+    loss: str,
+    vocab_size: int,
+    hidden_size: int,
+    counts=None,
+    samples: int = 100,
+    alpha: float = 0.4,
+    seed: int = 0,
+    init_range: float = 0.08,
+    nce_log_z: float = 0.0,
+) -> OutputLayer:
     """Build the output layer named ``loss`` (softmax, blackout, nce or is)."""
     check_choice("loss", loss, LOSSES)
     if loss == "softmax":
@@ -250,5 +284,4 @@ def make_output(loss: str, vocab_size: int, hidden_size: int, counts=None, sampl
         raise GatelabError(f"the {loss} output layer needs the training word counts for its proposal")
     cls = {"blackout": BlackOut, "is": ImportanceSampling, "nce": NCE}[loss]
     extra = {"log_z": nce_log_z} if loss == "nce" else {}
-    return cls(vocab_size, hidden_size, counts, samples=samples, alpha=alpha, seed=seed,
-               init_range=init_range, **extra)
+    return cls(vocab_size, hidden_size, counts, samples=samples, alpha=alpha, seed=seed, init_range=init_range, **extra)

@@ -1,9 +1,9 @@
 """Training, evaluation, saving and sampling for RNN language models, top to bottom.
 
-    corpus = load_corpus("ptb")
-    config = LMConfig(loss="blackout", samples=100, alpha=0.4, epochs=2)
-    model, history = train(corpus, config)
-    print(perplexity(model, corpus.test))
+corpus = load_corpus("ptb")
+config = LMConfig(loss="blackout", samples=100, alpha=0.4, epochs=2)
+model, history = train(corpus, config)
+print(perplexity(model, corpus.test))
 """
 
 from __future__ import annotations
@@ -80,8 +80,10 @@ class LMConfig:
         if self.samples < 1:
             raise GatelabError(f"the number of samples K must be at least 1, got {self.samples}")
         if vocab_size is not None and self.loss != "softmax" and self.samples > vocab_size:
-            raise GatelabError(f"the number of samples K={self.samples} is larger than the vocabulary "
-                               f"({vocab_size} words); choose K <= {vocab_size}")
+            raise GatelabError(
+                f"the number of samples K={self.samples} is larger than the vocabulary "
+                f"({vocab_size} words); choose K <= {vocab_size}"
+            )
         for name in ("hidden", "batch_size", "bptt", "epochs"):
             if getattr(self, name) < 1:
                 raise GatelabError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -101,17 +103,34 @@ def build_model(vocab: Vocab, config: LMConfig) -> RNNLM:
     """The model ``config`` describes, for ``vocab`` (whose counts feed the proposal)."""
     config.validate(len(vocab))
     torch.manual_seed(config.seed)
-    output = make_output(config.loss, len(vocab), config.hidden, counts=vocab.counts_tensor(),
-                         samples=config.samples, alpha=config.alpha, seed=config.seed,
-                         init_range=config.init_range, nce_log_z=config.nce_log_z)
-    model = RNNLM(len(vocab), output, hidden_size=config.hidden, embed_size=config.embed, cell=config.cell,
-                  reset_at_eos=config.reset_at_eos, eos_id=vocab.eos_id, init_range=config.init_range)
+    output = make_output(
+        config.loss,
+        len(vocab),
+        config.hidden,
+        counts=vocab.counts_tensor(),
+        samples=config.samples,
+        alpha=config.alpha,
+        seed=config.seed,
+        init_range=config.init_range,
+        nce_log_z=config.nce_log_z,
+    )
+    model = RNNLM(
+        len(vocab),
+        output,
+        hidden_size=config.hidden,
+        embed_size=config.embed,
+        cell=config.cell,
+        reset_at_eos=config.reset_at_eos,
+        eos_id=vocab.eos_id,
+        init_range=config.init_range,
+    )
     return model.to(config.device)
 
 
 @torch.no_grad()
-def evaluate(model: RNNLM, ids: torch.Tensor, batch_size: int = 32, bptt: int = 50, include_unk: bool = True,
-             unk_id: int = 1) -> dict:
+def evaluate(
+    model: RNNLM, ids: torch.Tensor, batch_size: int = 32, bptt: int = 50, include_unk: bool = True, unk_id: int = 1
+) -> dict:
     """Exact full-softmax evaluation of an encoded text: total -log p, counted targets, perplexity.
 
     Every target after the leading ``</s>`` counts, ``</s>`` included; ``<unk>``
@@ -156,12 +175,20 @@ def unigram_perplexity(vocab: Vocab, ids: torch.Tensor, include_unk: bool = True
 def _progress(total: int, desc: str, quiet: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="w", unit_scale=True, leave=False,
-                disable=quiet or not sys.stderr.isatty(), dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="w",
+        unit_scale=True,
+        leave=False,
+        disable=quiet or not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )
 
 
-def train_epoch(model: RNNLM, streams, optimizer: RMSProp, config: LMConfig, desc: str = "train",
-                quiet: bool = True) -> dict:
+def train_epoch(
+    model: RNNLM, streams, optimizer: RMSProp, config: LMConfig, desc: str = "train", quiet: bool = True
+) -> dict:
     """One pass over ``streams``: truncated BPTT with the state carried between chunks."""
     model.train()
     device = model.embedding.weight.device
@@ -192,12 +219,21 @@ def train_epoch(model: RNNLM, streams, optimizer: RMSProp, config: LMConfig, des
             bar.set_postfix_str(f"loss {total_loss / total_words:.3f} | {rate:,.0f} w/s", refresh=False)
     bar.close()
     seconds = time.perf_counter() - start
-    return {"loss": total_loss / max(total_words, 1), "words": total_words, "seconds": seconds,
-            "words_per_s": total_words / max(seconds, 1e-9)}
+    return {
+        "loss": total_loss / max(total_words, 1),
+        "words": total_words,
+        "seconds": seconds,
+        "words_per_s": total_words / max(seconds, 1e-9),
+    }
 
 
-def train(corpus: Corpus, config: LMConfig, quiet: bool = True, log: Callable[[str], None] | None = None,
-          model: RNNLM | None = None) -> tuple[RNNLM, list[dict]]:
+def train(
+    corpus: Corpus,
+    config: LMConfig,
+    quiet: bool = True,
+    log: Callable[[str], None] | None = None,
+    model: RNNLM | None = None,
+) -> tuple[RNNLM, list[dict]]:
     """Train a language model on ``corpus.train``; return it and one record per epoch.
 
     After each epoch the exact validation perplexity (if ``corpus.valid``) drives
@@ -234,8 +270,11 @@ def train(corpus: Corpus, config: LMConfig, quiet: bool = True, log: Callable[[s
             group["lr"] *= factor
         history.append(record)
         if log:
-            log(f"epoch {epoch}: train loss {record['loss']:.4f}, {record['words_per_s']:,.0f} words/s"
-                + (f", valid ppl {record['valid_ppl']:.2f}" if "valid_ppl" in record else "") + f", lr {lr:.4g}")
+            log(
+                f"epoch {epoch}: train loss {record['loss']:.4f}, {record['words_per_s']:,.0f} words/s"
+                + (f", valid ppl {record['valid_ppl']:.2f}" if "valid_ppl" in record else "")
+                + f", lr {lr:.4g}"
+            )
     if best_state is not None:
         model.load_state_dict(best_state)
     return model, history
@@ -243,8 +282,10 @@ def train(corpus: Corpus, config: LMConfig, quiet: bool = True, log: Callable[[s
 
 # ---------------------------------------------------------------- saving and loading
 
-def save_model(model: RNNLM, vocab: Vocab, config: LMConfig, folder: str | os.PathLike,
-               extra: dict | None = None) -> Path:
+
+def save_model(
+    model: RNNLM, vocab: Vocab, config: LMConfig, folder: str | os.PathLike, extra: dict | None = None
+) -> Path:
     """Write ``model.safetensors``, ``config.json`` and ``vocab.json`` into ``folder``, each atomically."""
     from safetensors.torch import save_file
 
@@ -256,13 +297,19 @@ def save_model(model: RNNLM, vocab: Vocab, config: LMConfig, folder: str | os.Pa
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(tensors, str(tmp))
-    meta = {"config": dataclasses.asdict(config), "vocab_size": len(vocab),
-            "vocab_fingerprint": vocab.fingerprint(), **(extra or {})}
+    meta = {
+        "config": dataclasses.asdict(config),
+        "vocab_size": len(vocab),
+        "vocab_fingerprint": vocab.fingerprint(),
+        **(extra or {}),
+    }
     write_json(folder / "config.json", meta)
     return folder
 
 
-def load_model(folder: str | os.PathLike, vocab: Vocab | None = None, device: str = "cpu") -> tuple[RNNLM, Vocab, LMConfig]:
+def load_model(
+    folder: str | os.PathLike, vocab: Vocab | None = None, device: str = "cpu"
+) -> tuple[RNNLM, Vocab, LMConfig]:
     """Load a model saved by ``save_model``.
 
     If ``vocab`` is given it must be the vocabulary the model was trained with
@@ -286,8 +333,10 @@ def load_model(folder: str | os.PathLike, vocab: Vocab | None = None, device: st
     if vocab is not None and vocab != saved_vocab:
         diff = next((i for i, (a, b) in enumerate(zip(vocab.words, saved_vocab.words)) if a != b), None)
         where = f"first difference at id {diff}" if diff is not None else "different sizes"
-        raise GatelabError(f"vocabulary mismatch: the checkpoint has {len(saved_vocab)} words, the given "
-                           f"vocabulary {len(vocab)} ({where}); use the checkpoint's own vocab.json")
+        raise GatelabError(
+            f"vocabulary mismatch: the checkpoint has {len(saved_vocab)} words, the given "
+            f"vocabulary {len(vocab)} ({where}); use the checkpoint's own vocab.json"
+        )
     config.device = device
     model = build_model(saved_vocab, config)
     state = load_file(str(folder / "model.safetensors"))
@@ -301,9 +350,17 @@ def load_model(folder: str | os.PathLike, vocab: Vocab | None = None, device: st
 
 # ---------------------------------------------------------------- generation
 
+
 @torch.no_grad()
-def generate(model: RNNLM, vocab: Vocab, words: int = 50, prime: str | list[str] | None = None,
-             temperature: float = 1.0, seed: int = 0, allow_unk: bool = False) -> list[str]:
+def generate(
+    model: RNNLM,
+    vocab: Vocab,
+    words: int = 50,
+    prime: str | list[str] | None = None,
+    temperature: float = 1.0,
+    seed: int = 0,
+    allow_unk: bool = False,
+) -> list[str]:
     """Sample ``words`` tokens from the exact softmax, continuing ``prime`` (a sentence start).
 
     Sentence ends come out as ``</s>``; ``allow_unk=False`` never emits ``<unk>``.

@@ -25,9 +25,14 @@ def small_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
     times faster to differentiate, which NICE does at every mask-training step.
     """
     return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25),
+        nn.Conv2d(in_channels, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
         nn.Linear(128, num_classes),
     )
 
@@ -73,7 +78,7 @@ def train_classifier(config: ClassifierConfig, data_root=None, progress: bool = 
     torch.manual_seed(config.seed)
     x, y = mnist_tensors(config.dataset, "train", data_root)
     if config.train_examples:
-        x, y = x[:config.train_examples], y[:config.train_examples]
+        x, y = x[: config.train_examples], y[: config.train_examples]
     device = torch.device(config.device)
     x, y = x.to(device), y.to(device)
     model = small_cnn().to(device)

@@ -25,14 +25,21 @@ def _classifier_arguments(p: argparse.ArgumentParser) -> None:
 
 def _mask_arguments(p: argparse.ArgumentParser) -> None:
     _classifier_arguments(p)
-    p.add_argument("--masks", help="mask network from `gatelab nice train`; without it, masks are optimised "
-                                   "per image (slower, see --lam and --steps)")
+    p.add_argument(
+        "--masks",
+        help="mask network from `gatelab nice train`; without it, masks are optimised "
+        "per image (slower, see --lam and --steps)",
+    )
     p.add_argument("--lam", type=float, default=None, help="per-image mode: L0 strength (default: 2)")
     p.add_argument("--steps", type=int, default=None, help="per-image mode: Adam steps (default: 300)")
     p.add_argument("--count", type=int, default=1000, help="data set inputs: how many test images (default: 1000)")
     p.add_argument("--invert", action="store_true", help="image files are dark on light; invert them")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DATASET",
-                   help="image files, or one data set name (mnist, fashion-mnist) for its test images")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_DATASET",
+        help="image files, or one data set name (mnist, fashion-mnist) for its test images",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,12 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.nice.metrics import BASELINES
 
     c, d = ClassifierConfig(), NICEConfig()
-    nice = sub.add_parser("nice", help="NICE: per-pixel gates that explain a classifier and compress images",
-                          description="Neural Image Compression and Explanation (Li & Ji, arXiv:1908.08988).")
+    nice = sub.add_parser(
+        "nice",
+        help="NICE: per-pixel gates that explain a classifier and compress images",
+        description="Neural Image Compression and Explanation (Li & Ji, arXiv:1908.08988).",
+    )
     cmds = nice.add_subparsers(dest="nice_command", metavar="COMMAND", required=True)
 
-    t = cmds.add_parser("train-classifier", help="train the small CNN to explain on MNIST or Fashion-MNIST",
-                        description="Train the small CNN that NICE explains; writes safetensors with its config.")
+    t = cmds.add_parser(
+        "train-classifier",
+        help="train the small CNN to explain on MNIST or Fashion-MNIST",
+        description="Train the small CNN that NICE explains; writes safetensors with its config.",
+    )
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=c.dataset, help=f"data set (default: {c.dataset})")
     t.add_argument("--epochs", type=int, default=c.epochs, help=f"epochs (default: {c.epochs})")
     t.add_argument("--batch-size", type=int, default=c.batch_size, help=f"batch size (default: {c.batch_size})")
@@ -60,22 +73,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train_classifier)
 
-    m = cmds.add_parser("train", help="learn the amortised mask network for a classifier",
-                        description="Train the mask network: per-pixel L0 gates against the fixed classifier. "
-                                    "Larger --lam gives sparser masks.")
+    m = cmds.add_parser(
+        "train",
+        help="learn the amortised mask network for a classifier",
+        description="Train the mask network: per-pixel L0 gates against the fixed classifier. "
+        "Larger --lam gives sparser masks.",
+    )
     _classifier_arguments(m)
-    m.add_argument("--dataset", choices=IMAGE_DATASETS, default=None,
-                   help="training images (default: the classifier's data set)")
+    m.add_argument(
+        "--dataset", choices=IMAGE_DATASETS, default=None, help="training images (default: the classifier's data set)"
+    )
     m.add_argument("--lam", type=float, default=d.lam, help=f"L0 strength (default: {d.lam})")
-    m.add_argument("--estimator", choices=NICE_ESTIMATORS, default=d.estimator,
-                   help=f"gate gradient estimator (default: {d.estimator}, as in the authors' code)")
-    m.add_argument("--background", choices=BACKGROUNDS, default=d.background,
-                   help="what a closed gate shows while training: black (explanation) or the low-resolution "
-                        f"image (compression) (default: {d.background})")
-    m.add_argument("--lowres-factor", type=int, default=d.lowres_factor,
-                   help=f"cell size of the low-resolution background (default: {d.lowres_factor})")
-    m.add_argument("--cell", type=int, default=d.cell,
-                   help=f"gate size in pixels; 1 is per pixel (default: {d.cell})")
+    m.add_argument(
+        "--estimator",
+        choices=NICE_ESTIMATORS,
+        default=d.estimator,
+        help=f"gate gradient estimator (default: {d.estimator}, as in the authors' code)",
+    )
+    m.add_argument(
+        "--background",
+        choices=BACKGROUNDS,
+        default=d.background,
+        help="what a closed gate shows while training: black (explanation) or the low-resolution "
+        f"image (compression) (default: {d.background})",
+    )
+    m.add_argument(
+        "--lowres-factor",
+        type=int,
+        default=d.lowres_factor,
+        help=f"cell size of the low-resolution background (default: {d.lowres_factor})",
+    )
+    m.add_argument("--cell", type=int, default=d.cell, help=f"gate size in pixels; 1 is per pixel (default: {d.cell})")
     m.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs})")
     m.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default: {d.lr})")
     m.add_argument("--train-examples", type=int, default=None, help="use only the first N training images")
@@ -84,26 +112,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_train_masks)
 
-    e = cmds.add_parser("explain", help="masks and baseline saliency maps for images, with PNG panels",
-                        description="Explain the classifier's predictions: NICE masks beside Captum baselines, "
-                                    "PNG panels, masks as PNGs, and deletion/insertion scores in scores.json.")
+    e = cmds.add_parser(
+        "explain",
+        help="masks and baseline saliency maps for images, with PNG panels",
+        description="Explain the classifier's predictions: NICE masks beside Captum baselines, "
+        "PNG panels, masks as PNGs, and deletion/insertion scores in scores.json.",
+    )
     _mask_arguments(e)
-    e.add_argument("--baselines", default=",".join(BASELINES),
-                   help=f"comma-separated Captum baselines, or none (default: {','.join(BASELINES)})")
+    e.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        help=f"comma-separated Captum baselines, or none (default: {','.join(BASELINES)})",
+    )
     e.add_argument("--panels", type=int, default=10, help="images drawn in the panel figure (default: 10)")
     e.add_argument("--out", default="nice-explain", help="output folder (default: nice-explain)")
     e.set_defaults(func=_explain)
 
-    z = cmds.add_parser("compress", help="mixed-resolution JPEGs; prints size ratio and accuracy",
-                        description="Keep masked pixels at full resolution, subsample the rest, store as JPEG, "
-                                    "and compare with plain JPEG at the same quality.")
+    z = cmds.add_parser(
+        "compress",
+        help="mixed-resolution JPEGs; prints size ratio and accuracy",
+        description="Keep masked pixels at full resolution, subsample the rest, store as JPEG, "
+        "and compare with plain JPEG at the same quality.",
+    )
     _mask_arguments(z)
     z.add_argument("--quality", type=_quality, default=75, help="JPEG quality 1-95 (default: 75)")
-    z.add_argument("--factor", type=int, default=8, help="background subsampling factor (default: 8, "
-                                                        "JPEG's block size)")
-    z.add_argument("--tables", choices=TABLE_MODES, default="inline",
-                   help="inline: standalone .jpg files; shared: abbreviated streams plus one tables.jpg "
-                        "(default: inline)")
+    z.add_argument(
+        "--factor", type=int, default=8, help="background subsampling factor (default: 8, JPEG's block size)"
+    )
+    z.add_argument(
+        "--tables",
+        choices=TABLE_MODES,
+        default="inline",
+        help="inline: standalone .jpg files; shared: abbreviated streams plus one tables.jpg (default: inline)",
+    )
     z.add_argument("--out", default="nice-compressed", help="output folder (default: nice-compressed)")
     z.set_defaults(func=_compress)
 
@@ -111,8 +152,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train_classifier(args) -> int:
     from gatelab.nice.classifiers import ClassifierConfig, save_classifier, train_classifier
 
-    config = ClassifierConfig(dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              train_examples=args.train_examples, seed=args.seed, device=args.device).validate()
+    config = ClassifierConfig(
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        train_examples=args.train_examples,
+        seed=args.seed,
+        device=args.device,
+    ).validate()
     model, acc = train_classifier(config, progress=not args.quiet)
     save_classifier(model, config, args.out, acc)
     print(f"{config.dataset} classifier: test accuracy {100 * acc:.2f}%  ->  {args.out}")
@@ -125,10 +173,19 @@ def _train_masks(args) -> int:
     from gatelab.nice.masks import NICE, NICEConfig
 
     classifier, cconfig = load_classifier(args.classifier, args.device)
-    config = NICEConfig(device=args.device, lam=args.lam, estimator=args.estimator, background=args.background,
-                        lowres_factor=args.lowres_factor, cell=args.cell, epochs=args.epochs, lr=args.lr,
-                        lr_drop_epoch=max(1, args.epochs // 2), train_examples=args.train_examples,
-                        seed=args.seed).validate()
+    config = NICEConfig(
+        device=args.device,
+        lam=args.lam,
+        estimator=args.estimator,
+        background=args.background,
+        lowres_factor=args.lowres_factor,
+        cell=args.cell,
+        epochs=args.epochs,
+        lr=args.lr,
+        lr_drop_epoch=max(1, args.epochs // 2),
+        train_examples=args.train_examples,
+        seed=args.seed,
+    ).validate()
     x, _ = mnist_tensors(args.dataset or cconfig.dataset, "train")
     nice = NICE(classifier, config).fit(x, progress=not args.quiet)
     nice.save(args.out)
@@ -149,9 +206,15 @@ def _nice_for(args):
         nice = NICE.load(args.masks, classifier, args.device)
     else:
         defaults = NICEConfig()
-        nice = NICE(classifier, NICEConfig(mode="per_image", device=args.device,
-                                           lam=args.lam if args.lam is not None else defaults.lam,
-                                           steps=args.steps or defaults.steps))
+        nice = NICE(
+            classifier,
+            NICEConfig(
+                mode="per_image",
+                device=args.device,
+                lam=args.lam if args.lam is not None else defaults.lam,
+                steps=args.steps or defaults.steps,
+            ),
+        )
     shape = nice.input_shape_ or (1, 28, 28)
     images, labels, names = load_inputs(args.inputs, shape, args.count, args.invert)
     return classifier, nice, images, labels, names
@@ -182,10 +245,15 @@ def _explain(args) -> int:
     columns = {"NICE mask": masks[shown], "NICE P(open)": saliency[shown]}
     for b in baselines:
         columns[b] = attribute(classifier, images[shown], predictions[shown], b, absolute=True)
-    explanation_panels(out / "panels.png", images[shown], columns,
-                       [f"{n} -> {int(p)}" for n, p in zip(names[shown], predictions[shown])])
-    scores = compare(classifier, images, predictions, {"nice": saliency}, methods=baselines,
-                     attribute_kw={"absolute": True})
+    explanation_panels(
+        out / "panels.png",
+        images[shown],
+        columns,
+        [f"{n} -> {int(p)}" for n, p in zip(names[shown], predictions[shown])],
+    )
+    scores = compare(
+        classifier, images, predictions, {"nice": saliency}, methods=baselines, attribute_kw={"absolute": True}
+    )
     plot_curves(scores, out / "deletion_insertion.png")
     summary = {name: {k: v for k, v in s.items() if k != "curves"} for name, s in scores.items()}
     write_json(out / "scores.json", {"images": len(images), "mask_density": masks.mean().item(), "scores": summary})
@@ -207,10 +275,15 @@ def _compress(args) -> int:
     truth = labels if labels is not None else predict(classifier, images)
     what = "accuracy" if labels is not None else "agreement with the prediction on the original"
     print(f"{len(images)} images, masks keep {100 * masks.mean().item():.1f}% of pixels, JPEG quality {args.quality}")
-    print(f"size: {int(result.mixed_bytes.sum())} bytes vs plain JPEG {int(result.plain_bytes.sum())} bytes "
-          f"-> ratio {result.size_ratio:.3f}" + (f" (+{result.tables_bytes} bytes of shared tables, counted once)"
-                                                 if result.tables is not None else ""))
-    print(f"{what}: original {100 * accuracy(classifier, images, truth):.2f}%, plain JPEG "
-          f"{100 * accuracy(classifier, result.plain, truth):.2f}%, NICE {100 * accuracy(classifier, result.mixed, truth):.2f}%")
+    print(
+        f"size: {int(result.mixed_bytes.sum())} bytes vs plain JPEG {int(result.plain_bytes.sum())} bytes "
+        f"-> ratio {result.size_ratio:.3f}"
+        + (f" (+{result.tables_bytes} bytes of shared tables, counted once)" if result.tables is not None else "")
+    )
+    print(
+        f"{what}: original {100 * accuracy(classifier, images, truth):.2f}%, plain JPEG "
+        f"{100 * accuracy(classifier, result.plain, truth):.2f}%, "
+        f"NICE {100 * accuracy(classifier, result.mixed, truth):.2f}%"
+    )
     print(f"files in {args.out}")
     return 0

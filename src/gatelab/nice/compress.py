@@ -47,7 +47,8 @@ def _check_factor(factor: int) -> int:
 def _check_quality(quality: int) -> int:
     if isinstance(quality, bool) or not isinstance(quality, numbers.Integral) or not 1 <= quality <= MAX_QUALITY:
         raise GatelabError(
-            f"JPEG quality must be an integer from 1 to {MAX_QUALITY} (Pillow's useful range), got {quality!r}")
+            f"JPEG quality must be an integer from 1 to {MAX_QUALITY} (Pillow's useful range), got {quality!r}"
+        )
     return int(quality)
 
 
@@ -95,8 +96,10 @@ def _masks_like(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     if masks.shape[0] == 0:
         raise GatelabError(f"masks hold no mask (shape {shape}); need one per image, or one (H, W) for all")
     if masks.shape[0] not in (1, n) or masks.shape[2:] != images.shape[2:]:
-        raise GatelabError(f"masks of shape {shape} do not fit images of shape {tuple(images.shape)}; "
-                           f"accepted: ({n}, 1, {h}, {w}), ({n}, {h}, {w}) or ({h}, {w})")
+        raise GatelabError(
+            f"masks of shape {shape} do not fit images of shape {tuple(images.shape)}; "
+            f"accepted: ({n}, 1, {h}, {w}), ({n}, {h}, {w}) or ({h}, {w})"
+        )
     masks = masks.to(device=images.device, dtype=images.dtype)
     if torch.isnan(masks).any():
         raise GatelabError("masks contain NaN; mask values must lie in [0, 1]")
@@ -121,8 +124,10 @@ def mixed_resolution(images: torch.Tensor, masks: torch.Tensor, factor: int = 8)
 def _check_tables_mode(tables: str, optimize: bool) -> str:
     check_choice("tables mode", tables, TABLE_MODES)
     if optimize and tables == "shared":
-        raise GatelabError("optimize=True puts image-specific Huffman tables into every stream, which defeats "
-                           "tables='shared'; use optimize=False with 'shared', or tables='inline'")
+        raise GatelabError(
+            "optimize=True puts image-specific Huffman tables into every stream, which defeats "
+            "tables='shared'; use optimize=False with 'shared', or tables='inline'"
+        )
     return tables
 
 
@@ -137,8 +142,7 @@ def jpeg_tables(quality: int = 75) -> bytes:
     return buffer.getvalue()
 
 
-def encode_jpeg(images: torch.Tensor, quality: int = 75, tables: str = "inline",
-                optimize: bool = False) -> list[bytes]:
+def encode_jpeg(images: torch.Tensor, quality: int = 75, tables: str = "inline", optimize: bool = False) -> list[bytes]:
     """Encode images (N, C, H, W) in [0, 1], C = 1 (grayscale) or 3 (RGB), as one JPEG each.
 
     ``tables="inline"`` gives ordinary standalone JFIF files. ``tables="shared"``
@@ -171,8 +175,9 @@ def encode_jpeg(images: torch.Tensor, quality: int = 75, tables: str = "inline",
 
 def _check_tables_stream(tables: bytes, what: str) -> None:
     if not (isinstance(tables, bytes) and tables.startswith(_SOI) and tables.endswith(_EOI)) or _SOS in tables:
-        raise GatelabError(f"{what} is not a tables-only JPEG datastream (SOI ... EOI, no image); "
-                           "make one with jpeg_tables(quality)")
+        raise GatelabError(
+            f"{what} is not a tables-only JPEG datastream (SOI ... EOI, no image); make one with jpeg_tables(quality)"
+        )
 
 
 def _decode_one(blob: bytes, tables: bytes | None, what: str) -> np.ndarray:
@@ -197,8 +202,10 @@ def _decode_one(blob: bytes, tables: bytes | None, what: str) -> np.ndarray:
 def _stack(arrays: Sequence[np.ndarray], names: Sequence[str]) -> torch.Tensor:
     for name, array in zip(names, arrays):
         if array.shape != arrays[0].shape:
-            raise GatelabError(f"{name} has shape {array.shape} (C, H, W) but {names[0]} has {arrays[0].shape}; "
-                               "one batch needs one shape")
+            raise GatelabError(
+                f"{name} has shape {array.shape} (C, H, W) but {names[0]} has {arrays[0].shape}; "
+                "one batch needs one shape"
+            )
     return torch.from_numpy(np.stack(arrays)).float().div_(255.0)
 
 
@@ -250,8 +257,14 @@ class CompressionResult:
         return float(self.mixed_bytes.sum() + self.tables_bytes) / float(self.plain_bytes.sum() + self.tables_bytes)
 
 
-def compress(images: torch.Tensor, masks: torch.Tensor, quality: int = 75, factor: int = 8,
-             tables: str = "inline", optimize: bool = False) -> CompressionResult:
+def compress(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    quality: int = 75,
+    factor: int = 8,
+    tables: str = "inline",
+    optimize: bool = False,
+) -> CompressionResult:
     """JPEG-encode ``images`` plainly and at mixed resolution under ``masks``, and measure both.
 
     ``masks`` follow :func:`mixed_resolution`; an all-zero mask is allowed and
@@ -290,15 +303,16 @@ def _check_names(names: Sequence[str], count: int) -> list[str]:
         raise GatelabError(f"got {len(names)} names for {count} images; need one name per image")
     for name in names:
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name.lower() == Path(TABLES_FILE).stem:
-            raise GatelabError(f"bad image name {name!r}: names are file stems of letters, digits, '.', '_', '-' "
-                               f"that start with a letter or digit, and {Path(TABLES_FILE).stem!r} is reserved")
+            raise GatelabError(
+                f"bad image name {name!r}: names are file stems of letters, digits, '.', '_', '-' "
+                f"that start with a letter or digit, and {Path(TABLES_FILE).stem!r} is reserved"
+            )
     if len(set(names)) != len(names):
         raise GatelabError("image names must be unique")
     return names
 
 
-def save_jpegs(folder: str | os.PathLike, result: CompressionResult,
-               names: Sequence[str] | None = None) -> Path:
+def save_jpegs(folder: str | os.PathLike, result: CompressionResult, names: Sequence[str] | None = None) -> Path:
     """Write each mixed-resolution JPEG of ``result`` to ``folder/NAME.jpg``, with an ``index.json``.
 
     With shared tables the ``.jpg`` files are abbreviated streams and the tables
@@ -316,17 +330,22 @@ def save_jpegs(folder: str | os.PathLike, result: CompressionResult,
     for name, blob in zip(names, result.mixed_blobs):
         with atomic_path(folder / f"{name}.jpg") as tmp:
             tmp.write_bytes(blob)
-    write_json(folder / INDEX_FILE, {
-        "format": _INDEX_FORMAT,
-        "quality": result.quality,
-        "factor": result.factor,
-        "optimize": result.optimize,
-        "tables_bytes": None if result.tables is None else result.tables_bytes,
-        "images": [{"name": name, "bytes": int(size), "plain_bytes": int(plain),
-                    "mask_density": float(density)}
-                   for name, size, plain, density in
-                   zip(names, result.mixed_bytes, result.plain_bytes, result.mask_density)],
-    })
+    write_json(
+        folder / INDEX_FILE,
+        {
+            "format": _INDEX_FORMAT,
+            "quality": result.quality,
+            "factor": result.factor,
+            "optimize": result.optimize,
+            "tables_bytes": None if result.tables is None else result.tables_bytes,
+            "images": [
+                {"name": name, "bytes": int(size), "plain_bytes": int(plain), "mask_density": float(density)}
+                for name, size, plain, density in zip(
+                    names, result.mixed_bytes, result.plain_bytes, result.mask_density
+                )
+            ],
+        },
+    )
     return folder
 
 
@@ -382,5 +401,11 @@ def load_jpegs(folder: str | os.PathLike) -> JpegFolder:
     paths = [folder / f"{name}.jpg" for name in names]
     blobs = [_read_exact(path, size) for path, size in zip(paths, sizes)]
     arrays = [_decode_one(blob, tables, str(path)) for blob, path in zip(blobs, paths)]
-    return JpegFolder(names=names, blobs=blobs, tables=tables, images=_stack(arrays, [str(p) for p in paths]),
-                      mask_density=np.array(densities, dtype=np.float64), index=index)
+    return JpegFolder(
+        names=names,
+        blobs=blobs,
+        tables=tables,
+        images=_stack(arrays, [str(p) for p in paths]),
+        mask_density=np.array(densities, dtype=np.float64),
+        index=index,
+    )

@@ -32,17 +32,20 @@ def read_image(path: str | os.PathLike, shape: tuple[int, int, int], invert: boo
             image.load()
             pixels = np.asarray(image.convert(_MODES[channels]), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
-        raise GatelabError(f"{path} is not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF...): "
-                           f"{exc}") from None
+        raise GatelabError(
+            f"{path} is not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF...): {exc}"
+        ) from None
     if pixels.shape[:2] != (height, width):
-        raise GatelabError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the classifier takes "
-                           f"{width}x{height}")
+        raise GatelabError(
+            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the classifier takes {width}x{height}"
+        )
     x = torch.from_numpy(pixels).reshape(height, width, channels).permute(2, 0, 1)[None]
     return 1 - x if invert else x
 
 
-def load_inputs(sources: list[str], shape: tuple[int, int, int], count: int = 1000, invert: bool = False,
-                data_root=None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+def load_inputs(
+    sources: list[str], shape: tuple[int, int, int], count: int = 1000, invert: bool = False, data_root=None
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """Images named on the command line: a data set name (its first ``count`` test images, with labels)
     or image files (no labels). Returns images (N, C, H, W), labels or None, and a name per image."""
     if len(sources) == 1 and sources[0] in IMAGE_DATASETS:

@@ -145,15 +145,19 @@ class NICE:
             raise GatelabError("no images given")
         if self.input_shape_ is not None:
             if tuple(images.shape[1:]) != self.input_shape_:
-                raise GatelabError(f"images of shape (C, H, W) = {tuple(images.shape[1:])} do not fit: this NICE "
-                                   f"was fitted for {self.input_shape_}")
+                raise GatelabError(
+                    f"images of shape (C, H, W) = {tuple(images.shape[1:])} do not fit: this NICE "
+                    f"was fitted for {self.input_shape_}"
+                )
             return images.float()
         try:
             with torch.no_grad():
                 out = self.classifier(images[:1].float().to(self.device))
         except RuntimeError as exc:
-            raise GatelabError(f"images of shape (C, H, W) = {tuple(images.shape[1:])} do not fit the classifier "
-                               f"({str(exc).splitlines()[0]})") from None
+            raise GatelabError(
+                f"images of shape (C, H, W) = {tuple(images.shape[1:])} do not fit the classifier "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
         if out.dim() != 2:
             raise GatelabError(f"the classifier must return logits (N, K), it returned shape {tuple(out.shape)}")
         return images.float()
@@ -177,7 +181,7 @@ class NICE:
         c = self.config.cell
         if c == 1:
             return gates
-        return gates.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., :like.shape[-2], :like.shape[-1]]
+        return gates.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., : like.shape[-2], : like.shape[-1]]
 
     def _loss(self, phi: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Data loss + L0 penalty for gate parameters ``phi``; includes ARM's surrogate when used."""
@@ -203,8 +207,8 @@ class NICE:
         cfg = self.config
         images = self._check_images(images)
         if cfg.train_examples:
-            images = images[:cfg.train_examples]
-            labels = labels[:cfg.train_examples] if labels is not None else None
+            images = images[: cfg.train_examples]
+            labels = labels[: cfg.train_examples] if labels is not None else None
         self.input_shape_ = tuple(images.shape[1:])
         if cfg.mode == "per_image":
             return self
@@ -241,8 +245,9 @@ class NICE:
         cfg = self.config
         x = x.to(self.device)
         target = self._targets(x, None)
-        phi = torch.full((len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep), device=self.device,
-                         requires_grad=True)
+        phi = torch.full(
+            (len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep), device=self.device, requires_grad=True
+        )
         optimizer = torch.optim.Adam([phi], lr=0.05)
         for _ in range(cfg.steps):
             # the per-image loss sums over images so that each image's gates see the usual scale

@@ -50,9 +50,9 @@ __all__ = [
 BASELINES: dict[str, str] = {
     "saliency": "gradient saliency (Simonyan et al. 2014): |d logit / d pixel|, captum.attr.Saliency",
     "integrated_gradients": "integrated gradients (Sundararajan et al. 2017) from a black image, "
-                            "captum.attr.IntegratedGradients",
+    "captum.attr.IntegratedGradients",
     "occlusion": "occlusion (Zeiler & Fergus 2014): drop of the target logit when a patch is set to 0, "
-                 "captum.attr.Occlusion",
+    "captum.attr.Occlusion",
 }
 
 #: What ``reference`` may be: a named reference, a constant, or an image tensor.
@@ -61,6 +61,7 @@ REFERENCES = ("zeros", "blur")
 
 
 # ----------------------------------------------------------------------------- validation
+
 
 def _check_images(images: Tensor) -> Tensor:
     if not isinstance(images, Tensor):
@@ -86,13 +87,17 @@ def _check_targets(targets, n: int) -> Tensor:
 def _check_saliency(saliency, images: Tensor) -> Tensor:
     n, _, h, w = images.shape
     if not isinstance(saliency, Tensor):
-        raise GatelabError(f"saliency must be a torch.Tensor of shape ({n}, 1, {h}, {w}) or ({n}, {h}, {w}); "
-                           f"got {type(saliency).__name__}")
+        raise GatelabError(
+            f"saliency must be a torch.Tensor of shape ({n}, 1, {h}, {w}) or ({n}, {h}, {w}); "
+            f"got {type(saliency).__name__}"
+        )
     if saliency.dim() == 3:
         saliency = saliency.unsqueeze(1)
     if tuple(saliency.shape) != (n, 1, h, w):
-        raise GatelabError(f"saliency must have shape ({n}, 1, {h}, {w}) or ({n}, {h}, {w}) to match the images; "
-                           f"got {tuple(saliency.shape)}")
+        raise GatelabError(
+            f"saliency must have shape ({n}, 1, {h}, {w}) or ({n}, {h}, {w}) to match the images; "
+            f"got {tuple(saliency.shape)}"
+        )
     saliency = saliency.detach().float()
     if not torch.isfinite(saliency).all():
         raise GatelabError("saliency contains NaN or infinite values; accepted: finite numbers")
@@ -107,8 +112,9 @@ def _check_positive_int(what: str, value) -> int:
 
 def _device_of(classifier: nn.Module, images: Tensor) -> torch.device:
     if not isinstance(classifier, nn.Module):
-        raise GatelabError(f"classifier must be a torch.nn.Module returning logits (N, K); "
-                           f"got {type(classifier).__name__}")
+        raise GatelabError(
+            f"classifier must be a torch.nn.Module returning logits (N, K); got {type(classifier).__name__}"
+        )
     param = next(classifier.parameters(), None)
     return param.device if param is not None else images.device
 
@@ -143,9 +149,20 @@ def _target_probability(classifier: nn.Module, x: Tensor, targets: Tensor) -> Te
 
 # ----------------------------------------------------------------------------- baselines
 
-def attribute(classifier: nn.Module, images: Tensor, targets, method: str = "saliency", *,
-              batch_size: int = 256, n_steps: int = 50, internal_batch_size: int | None = None,
-              window: int = 4, stride: int = 2, absolute: bool = False) -> Tensor:
+
+def attribute(
+    classifier: nn.Module,
+    images: Tensor,
+    targets,
+    method: str = "saliency",
+    *,
+    batch_size: int = 256,
+    n_steps: int = 50,
+    internal_batch_size: int | None = None,
+    window: int = 4,
+    stride: int = 2,
+    absolute: bool = False,
+) -> Tensor:
     """Attribution map ``(N, 1, H, W)`` of ``classifier``'s logit for ``targets``, by a Captum method.
 
     ``method`` is one of :data:`BASELINES`:
@@ -189,19 +206,25 @@ def attribute(classifier: nn.Module, images: Tensor, targets, method: str = "sal
     with _eval_mode(classifier):
         for start in range(0, images.shape[0], batch_size):
             # A leaf that requires grad: the gradient methods need it, and Captum warns when it sets it itself.
-            x = images[start:start + batch_size].detach().to(device).requires_grad_(method != "occlusion")
-            t = targets[start:start + batch_size].to(device)
+            x = images[start : start + batch_size].detach().to(device).requires_grad_(method != "occlusion")
+            t = targets[start : start + batch_size].to(device)
             if method == "saliency":
                 a = captum_attr.Saliency(classifier).attribute(x, target=t, abs=True)
                 a = a.sum(dim=1, keepdim=True)
             elif method == "integrated_gradients":
                 a = captum_attr.IntegratedGradients(classifier).attribute(
-                    x, baselines=torch.zeros_like(x), target=t, n_steps=n_steps, internal_batch_size=internal)
+                    x, baselines=torch.zeros_like(x), target=t, n_steps=n_steps, internal_batch_size=internal
+                )
                 a = a.sum(dim=1, keepdim=True)
             else:
                 a = captum_attr.Occlusion(classifier).attribute(
-                    x, sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride),
-                    baselines=0.0, target=t, perturbations_per_eval=max(1, batch_size // x.shape[0]))
+                    x,
+                    sliding_window_shapes=(channels, window, window),
+                    strides=(channels, stride, stride),
+                    baselines=0.0,
+                    target=t,
+                    perturbations_per_eval=max(1, batch_size // x.shape[0]),
+                )
                 a = a.mean(dim=1, keepdim=True)
             if absolute:
                 a = a.abs()
@@ -210,6 +233,7 @@ def attribute(classifier: nn.Module, images: Tensor, targets, method: str = "sal
 
 
 # ----------------------------------------------------------------------------- references
+
 
 def blur(images: Tensor, sigma: float = 5.0) -> Tensor:
     """Gaussian blur of ``images`` (N, C, H, W), the insertion reference of RISE.
@@ -241,11 +265,14 @@ def _reference(reference: Reference, images: Tensor, blur_sigma: float) -> Tenso
         try:
             return reference.detach().to(images.device, images.dtype).expand_as(images)
         except RuntimeError:
-            raise GatelabError(f"reference tensor of shape {tuple(reference.shape)} does not broadcast to the "
-                               f"images {tuple(images.shape)}; accepted: (C, H, W), (1, C, H, W) or "
-                               f"(N, C, H, W)") from None
-    raise GatelabError(f"reference must be one of {', '.join(REFERENCES)}, a number or an image tensor; "
-                       f"got {type(reference).__name__}")
+            raise GatelabError(
+                f"reference tensor of shape {tuple(reference.shape)} does not broadcast to the "
+                f"images {tuple(images.shape)}; accepted: (C, H, W), (1, C, H, W) or "
+                f"(N, C, H, W)"
+            ) from None
+    raise GatelabError(
+        f"reference must be one of {', '.join(REFERENCES)}, a number or an image tensor; got {type(reference).__name__}"
+    )
 
 
 def _ranks(saliency: Tensor) -> Tensor:
@@ -257,6 +284,7 @@ def _ranks(saliency: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- deletion / insertion
+
 
 @dataclass(frozen=True)
 class CurveResult:
@@ -289,9 +317,18 @@ class CurveResult:
         return {"deletion_auc": self.deletion_auc, "insertion_auc": self.insertion_auc}
 
 
-def deletion_insertion(classifier: nn.Module, images: Tensor, targets, saliency: Tensor, *,
-                       steps: int = 28, reference: Reference = 0.0, insertion_reference: Reference | None = None,
-                       blur_sigma: float = 5.0, batch_size: int = 256) -> CurveResult:
+def deletion_insertion(
+    classifier: nn.Module,
+    images: Tensor,
+    targets,
+    saliency: Tensor,
+    *,
+    steps: int = 28,
+    reference: Reference = 0.0,
+    insertion_reference: Reference | None = None,
+    blur_sigma: float = 5.0,
+    batch_size: int = 256,
+) -> CurveResult:
     """Deletion and insertion curves of ``saliency`` for ``classifier`` (Petsiuk et al., RISE, 2018).
 
     Deletion sets pixels to ``reference``, most salient first; insertion starts
@@ -338,16 +375,28 @@ def deletion_insertion(classifier: nn.Module, images: Tensor, targets, saliency:
                 chosen = rank < m  # the m most salient pixels
                 batch = torch.cat([torch.where(chosen, d_ref, x), torch.where(chosen, x, i_ref)])
                 p = _target_probability(classifier, batch, torch.cat([t, t])).cpu()
-                deletion[start:stop, k] = p[:stop - start]
-                insertion[start:stop, k] = p[stop - start:]
-    return CurveResult(fractions=fractions, deletion=deletion, insertion=insertion,
-                       deletion_aucs=torch.trapezoid(deletion, fractions, dim=1),
-                       insertion_aucs=torch.trapezoid(insertion, fractions, dim=1))
+                deletion[start:stop, k] = p[: stop - start]
+                insertion[start:stop, k] = p[stop - start :]
+    return CurveResult(
+        fractions=fractions,
+        deletion=deletion,
+        insertion=insertion,
+        deletion_aucs=torch.trapezoid(deletion, fractions, dim=1),
+        insertion_aucs=torch.trapezoid(insertion, fractions, dim=1),
+    )
 
 
-def keep_top_accuracy(classifier: nn.Module, images: Tensor, targets, saliency: Tensor,
-                      fractions: Sequence[float] = (0.05, 0.1, 0.2), *, reference: Reference = 0.0,
-                      blur_sigma: float = 5.0, batch_size: int = 256) -> dict[float, float]:
+def keep_top_accuracy(
+    classifier: nn.Module,
+    images: Tensor,
+    targets,
+    saliency: Tensor,
+    fractions: Sequence[float] = (0.05, 0.1, 0.2),
+    *,
+    reference: Reference = 0.0,
+    blur_sigma: float = 5.0,
+    batch_size: int = 256,
+) -> dict[float, float]:
     """Accuracy when only the ``round(f H W)`` most salient pixels are kept, for each fraction f.
 
     The other pixels are set to ``reference`` (0 by default).  A map that finds
@@ -367,10 +416,10 @@ def keep_top_accuracy(classifier: nn.Module, images: Tensor, targets, saliency: 
     device = _device_of(classifier, images)
     with _eval_mode(classifier), torch.no_grad():
         for start in range(0, n, batch_size):
-            x = images[start:start + batch_size].to(device)
-            t = targets[start:start + batch_size].to(device)
-            rank = _ranks(saliency[start:start + batch_size].to(device)).view(-1, 1, h, w)
-            r = ref[start:start + batch_size].to(device)
+            x = images[start : start + batch_size].to(device)
+            t = targets[start : start + batch_size].to(device)
+            rank = _ranks(saliency[start : start + batch_size].to(device)).view(-1, 1, h, w)
+            r = ref[start : start + batch_size].to(device)
             for j, f in enumerate(fractions):
                 kept = torch.where(rank < round(f * h * w), x, r)
                 correct[j] += int((_logits(classifier, kept, t).argmax(dim=1) == t).sum())
@@ -379,11 +428,24 @@ def keep_top_accuracy(classifier: nn.Module, images: Tensor, targets, saliency: 
 
 # ----------------------------------------------------------------------------- comparison
 
-def compare(classifier: nn.Module, images: Tensor, targets, saliencies: Mapping[str, Tensor] | None = None, *,
-            methods: Sequence[str] = (), random_control: bool = True, seed: int = 0, steps: int = 28,
-            reference: Reference = 0.0, insertion_reference: Reference | None = None,
-            fractions: Sequence[float] = (0.05, 0.1, 0.2), blur_sigma: float = 5.0, batch_size: int = 256,
-            attribute_kw: Mapping[str, object] | None = None) -> dict[str, dict]:
+
+def compare(
+    classifier: nn.Module,
+    images: Tensor,
+    targets,
+    saliencies: Mapping[str, Tensor] | None = None,
+    *,
+    methods: Sequence[str] = (),
+    random_control: bool = True,
+    seed: int = 0,
+    steps: int = 28,
+    reference: Reference = 0.0,
+    insertion_reference: Reference | None = None,
+    fractions: Sequence[float] = (0.05, 0.1, 0.2),
+    blur_sigma: float = 5.0,
+    batch_size: int = 256,
+    attribute_kw: Mapping[str, object] | None = None,
+) -> dict[str, dict]:
     """Deletion AUC, insertion AUC and keep-top accuracies of several saliency maps at once.
 
     ``saliencies`` maps names (e.g. ``"nice"``) to maps; ``methods`` names
@@ -412,18 +474,43 @@ def compare(classifier: nn.Module, images: Tensor, targets, saliencies: Mapping[
 
     results: dict[str, dict] = {}
     for name, (sal, seconds) in maps.items():
-        curves = deletion_insertion(classifier, images, targets, sal, steps=steps, reference=reference,
-                                    insertion_reference=insertion_reference, blur_sigma=blur_sigma,
-                                    batch_size=batch_size)
-        keep = keep_top_accuracy(classifier, images, targets, sal, fractions, reference=reference,
-                                 blur_sigma=blur_sigma, batch_size=batch_size)
-        results[name] = {"deletion_auc": curves.deletion_auc, "insertion_auc": curves.insertion_auc,
-                         "keep_top": keep, "curves": curves, "seconds": seconds}
+        curves = deletion_insertion(
+            classifier,
+            images,
+            targets,
+            sal,
+            steps=steps,
+            reference=reference,
+            insertion_reference=insertion_reference,
+            blur_sigma=blur_sigma,
+            batch_size=batch_size,
+        )
+        keep = keep_top_accuracy(
+            classifier,
+            images,
+            targets,
+            sal,
+            fractions,
+            reference=reference,
+            blur_sigma=blur_sigma,
+            batch_size=batch_size,
+        )
+        results[name] = {
+            "deletion_auc": curves.deletion_auc,
+            "insertion_auc": curves.insertion_auc,
+            "keep_top": keep,
+            "curves": curves,
+            "seconds": seconds,
+        }
     return results
 
 
-def plot_curves(result_by_name: Mapping[str, CurveResult | Mapping[str, object]],
-                path: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_curves(
+    result_by_name: Mapping[str, CurveResult | Mapping[str, object]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
     """Draw the mean deletion and insertion curve of each method, with its AUC, to an image file.
 
     ``result_by_name`` maps names to :class:`CurveResult` or to the entries
@@ -437,8 +524,9 @@ def plot_curves(result_by_name: Mapping[str, CurveResult | Mapping[str, object]]
         if isinstance(value, Mapping):
             value = value.get("curves")
         if not isinstance(value, CurveResult):
-            raise GatelabError(f"plot_curves needs a CurveResult (or a compare() entry) for {name!r}; "
-                               f"got {type(value).__name__}")
+            raise GatelabError(
+                f"plot_curves needs a CurveResult (or a compare() entry) for {name!r}; got {type(value).__name__}"
+            )
         curves[str(name)] = value
     if not curves:
         raise GatelabError("plot_curves needs at least one result to draw")
@@ -451,8 +539,13 @@ def plot_curves(result_by_name: Mapping[str, CurveResult | Mapping[str, object]]
         x = c.fractions.numpy()
         ax_del.plot(x, c.deletion.mean(0).numpy(), label=f"{name} (AUC {c.deletion_auc:.3f})")
         ax_ins.plot(x, c.insertion.mean(0).numpy(), label=f"{name} (AUC {c.insertion_auc:.3f})")
-    ax_del.set(title="deletion (lower is better)", xlabel="fraction of pixels deleted",
-               ylabel="probability of the target class", xlim=(0, 1), ylim=(0, 1.02))
+    ax_del.set(
+        title="deletion (lower is better)",
+        xlabel="fraction of pixels deleted",
+        ylabel="probability of the target class",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     ax_ins.set(title="insertion (higher is better)", xlabel="fraction of pixels inserted", xlim=(0, 1))
     for ax in (ax_del, ax_ins):
         ax.grid(alpha=0.3)

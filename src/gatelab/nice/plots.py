@@ -35,16 +35,16 @@ def _show(ax, image: torch.Tensor, cmap: str, title: str | None) -> None:
         ax.set_title(title, fontsize=8)
 
 
-def explanation_panels(path: str | os.PathLike, images: torch.Tensor, columns: dict[str, torch.Tensor],
-                       row_titles: list[str] | None = None) -> Path:
+def explanation_panels(
+    path: str | os.PathLike, images: torch.Tensor, columns: dict[str, torch.Tensor], row_titles: list[str] | None = None
+) -> Path:
     """A grid: one row per image, first the image, then one column per named map (N, C, H, W).
 
     Maps whose name contains "image" or "jpeg" are drawn in gray, the others as heat maps.
     """
     names = list(columns)
     rows = len(images)
-    fig, axes = plt.subplots(rows, 1 + len(names), figsize=(1.5 * (1 + len(names)), 1.5 * rows + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, 1 + len(names), figsize=(1.5 * (1 + len(names)), 1.5 * rows + 0.3), squeeze=False)
     for r in range(rows):
         _show(axes[r, 0], images[r], "gray", "image" if r == 0 else None)
         if row_titles:
@@ -61,8 +61,13 @@ def tradeoff_plot(path: str | os.PathLike, points: list[dict], paper_ratio: floa
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot([p["size_ratio"] for p in points], [100 * p["accuracy_mixed"] for p in points], "o-", label="NICE")
     for p in points:
-        ax.annotate(f"λ={p['lam']:g}", (p["size_ratio"], 100 * p["accuracy_mixed"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, 4))
+        ax.annotate(
+            f"λ={p['lam']:g}",
+            (p["size_ratio"], 100 * p["accuracy_mixed"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(4, 4),
+        )
     ax.axhline(100 * points[0]["accuracy_plain"], color="gray", ls="--", label="plain JPEG, same quality")
     if paper_ratio is not None:
         ax.axvline(paper_ratio, color="C3", ls=":", label=f"paper, ~{paper_ratio}x")

@@ -8,8 +8,15 @@
 k = 0 is dropout, a moderate k is plasticity, k -> infinity is ordinary training.
 """
 
-from gatelab.npn.plasticity import (K_HARD, KSchedule, PlasticityLog, active_units, evaluate, make_plastic,
-                                    set_k, train_plastic)
+from gatelab.npn.plasticity import (
+    K_HARD,
+    KSchedule,
+    PlasticityLog,
+    active_units,
+    evaluate,
+    make_plastic,
+    set_k,
+    train_plastic,
+)
 
-__all__ = ["KSchedule", "PlasticityLog", "make_plastic", "train_plastic", "set_k", "active_units", "evaluate",
-           "K_HARD"]
+__all__ = ["KSchedule", "PlasticityLog", "make_plastic", "train_plastic", "set_k", "active_units", "evaluate", "K_HARD"]

@@ -50,8 +50,10 @@ class KSchedule:
             raise GatelabError(f"harden_from ({self.harden_from}) must come after plastic_from ({self.plastic_from})")
         if harden:
             if self.harden_from is None or (epochs is not None and self.harden_from > epochs):
-                raise GatelabError(f"hardening was asked for but the schedule never hardens within {epochs} "
-                                   f"epochs (harden_from={self.harden_from}); set harden_from <= epochs")
+                raise GatelabError(
+                    f"hardening was asked for but the schedule never hardens within {epochs} "
+                    f"epochs (harden_from={self.harden_from}); set harden_from <= epochs"
+                )
             if self.k_hard < 1000:
                 raise GatelabError(f"k_hard={self.k_hard} is too small to harden the gates; use >= 1000")
         return self
@@ -95,10 +97,16 @@ def _spread(value, names: list[str]) -> dict[str, float]:
     return {n: float(value) for n in names}
 
 
-def make_plastic(model: nn.Module, init_active: float | Sequence[float] | Mapping[str, float] = 1.0,
-                 k: float = 7.0, lam: float | Sequence[float] | Mapping[str, float] = 0.1,
-                 granularity: str = "structured", layers: Sequence[str] | None = None,
-                 margin: float = 0.9, generator: torch.Generator | None = None) -> nn.Module:
+def make_plastic(
+    model: nn.Module,
+    init_active: float | Sequence[float] | Mapping[str, float] = 1.0,
+    k: float = 7.0,
+    lam: float | Sequence[float] | Mapping[str, float] = 0.1,
+    granularity: str = "structured",
+    layers: Sequence[str] | None = None,
+    margin: float = 0.9,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
     """Turn ``model`` into a plastic network (in place) and return it.
 
     init_active: the fraction of units active at the start, in (0, 1] (one value,
@@ -146,8 +154,10 @@ class PlasticityLog:
     def transition_rate(self) -> list[float]:
         """Fraction of all units that switched state in each epoch."""
         units = sum(self.total.values())
-        return [sum(self.switched_on[n][i] + self.switched_off[n][i] for n in self.total) / units
-                for i in range(len(self.epoch))]
+        return [
+            sum(self.switched_on[n][i] + self.switched_off[n][i] for n in self.total) / units
+            for i in range(len(self.epoch))
+        ]
 
     def architecture(self, i: int = -1) -> str:
         return "-".join(str(self.active[n][i]) for n in self.total)
@@ -159,9 +169,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     loss, wrong = 0.0, 0
     for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size])
-        loss += float(F.cross_entropy(out, y[i:i + batch_size], reduction="sum"))
-        wrong += int((out.argmax(1) != y[i:i + batch_size]).sum())
+        out = model(x[i : i + batch_size])
+        loss += float(F.cross_entropy(out, y[i : i + batch_size], reduction="sum"))
+        wrong += int((out.argmax(1) != y[i : i + batch_size]).sum())
     return loss / len(x), 100.0 * wrong / len(x)
 
 
@@ -192,10 +202,19 @@ def _wake(model: nn.Module, fill: float) -> None:
                 g.phi.view(-1)[chosen] = g.phi.view(-1)[chosen].abs()
 
 
-def train_plastic(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                  epochs: int, schedule: KSchedule, lr: float = 1e-3, batch_size: int = 128,
-                  expand_fill: float = 0.0, harden: bool = False, progress: Callable[[str], None] | None = None,
-                  on_epoch: Callable[[int, nn.Module, PlasticityLog], None] | None = None) -> PlasticityLog:
+def train_plastic(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    epochs: int,
+    schedule: KSchedule,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    expand_fill: float = 0.0,
+    harden: bool = False,
+    progress: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, nn.Module, PlasticityLog], None] | None = None,
+) -> PlasticityLog:
     """Train a plastic network with Adam and the k schedule; log active units and switches per layer.
 
     expand_fill: during the plastic stage, each time the validation error improves,
@@ -225,7 +244,7 @@ def train_plastic(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], va
             _harden(model, k)
         order = torch.randperm(len(x))
         for i in range(0, len(x), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             train_step(model, x[idx], y[idx], optimizer, dataset_size=len(x))
         val_loss, val_error = evaluate(model, *val)
         now = active_units(model)

@@ -43,8 +43,9 @@ def transition_rate_figure(logs: dict[str, PlasticityLog]):
 
 
 @torch.no_grad()
-def decision_boundaries_figure(snapshots: dict[str, list[tuple[int, str, torch.nn.Module]]],
-                               x: torch.Tensor, y: torch.Tensor):
+def decision_boundaries_figure(
+    snapshots: dict[str, list[tuple[int, str, torch.nn.Module]]], x: torch.Tensor, y: torch.Tensor
+):
     """Rows of decision-boundary panels: for each run, the model at several epochs, with the data."""
     rows = len(snapshots)
     cols = max(len(v) for v in snapshots.values())

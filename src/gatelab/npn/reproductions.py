@@ -37,34 +37,67 @@ def npn_moons(report: Report, quick: bool, seed: int) -> None:
     epochs, plastic_from, harden_from = (150, 10, 120) if quick else (2000, 100, 1000)
     logs, snapshots = {}, {}
     for mode, p in MOONS.items():
-        model = make_plastic(mlp(2, (100, 80), 2), init_active=p["init_active"], k=p["k"], lam=p["lam"],
-                             layers=["fc2", "fc3"])
+        model = make_plastic(
+            mlp(2, (100, 80), 2), init_active=p["init_active"], k=p["k"], lam=p["lam"], layers=["fc2", "fc3"]
+        )
         schedule = KSchedule(k=p["k"], plastic_from=plastic_from, harden_from=harden_from)
-        marks = {1, plastic_from + (harden_from - plastic_from) // 4, (plastic_from + harden_from) // 2,
-                 harden_from, epochs}
+        marks = {
+            1,
+            plastic_from + (harden_from - plastic_from) // 4,
+            (plastic_from + harden_from) // 2,
+            harden_from,
+            epochs,
+        }
         snaps = []
 
         def keep_snapshot(epoch, m, log, snaps=snaps, marks=marks):
             if epoch in marks:
                 snaps.append((epoch, log.architecture(), copy.deepcopy(m)))
 
-        log = train_plastic(model, train, val, epochs, schedule, lr=MOONS_LR, batch_size=32,
-                            expand_fill=p["fill"], harden=True, on_epoch=keep_snapshot)
+        log = train_plastic(
+            model,
+            train,
+            val,
+            epochs,
+            schedule,
+            lr=MOONS_LR,
+            batch_size=32,
+            expand_fill=p["fill"],
+            harden=True,
+            on_epoch=keep_snapshot,
+        )
         logs[mode], snapshots[mode] = log, snaps
         start = "-".join(str(log.active[n][0] - log.switched_on[n][0] + log.switched_off[n][0]) for n in log.total)
         report.row(f"{mode}: active hidden units (start -> end)", None, f"{start} -> {log.architecture()}")
         report.row(f"{mode}: validation error (%)", None, round(log.val_error[-1], 2))
-        report.row(f"{mode}: switches during hardening", 0,
-                   sum(log.switched_on[n][i] + log.switched_off[n][i] for n in log.total
-                       for i, s in enumerate(log.stage) if s == "hardening" and i > log.stage.index("hardening")))
+        report.row(
+            f"{mode}: switches during hardening",
+            0,
+            sum(
+                log.switched_on[n][i] + log.switched_off[n][i]
+                for n in log.total
+                for i, s in enumerate(log.stage)
+                if s == "hardening" and i > log.stage.index("hardening")
+            ),
+        )
         report.results[mode] = asdict(log)
-        report.settings[mode] = {**p, "epochs": epochs, "plastic_from": plastic_from, "harden_from": harden_from,
-                                 "lr": MOONS_LR, "batch_size": 32}
-    report.note("Data: two moons, synthetic (seeded), 500 training and 500 validation points, noise 0.15; "
-                "the authors embed the moons in 100 dimensions, here they stay 2-D.")
-    report.note("The paper shows this experiment as figures (decision boundaries over time), without a table; "
-                "the claim checked is that expansion and pruning reach compact networks of similar accuracy "
-                "and that no unit switches once the gates are hardened.")
+        report.settings[mode] = {
+            **p,
+            "epochs": epochs,
+            "plastic_from": plastic_from,
+            "harden_from": harden_from,
+            "lr": MOONS_LR,
+            "batch_size": 32,
+        }
+    report.note(
+        "Data: two moons, synthetic (seeded), 500 training and 500 validation points, noise 0.15; "
+        "the authors embed the moons in 100 dimensions, here they stay 2-D."
+    )
+    report.note(
+        "The paper shows this experiment as figures (decision boundaries over time), without a table; "
+        "the claim checked is that expansion and pruning reach compact networks of similar accuracy "
+        "and that no unit switches once the gates are hardened."
+    )
     report.save_figure(active_units_figure(logs), "active_units.png")
     report.save_figure(transition_rate_figure(logs), "transition_rate.png")
     report.save_figure(decision_boundaries_figure(snapshots, *val), "decision_boundaries.png")
@@ -75,8 +108,11 @@ def npn_mnist(report: Report, quick: bool, seed: int) -> None:
     logs = {}
     for model_name in ("mlp", "lenet5"):
         for label, init in (("expand from 10%", 0.1), ("prune from 100%", 1.0)):
-            config = quick_config(model_name, init, seed) if quick else NPNConfig(model=model_name, init_active=init,
-                                                                                  seed=seed)
+            config = (
+                quick_config(model_name, init, seed)
+                if quick
+                else NPNConfig(model=model_name, init_active=init, seed=seed)
+            )
             log_path = report.folder / f"{model_name}-{init:g}-log.json"
             model, log = fit_npn(config, on_epoch=lambda e, m, lg, p=log_path: write_json(p, asdict(lg)))
             s = summary(model)
@@ -84,18 +120,29 @@ def npn_mnist(report: Report, quick: bool, seed: int) -> None:
             logs[f"{model_name}, {label}"] = log
             report.row(f"{model_name}, {label}: architecture", None, log.architecture())
             report.row(f"{model_name}, {label}: test error (%)", None, round(log.val_error[-1], 2))
-            report.row(f"{model_name}, {label}: parameters (exported)", None,
-                       sum(p.numel() for p in small.parameters()), f"of {s.params_dense:,} dense")
-            report.results[f"{model_name}-{init:g}"] = {"config": asdict(config.resolved()), "log": asdict(log),
-                                                        "summary": s.to_dict()}
+            report.row(
+                f"{model_name}, {label}: parameters (exported)",
+                None,
+                sum(p.numel() for p in small.parameters()),
+                f"of {s.params_dense:,} dense",
+            )
+            report.results[f"{model_name}-{init:g}"] = {
+                "config": asdict(config.resolved()),
+                "log": asdict(log),
+                "summary": s.to_dict(),
+            }
         dense = dense_baseline(quick_config(model_name, 1.0, seed) if quick else NPNConfig(model=model_name))
         report.row(f"{model_name}, dense baseline: test error (%)", None, round(dense, 2), "same epochs")
-    report.note("The NPN paper's MNIST table could not be retrieved offline, so the paper column is empty; "
-                "the claim checked is that both starts reach compact architectures of similar size with "
-                "accuracy close to the dense baseline.")
+    report.note(
+        "The NPN paper's MNIST table could not be retrieved offline, so the paper column is empty; "
+        "the claim checked is that both starts reach compact architectures of similar size with "
+        "accuracy close to the dense baseline."
+    )
     if quick:
-        report.note("--quick: 10,000 training images and 10 epochs (MLP) or 5 (LeNet-5), one ordinary, then "
-                    "plastic, one hardening, instead of the authors' 500 epochs (plasticity from 100 to 350); "
-                    "numbers are not comparable to the paper.")
+        report.note(
+            "--quick: 10,000 training images and 10 epochs (MLP) or 5 (LeNet-5), one ordinary, then "
+            "plastic, one hardening, instead of the authors' 500 epochs (plasticity from 100 to 350); "
+            "numbers are not comparable to the paper."
+        )
     report.save_figure(active_units_figure(logs), "active_units.png")
     report.save_figure(transition_rate_figure(logs), "transition_rate.png")

@@ -44,8 +44,21 @@ class NPNConfig:
         expanding = self.init_active < 1
         fill = self.expand_fill if self.expand_fill is not None else (0.1 if expanding else 0.0)
         lam = self.lam if self.lam is not None else PAPER_LAMBDA[self.model]
-        return NPNConfig(self.model, self.dataset, self.init_active, self.k, lam, self.epochs, self.plastic_from,
-                         self.harden_from, fill, self.lr, self.batch_size, self.train_examples, self.seed)
+        return NPNConfig(
+            self.model,
+            self.dataset,
+            self.init_active,
+            self.k,
+            lam,
+            self.epochs,
+            self.plastic_from,
+            self.harden_from,
+            fill,
+            self.lr,
+            self.batch_size,
+            self.train_examples,
+            self.seed,
+        )
 
     @property
     def schedule(self) -> KSchedule:
@@ -59,13 +72,23 @@ def fit_npn(config: NPNConfig, data_root=None, progress=None, on_epoch=None) -> 
     torch.manual_seed(config.seed)
     x, y = mnist_tensors(config.dataset, "train", data_root)
     if config.train_examples:
-        x, y = x[:config.train_examples], y[:config.train_examples]
+        x, y = x[: config.train_examples], y[: config.train_examples]
     val = mnist_tensors(config.dataset, "test", data_root)
     model = make_plastic(build_model(config.model), init_active=config.init_active, k=config.k, lam=config.lam)
     model(x[:1])  # records the input shape for summaries
-    log = train_plastic(model, (x, y), val, config.epochs, config.schedule, lr=config.lr,
-                        batch_size=config.batch_size, expand_fill=config.expand_fill,
-                        harden=config.harden_from is not None, progress=progress, on_epoch=on_epoch)
+    log = train_plastic(
+        model,
+        (x, y),
+        val,
+        config.epochs,
+        config.schedule,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        expand_fill=config.expand_fill,
+        harden=config.harden_from is not None,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
     return model, log
 
 
@@ -75,7 +98,7 @@ def dense_baseline(config: NPNConfig, data_root=None) -> float:
     torch.manual_seed(config.seed)
     x, y = mnist_tensors(config.dataset, "train", data_root)
     if config.train_examples:
-        x, y = x[:config.train_examples], y[:config.train_examples]
+        x, y = x[: config.train_examples], y[: config.train_examples]
     xt, yt = mnist_tensors(config.dataset, "test", data_root)
     model = build_model(config.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -83,13 +106,13 @@ def dense_baseline(config: NPNConfig, data_root=None) -> float:
         model.train()
         order = torch.randperm(len(x))
         for i in range(0, len(x), config.batch_size):
-            idx = order[i:i + config.batch_size]
+            idx = order[i : i + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             optimizer.step()
     model.eval()
     with torch.no_grad():
-        wrong = sum(int((model(xt[i:i + 2000]).argmax(1) != yt[i:i + 2000]).sum()) for i in range(0, len(xt), 2000))
+        wrong = sum(int((model(xt[i : i + 2000]).argmax(1) != yt[i : i + 2000]).sum()) for i in range(0, len(xt), 2000))
     return 100.0 * wrong / len(xt)
 
 
@@ -97,5 +120,12 @@ def quick_config(model: str, init_active: float, seed: int) -> NPNConfig:
     """A minute-long version of the schedule on 10,000 training images: one ordinary epoch, then
     plasticity, then one hardening epoch (10 epochs for the MLP, 5 for LeNet-5)."""
     epochs = 10 if model == "mlp" else 5
-    return NPNConfig(model=model, init_active=init_active, epochs=epochs, plastic_from=2, harden_from=epochs,
-                     train_examples=10000, seed=seed)
+    return NPNConfig(
+        model=model,
+        init_active=init_active,
+        epochs=epochs,
+        plastic_from=2,
+        harden_from=epochs,
+        train_examples=10000,
+        seed=seed,
+    )

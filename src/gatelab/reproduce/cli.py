@@ -6,9 +6,12 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="run a paper's headline experiment and write a report",
-                       description="Run paper reproductions. Each run writes report.md, results.json "
-                                   "and PNG plots into a fresh folder under --out.")
+    p = sub.add_parser(
+        "reproduce",
+        help="run a paper's headline experiment and write a report",
+        description="Run paper reproductions. Each run writes report.md, results.json "
+        "and PNG plots into a fresh folder under --out.",
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help="reproductions to run (see --list)")
     p.add_argument("--list", action="store_true", help="list the reproductions and exit")
     p.add_argument("--all", action="store_true", help="run every reproduction")

@@ -14,8 +14,12 @@ from gatelab.errors import GatelabError
 from gatelab.reproduce.report import Report
 
 # Modules whose import registers reproductions; a new system adds its module here.
-PROVIDERS = ("gatelab.gates.reproductions", "gatelab.npn.reproductions", "gatelab.nice.reproductions",
-             "gatelab.lm.reproductions")
+PROVIDERS = (
+    "gatelab.gates.reproductions",
+    "gatelab.npn.reproductions",
+    "gatelab.nice.reproductions",
+    "gatelab.lm.reproductions",
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,13 @@ def get(name: str) -> Reproduction:
     return known[name]
 
 
-def run(name: str, quick: bool = False, out: str | os.PathLike = "runs", seed: int = 0,
-        echo: Callable[[str], None] | None = print) -> Path:
+def run(
+    name: str,
+    quick: bool = False,
+    out: str | os.PathLike = "runs",
+    seed: int = 0,
+    echo: Callable[[str], None] | None = print,
+) -> Path:
     """Run reproduction ``name`` into a fresh folder under ``out`` and return that folder.
 
     The run works in a hidden ``.partial`` folder that is renamed only when the

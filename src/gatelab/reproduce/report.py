@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 import gatelab
-from gatelab.files import write_json, write_text, atomic_path
+from gatelab.files import atomic_path, write_json, write_text
 
 
 def machine() -> dict:
@@ -69,8 +69,12 @@ class Report:
         return path
 
     def table_markdown(self) -> str:
-        lines = [f"## {self.title}{' (quick)' if self.quick else ''}", "",
-                 "| | paper | ours | note |", "|---|---|---|---|"]
+        lines = [
+            f"## {self.title}{' (quick)' if self.quick else ''}",
+            "",
+            "| | paper | ours | note |",
+            "|---|---|---|---|",
+        ]
         for r in self.rows:
             lines.append(f"| {r['what']} | {_fmt(r['paper'])} | {_fmt(r['ours'])} | {r['note']} |")
         return "\n".join(lines)
@@ -88,8 +92,17 @@ class Report:
         if self.plots:
             parts += ["## Plots", ""] + [f"![{p}]({p})" for p in self.plots] + [""]
         write_text(self.folder / "report.md", "\n".join(parts))
-        write_json(self.folder / "results.json", {
-            "name": self.name, "quick": self.quick, "seed": self.seed, "wall_seconds": wall,
-            "table": self.rows, "settings": self.settings, "results": self.results,
-            "notes": self.notes, "machine": info,
-        })
+        write_json(
+            self.folder / "results.json",
+            {
+                "name": self.name,
+                "quick": self.quick,
+                "seed": self.seed,
+                "wall_seconds": wall,
+                "table": self.rows,
+                "settings": self.settings,
+                "results": self.results,
+                "notes": self.notes,
+                "machine": info,
+            },
+        )
