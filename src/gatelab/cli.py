@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gatelab.checkpoint import Interrupted
     from gatelab.errors import GatelabError
 
     parser = build_parser()
@@ -52,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     except GatelabError as exc:
         print(f"gatelab: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"gatelab: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("gatelab: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("gatelab: error: out of memory; try a smaller batch, model or data set", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, a vanished file: one line, never a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"gatelab: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2

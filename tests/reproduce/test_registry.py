@@ -1,10 +1,12 @@
 """The reproduction registry and the report every run writes."""
 
 import json
+import signal
 
 import matplotlib.pyplot as plt
 import pytest
 
+from gatelab.checkpoint import Interrupted
 from gatelab.errors import GatelabError
 from gatelab.reproduce import available, register, registry, run
 
@@ -26,12 +28,12 @@ def toy():
 def test_run_writes_report_json_and_plots(tmp_path, toy, capsys):
     folder = run("toy-run", quick=True, out=tmp_path, seed=3)
     assert folder.name.startswith("toy-run-quick-")
-    assert sorted(p.name for p in folder.iterdir()) == ["line.png", "report.md", "results.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["line.png", "report.md", "results.json", "run.json"]
     report = (folder / "report.md").read_text()
-    assert "| answer | 42 | 41.5 | close |" in report and "Wall time" in report and "torch" in report
+    assert "| answer | 42 | – | 41.5 | close |" in report and "Wall time" in report and "torch" in report
     results = json.loads((folder / "results.json").read_text())
     assert results["seed"] == 3 and results["table"][0]["paper"] == 42
-    assert "| answer | 42 | 41.5 |" in capsys.readouterr().out
+    assert "| answer | 42 | – | 41.5 |" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*partial"))
     second = run("toy-run", quick=True, out=tmp_path, echo=None)
     assert second != folder  # every run gets a fresh folder
@@ -55,3 +57,32 @@ def test_registry_lists_the_papers_and_rejects_unknown_names():
     assert {"l0arm-mlp", "l0arm-lenet5"} <= set(names)
     with pytest.raises(GatelabError, match="accepted: .*l0arm-mlp"):
         run("nope")
+
+
+def test_an_interrupted_run_resumes_skipping_finished_stages(tmp_path):
+    calls, attempts = [], []
+
+    @register("two-stage", "Two stages", "n/a")
+    def two_stage(report, quick, seed):
+        attempts.append(1)
+        first = report.stage("first", lambda: calls.append("first") or {"error": 1.5})
+        if len(attempts) == 1:
+            raise Interrupted(signal.SIGTERM, report.checkpoint("second"))
+        second = report.stage("second", lambda: calls.append("second") or 2.5)
+        report.row("error", None, first["error"] + second, reference=4.0, source="Someone et al., Table 1")
+
+    try:
+        with pytest.raises(Interrupted) as info:
+            run("two-stage", out=tmp_path, seed=5, echo=None)
+        (partial,) = tmp_path.glob(".two-stage-*.partial")
+        assert info.value.hint == f"resume with: gatelab reproduce two-stage --seed 5 --resume {partial}"
+        with pytest.raises(GatelabError, match="resume it with those settings"):
+            run("two-stage", out=tmp_path, seed=6, resume=partial, echo=None)
+        folder = run("two-stage", out=tmp_path, seed=5, resume=partial, echo=None)
+        assert calls == ["first", "second"]  # the finished stage ran once
+        assert not partial.exists() and folder.name == partial.name[1:].removesuffix(".partial")
+        row = json.loads((folder / "results.json").read_text())["table"][0]
+        assert (row["paper"], row["reference"], row["ours"]) == (None, 4.0, 4.0)
+        assert "| error | – | 4 (Someone et al., Table 1) | 4 |" in (folder / "report.md").read_text()
+    finally:
+        del registry._REGISTRY["two-stage"]

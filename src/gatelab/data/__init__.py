@@ -7,6 +7,7 @@ from its official location with a checksum when it is missing.
 
 from gatelab.data.mnist import DATASETS as IMAGE_DATASETS
 from gatelab.data.mnist import load_mnist, mnist_tensors
+from gatelab.data.splits import validation_split
 from gatelab.data.store import RemoteFile, data_dir, fetch
 
-__all__ = ["data_dir", "fetch", "RemoteFile", "load_mnist", "mnist_tensors", "IMAGE_DATASETS"]
+__all__ = ["data_dir", "fetch", "RemoteFile", "load_mnist", "mnist_tensors", "IMAGE_DATASETS", "validation_split"]

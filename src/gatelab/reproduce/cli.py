@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gatelab.options import add_common
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,12 +19,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="run every reproduction")
     p.add_argument("--quick", action="store_true", help="a few-minute version of the experiment")
     p.add_argument("--out", default="runs", help="folder for run folders (default: runs)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the interrupted run in this .NAME-....partial folder: finished stages are "
+        "kept, the one in progress resumes from its checkpoint (default: start afresh)",
+    )
+    add_common(p)
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
     from gatelab.errors import GatelabError
+    from gatelab.files import check_output_path
     from gatelab.reproduce import available, get, run
 
     known = available()
@@ -35,6 +45,17 @@ def _main(args) -> int:
         raise GatelabError("name a reproduction, or pass --all or --list; accepted: " + ", ".join(known))
     for name in names:  # check every name before running any
         get(name)
+    if args.resume and len(names) != 1:
+        raise GatelabError("--resume continues one run: name exactly one reproduction")
+    check_output_path(args.resume or args.out, kind="dir")
     for name in names:
-        run(name, quick=args.quick, out=args.out, seed=args.seed)
+        run(
+            name,
+            quick=args.quick,
+            out=args.out,
+            seed=args.seed,
+            device=args.device,
+            resume=args.resume,
+            quiet=args.quiet,
+        )
     return 0

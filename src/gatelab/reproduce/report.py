@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -36,22 +38,73 @@ def _fmt(value) -> str:
 
 
 class Report:
-    """Collects rows (paper vs ours), settings, raw results and plots, then writes them."""
+    """Collects rows (paper, reference, ours), settings, raw results and plots, then writes them.
 
-    def __init__(self, name: str, title: str, paper: str, folder: Path, quick: bool, seed: int):
+    ``paper`` holds only what the cited paper itself states; ``reference`` holds
+    other published or side-by-side numbers, each with its ``source``. A resumed
+    run (``gatelab reproduce NAME --resume RUN_DIR``) reuses the results of the
+    stages that finished (``stage``) and the checkpoint of the one in progress
+    (``checkpoint``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        title: str,
+        paper: str,
+        folder: Path,
+        quick: bool,
+        seed: int,
+        device: str = "cpu",
+        quiet: bool = False,
+    ):
         self.name, self.title, self.paper = name, title, paper
         self.folder = Path(folder)
-        self.quick, self.seed = quick, seed
+        self.quick, self.seed, self.device, self.quiet = quick, seed, device, quiet
         self.rows: list[dict] = []
         self.settings: dict = {}
         self.results: dict = {}
         self.notes: list[str] = []
         self.plots: list[str] = []
         self._start = time.perf_counter()
+        wall_file = self.folder / "stages" / "wall.json"
+        self._wall_before = json.loads(wall_file.read_text())["seconds"] if wall_file.is_file() else 0.0
 
-    def row(self, what: str, paper=None, ours=None, note: str = "") -> None:
-        """One line of the comparison table."""
-        self.rows.append({"what": what, "paper": paper, "ours": ours, "note": note})
+    @property
+    def wall_seconds(self) -> float:
+        """Wall time of this run, counting the finished stages of the sessions it was resumed from."""
+        return self._wall_before + time.perf_counter() - self._start
+
+    def row(self, what: str, paper=None, ours=None, note: str = "", reference=None, source: str = "") -> None:
+        """One line of the comparison table; a ``reference`` number needs its ``source``."""
+        if reference is not None and not source:
+            raise ValueError(f"row {what!r}: a reference number needs its source")
+        self.rows.append(
+            {
+                "what": what,
+                "paper": paper,
+                "reference": reference,
+                "reference_source": source,
+                "ours": ours,
+                "note": note,
+            }
+        )
+
+    def stage(self, key: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``'s JSON-able result, computed once per run folder: a resumed run skips finished stages."""
+        path = self.folder / "stages" / f"{key}.json"
+        if path.is_file():
+            return json.loads(path.read_text())["result"]
+        result = fn()
+        write_json(path, {"result": result})
+        write_json(self.folder / "stages" / "wall.json", {"seconds": self.wall_seconds})
+        return result
+
+    def checkpoint(self, key: str) -> Path:
+        """Where the trainer of stage ``key`` keeps its checkpoint (resumed from when it exists)."""
+        path = self.folder / "checkpoints" / f"{key}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def note(self, text: str) -> None:
         """A sentence for the report, e.g. where and why a target was missed."""
@@ -72,20 +125,26 @@ class Report:
         lines = [
             f"## {self.title}{' (quick)' if self.quick else ''}",
             "",
-            "| | paper | ours | note |",
-            "|---|---|---|---|",
+            "| | paper | reference | ours | note |",
+            "|---|---|---|---|---|",
         ]
         for r in self.rows:
-            lines.append(f"| {r['what']} | {_fmt(r['paper'])} | {_fmt(r['ours'])} | {r['note']} |")
+            ref = _fmt(r["reference"]) + (f" ({r['reference_source']})" if r["reference"] is not None else "")
+            lines.append(f"| {r['what']} | {_fmt(r['paper'])} | {ref} | {_fmt(r['ours'])} | {r['note']} |")
+        lines += [
+            "",
+            "paper: only what the cited paper itself states; reference: other sources, each named; "
+            "–: not stated there, or not found.",
+        ]
         return "\n".join(lines)
 
     def write(self) -> None:
-        wall = time.perf_counter() - self._start
+        wall = self.wall_seconds
         info = machine()
         parts = [f"# {self.name}", "", f"Paper: {self.paper}", "", self.table_markdown(), ""]
         if self.notes:
             parts += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
-        parts += ["## Settings", "", f"- quick: {self.quick}", f"- seed: {self.seed}"]
+        parts += ["## Settings", "", f"- quick: {self.quick}", f"- seed: {self.seed}", f"- device: {self.device}"]
         parts += [f"- {k}: {_fmt(v)}" for k, v in self.settings.items()]
         parts += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in info.items()]
         parts += ["", f"Wall time: {wall:.1f} s", ""]
@@ -98,6 +157,7 @@ class Report:
                 "name": self.name,
                 "quick": self.quick,
                 "seed": self.seed,
+                "device": self.device,
                 "wall_seconds": wall,
                 "table": self.rows,
                 "settings": self.settings,

@@ -1,0 +1,86 @@
+"""Command-line vocabulary shared by every ``gatelab`` command: checked number types and the common flags.
+
+The same flag means the same thing everywhere (``--seed``, ``--device``,
+``--quiet``, ``--resume``, ``--checkpoint-every``, ``--log-dir``). Numbers are
+checked when parsed: NaN, infinities, 0 or negatives where they make no sense
+are refused with one line and exit status 2, never read as "all" or "default".
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable
+
+from gatelab.errors import GatelabError
+
+
+def _number(cast: type, accepted: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
+        return value
+
+    parse.__name__ = accepted
+    return parse
+
+
+positive_int = _number(int, "an integer >= 1", lambda v: v >= 1)
+nonnegative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
+positive_float = _number(float, "a finite number > 0", lambda v: v > 0)
+nonnegative_float = _number(float, "a finite number >= 0", lambda v: v >= 0)
+finite_float = _number(float, "a finite number", lambda v: True)
+probability = _number(float, "a probability in (0, 1)", lambda v: 0 < v < 1)
+fraction = _number(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1)
+unit_interval = _number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device torch can use here (see ``gatelab.devices.resolve_device``)."""
+    from gatelab.devices import resolve_device
+
+    try:
+        resolve_device(text)
+    except GatelabError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_common(parser: argparse.ArgumentParser, *, device: bool = True, seed: bool = True) -> None:
+    """``--seed``, ``--device`` and ``--quiet``, with the same meaning on every command."""
+    if seed:
+        parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: 0)")
+    if device:
+        parser.add_argument(
+            "--device", type=device_name, default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)"
+        )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def add_training(parser: argparse.ArgumentParser) -> None:
+    """The common flags plus what every trainer takes: ``--resume``, ``--checkpoint-every``, ``--log-dir``."""
+    add_common(parser)
+    parser.add_argument(
+        "--resume",
+        metavar="PATH",
+        default=None,
+        help="continue from this checkpoint, written by an earlier run of the same command (default: start afresh)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="inside an epoch, save a checkpoint at most this often; one is always saved at "
+        "each epoch's end (default: 300)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        default=None,
+        metavar="DIR",
+        help="also write TensorBoard scalars here (needs the tensorboard extra; default: off)",
+    )

@@ -1,0 +1,19 @@
+"""A torchrun worker for test_distributed: broadcast, then rank 1 dies by SIGKILL while rank 0 waits in a barrier."""
+
+import os
+import signal
+import sys
+import time
+
+from gatelab import distributed
+
+distributed.init(timeout=float(sys.argv[1]))
+vocab = distributed.broadcast_object({"the": 0, "cat": 1} if distributed.is_main() else None)
+start, stop = distributed.shard_bounds(10)
+print(f"rank {distributed.rank()} vocab {sorted(vocab)} shard {start}-{stop}", flush=True)
+if sys.argv[2] == "kill" and distributed.rank() == 1:
+    os.kill(os.getpid(), signal.SIGKILL)
+for _ in range(3 if sys.argv[2] == "finish" else 10**6):
+    distributed.barrier()
+    time.sleep(0.2)
+distributed.shutdown()
