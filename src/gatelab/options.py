@@ -39,6 +39,13 @@ fraction = _number(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1)
 unit_interval = _number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 
 
+def float_list(text: str) -> float | list[float]:
+    """A finite number, or comma-separated finite numbers (one per layer): ``0.1`` or ``10,0.5,0.1,10``."""
+    parse = _number(float, "a finite number or comma-separated finite numbers", lambda v: True)
+    values = [parse(v) for v in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
 def device_name(text: str) -> str:
     """An argparse type: a device torch can use here (see ``gatelab.devices.resolve_device``)."""
     from gatelab.devices import resolve_device

@@ -23,6 +23,7 @@ from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
 from gatelab.gates.export import Summary, bake, export, summary
 from gatelab.gates.gate import Gate
 from gatelab.gates.models import MODELS, SmallResNet, build_model, lenet5_caffe, mlp
+from gatelab.gates.train import PAPER_KEEP_PROB, PAPER_LAMBDA
 
 __all__ = [
     "sparsify",
@@ -47,4 +48,6 @@ __all__ = [
     "mlp",
     "lenet5_caffe",
     "SmallResNet",
+    "PAPER_LAMBDA",
+    "PAPER_KEEP_PROB",
 ]
