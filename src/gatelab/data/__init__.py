@@ -8,6 +8,15 @@ from its official location with a checksum when it is missing.
 from gatelab.data.mnist import DATASETS as IMAGE_DATASETS
 from gatelab.data.mnist import load_mnist, mnist_tensors
 from gatelab.data.splits import validation_split
-from gatelab.data.store import RemoteFile, data_dir, fetch
+from gatelab.data.store import DataChecksumError, RemoteFile, data_dir, fetch
 
-__all__ = ["data_dir", "fetch", "RemoteFile", "load_mnist", "mnist_tensors", "IMAGE_DATASETS", "validation_split"]
+__all__ = [
+    "data_dir",
+    "fetch",
+    "RemoteFile",
+    "DataChecksumError",
+    "load_mnist",
+    "mnist_tensors",
+    "IMAGE_DATASETS",
+    "validation_split",
+]
