@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,19 +59,81 @@ def _remote(name: str, filename: str, md5: str) -> RemoteFile:
     return RemoteFile(f"{name}/{filename}", tuple(m + filename for m in _MIRRORS[name]), md5)
 
 
+# IDX files here hold at most a few dimensions; more than this is a corrupt header.
+MAX_IDX_DIMS = 8
+_BLOCK = 1 << 22
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (gzipped or not) of unsigned bytes into an array of its declared shape."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise GatelabError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) != header + int(np.prod(shape)):
-        raise GatelabError(f"{path} is truncated: header declares shape {shape}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    """Read an IDX file of unsigned bytes (gzipped or not) into an array of its declared shape.
+
+    A gzip file is recognised by its magic bytes whatever its name. Raises GatelabError,
+    naming the file and how to fix it, for a file that is not IDX, is truncated or longer
+    than its header declares, or is a corrupt gzip stream; the data are read in blocks and
+    never more than the header declares, so a corrupt header cannot ask for a huge allocation.
+    """
+    path = Path(path)
+    fix = "delete it and run again to download it afresh, or put a good copy there"
+    gzipped = False
+    try:
+        with open(path, "rb") as raw_fh:
+            gzipped = raw_fh.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as fh:
+            head = _read_exactly(fh, 4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise GatelabError(
+                    f"{path} is not an IDX file of unsigned bytes (bad magic number {head[:4].hex() or 'empty'}, "
+                    f"expected 00000801..000008{MAX_IDX_DIMS:02x}); {fix}"
+                )
+            ndim = head[3]
+            if not 1 <= ndim <= MAX_IDX_DIMS:
+                raise GatelabError(
+                    f"{path}: IDX header declares {ndim} dimensions; accepted 1 to {MAX_IDX_DIMS}; {fix}"
+                )
+            dims = _read_exactly(fh, 4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise GatelabError(f"{path} is truncated inside its IDX header; {fix}")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            size = math.prod(shape)  # Python ints: no overflow
+            if not gzipped:
+                have = os.fstat(fh.fileno()).st_size - 4 - 4 * ndim
+                if have != size:
+                    raise GatelabError(
+                        f"{path} holds {have} data bytes but its header declares shape {shape} ({size} bytes); "
+                        f"the file is truncated or corrupt; {fix}"
+                    )
+            data = _read_exactly(fh, size)
+            if len(data) != size:
+                raise GatelabError(
+                    f"{path} is truncated: its header declares shape {shape} ({size} bytes) but it holds "
+                    f"{len(data)}; {fix}"
+                )
+            if fh.read(1):
+                raise GatelabError(
+                    f"{path} is corrupt: it holds more data than its header declares (shape {shape}); {fix}"
+                )
+    except (EOFError, zlib.error, OSError) as exc:  # gzip.BadGzipFile is an OSError
+        if isinstance(exc, FileNotFoundError):
+            raise GatelabError(f"IDX file {path} does not exist") from None
+        raise GatelabError(
+            f"{path} is a corrupt or truncated {'gzip' if gzipped else 'IDX'} file ({exc}); {fix}"
+        ) from None
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+def _read_exactly(fh, n: int) -> bytes:
+    """Up to ``n`` bytes from ``fh`` (fewer only at the end of the stream), read in blocks so that
+    memory grows with the data actually there, not with what a header claims."""
+    if n <= _BLOCK:
+        return fh.read(n)
+    parts, left = [], n
+    while left > 0:
+        block = fh.read(min(left, _BLOCK))
+        if not block:
+            break
+        parts.append(block)
+        left -= len(block)
+    return b"".join(parts)
 
 
 def load_mnist(name: str = "mnist", split: str = "train", root=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +145,11 @@ def load_mnist(name: str = "mnist", split: str = "train", root=None) -> tuple[to
     labels = read_idx(fetch(_remote(name, lbl_file, lbl_md5), root))
     if images.shape[0] != labels.shape[0]:
         raise GatelabError(f"{name} {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1:
+        raise GatelabError(
+            f"{name} {split}: images of shape {images.shape} and labels of shape {labels.shape}; "
+            "expected (N, 28, 28) and (N,)"
+        )
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
