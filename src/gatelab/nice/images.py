@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +18,75 @@ from gatelab.files import atomic_path
 _MODES = {1: "L", 3: "RGB"}
 
 
+# What Pillow raises on a malformed file: besides its own errors, its decoders let through
+# ValueError, SyntaxError (broken PNG chunks), struct.error, EOFError and a few others.
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    MemoryError,
+)
+
+
+def check_image(path: str | os.PathLike, shape: tuple[int, int, int]) -> np.ndarray:
+    """Open an image file, check it fits the classifier's (C, H, W), and decode it as (H, W, C) uint8.
+
+    The one validator for every image read here. Pillow opens lazily, so the declared size is
+    checked against ``shape`` *before* any pixel is decoded: a wrong-sized file or a decompression
+    bomb is refused from its header. Anything Pillow cannot decode raises GatelabError naming the
+    file and what is accepted.
+    """
+    path = Path(path)
+    channels, height, width = shape
+    if channels not in _MODES:
+        raise GatelabError(f"images must have 1 or 3 channels, the classifier asks for {channels}")
+    if not path.is_file():
+        raise GatelabError(f"image file {path} does not exist")
+    accepted = "give a PNG, JPEG, BMP, GIF or TIFF file Pillow can read"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                size = image.size
+                if size != (width, height):
+                    raise GatelabError(
+                        f"{path} is {size[0]}x{size[1]} pixels; the classifier takes {width}x{height} "
+                        "(NICE explains pixels, so images are never resampled)"
+                    )
+                image.load()
+                pixels = np.asarray(image.convert(_MODES[channels]), dtype=np.uint8)
+    except GatelabError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise GatelabError(f"{path} declares more pixels than is safe to decode ({exc}); {accepted}") from None
+    except _DECODE_ERRORS as exc:
+        raise GatelabError(
+            f"{path} is not an image file Pillow can decode ({type(exc).__name__}: {exc}); {accepted}"
+        ) from None
+    if pixels.shape[:2] != (height, width):  # a decoder that disagrees with its own header
+        raise GatelabError(f"{path} decodes to {pixels.shape[1]}x{pixels.shape[0]} pixels, not {width}x{height}")
+    return pixels.reshape(height, width, channels)
+
+
 def read_image(path: str | os.PathLike, shape: tuple[int, int, int], invert: bool = False) -> torch.Tensor:
     """One image file as a (1, C, H, W) float tensor in [0, 1], checked against the classifier's (C, H, W).
 
     Grayscale and colour files are converted to the classifier's channel count;
     the size must already match (NICE explains pixels, so it never resamples).
-    ``invert`` turns dark-on-light drawings into MNIST's light-on-dark.
+    ``invert`` turns dark-on-light drawings into MNIST's light-on-dark. Raises
+    GatelabError for a missing, malformed, wrong-sized or oversized file (see :func:`check_image`).
     """
-    path = Path(path)
-    channels, height, width = shape
-    if not path.is_file():
-        raise GatelabError(f"image file {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            pixels = np.asarray(image.convert(_MODES[channels]), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise GatelabError(
-            f"{path} is not an image file Pillow can read (PNG, JPEG, BMP, GIF, TIFF...): {exc}"
-        ) from None
-    if pixels.shape[:2] != (height, width):
-        raise GatelabError(
-            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels; the classifier takes {width}x{height}"
-        )
-    x = torch.from_numpy(pixels).reshape(height, width, channels).permute(2, 0, 1)[None]
+    pixels = check_image(path, shape).astype(np.float32) / 255.0
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
     return 1 - x if invert else x
 
 
