@@ -13,9 +13,13 @@ corpus never has to fit in memory (the gensim ``LineSentence`` shape).
 
 from __future__ import annotations
 
+import codecs
+import io
 import os
 import re
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -32,11 +36,65 @@ BROWN_FILE = RemoteFile(
 )
 
 
+# How much of a file is looked at to decide that it is text, and how much of it may be undecodable.
+SNIFF_BYTES = 1 << 16
+MAX_BAD_FRACTION = 0.05
+_MAGIC = {
+    b"\x1f\x8b": "gzip-compressed (decompress it first)",
+    b"PK\x03\x04": "a zip archive (give a .zip in NLTK's Brown packaging, or unpack it)",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"BZh": "bzip2-compressed (decompress it first)",
+    b"\xfd7zXZ": "xz-compressed (decompress it first)",
+    b"%PDF": "a PDF document",
+}
+
+
+def check_text(head: bytes, name: str, encoding: str = "utf-8", what: str = "corpus file") -> None:
+    """Refuse ``head`` (the first block of a file called ``name``) unless it looks like ``encoding`` text.
+
+    Raises GatelabError for an empty block, a known binary format, NUL bytes, or more than
+    ``MAX_BAD_FRACTION`` of characters that do not decode. Only the first block is looked at,
+    so readers stay streaming.
+    """
+    accepted = "give a plain text file, one sentence a line, tokens separated by whitespace"
+    if not head:
+        raise GatelabError(f"{what} {name} is empty; {accepted}")
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            raise GatelabError(f"{what} {name} is {kind}, not text; {accepted}")
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    except LookupError:
+        raise GatelabError(f"unknown text encoding {encoding!r} for {name}; use e.g. utf-8 or latin-1") from None
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    if b"\x00" in head and not wide:
+        raise GatelabError(f"{what} {name} holds NUL bytes: it is a binary file, not text; {accepted}")
+    text = decoder.decode(head, final=False)
+    bad = text.count("\ufffd")
+    if bad > MAX_BAD_FRACTION * max(len(text), 1):
+        raise GatelabError(
+            f"{what} {name} is not {encoding} text: {bad} of its first {len(text)} characters do not decode; "
+            f"{accepted} (or pass the file's encoding)"
+        )
+
+
+def _sniff_file(path: Path, encoding: str, what: str = "corpus file") -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise GatelabError(f"cannot read {what} {path}: {exc}") from None
+    check_text(head, str(path), encoding, what)
+
+
 class LineCorpus:
     """A plain text file, one sentence a line, tokens separated by whitespace.
 
     Blank lines are skipped. With ``lowercase`` the tokens are lower-cased.
-    Lines are read lazily, so the file may be larger than memory.
+    Lines are read lazily, so the file may be larger than memory. An empty file, or one
+    whose first block is binary or mostly undecodable in ``encoding``, is refused with
+    GatelabError (see :func:`check_text`); a few undecodable bytes become U+FFFD.
     """
 
     def __init__(self, path: str | os.PathLike, lowercase: bool = False, encoding: str = "utf-8"):
@@ -45,15 +103,20 @@ class LineCorpus:
             raise GatelabError(f"corpus file {self.path} does not exist; give a text file with one sentence a line")
         self.lowercase = lowercase
         self.encoding = encoding
+        _sniff_file(self.path, encoding)
 
     def __iter__(self) -> Iterator[list[str]]:
-        with open(self.path, encoding=self.encoding, errors="replace") as fh:
-            for line in fh:
-                if self.lowercase:
-                    line = line.lower()
-                tokens = line.split()
-                if tokens:
-                    yield tokens
+        _sniff_file(self.path, self.encoding)  # it may have changed since the last pass
+        try:
+            with open(self.path, encoding=self.encoding, errors="replace") as fh:
+                for line in fh:
+                    if self.lowercase:
+                        line = line.lower()
+                    tokens = line.split()
+                    if tokens:
+                        yield tokens
+        except OSError as exc:
+            raise GatelabError(f"cannot read corpus file {self.path}: {exc}") from None
 
     def __repr__(self) -> str:
         return f"LineCorpus({str(self.path)!r})"
@@ -87,8 +150,12 @@ class BrownCorpus:
         try:
             with zipfile.ZipFile(self.path) as zf:
                 names = sorted(n for n in zf.namelist() if self._TEXT.match(n))
-        except zipfile.BadZipFile as exc:
-            raise GatelabError(f"{self.path} is not a zip file ({exc}); expected NLTK's brown.zip") from exc
+        except GatelabError:
+            raise
+        except _ZIP_ERRORS as exc:
+            raise GatelabError(
+                f"{self.path} is not a readable zip file ({type(exc).__name__}: {exc}); expected NLTK's brown.zip"
+            ) from None
         if categories is not None:
             cats = tuple(categories)
             names = [n for n in names if n[len("brown/") :][:2] in cats]
@@ -98,18 +165,67 @@ class BrownCorpus:
         self.lowercase = lowercase
 
     def __iter__(self) -> Iterator[list[str]]:
-        with zipfile.ZipFile(self.path) as zf:
-            for name in self.files:
-                text = zf.read(name).decode("utf-8", errors="replace")
-                for line in text.splitlines():
-                    tokens = [tok.rsplit("/", 1)[0] for tok in line.split()]
-                    if self.lowercase:
-                        tokens = [t.lower() for t in tokens]
-                    if tokens:
-                        yield tokens
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                for name in self.files:
+                    with zf.open(name) as raw:
+                        head = raw.read(SNIFF_BYTES)
+                        if not head:
+                            continue
+                        check_text(head, f"{self.path}:{name}", what="Brown text")
+                        stream = io.BufferedReader(_Prepend(head, raw))
+                        for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace"):
+                            tokens = [tok.rsplit("/", 1)[0] for tok in line.split()]
+                            if self.lowercase:
+                                tokens = [t.lower() for t in tokens]
+                            if tokens:
+                                yield tokens
+        except GatelabError:
+            raise
+        except _ZIP_ERRORS as exc:
+            raise GatelabError(
+                f"{self.path} is a corrupt zip file ({type(exc).__name__}: {exc}); "
+                "delete it and run again to download it afresh, or put a good copy of NLTK's brown.zip there"
+            ) from None
 
     def __repr__(self) -> str:
         return f"BrownCorpus({str(self.path)!r}, {len(self.files)} texts)"
+
+
+# What zipfile raises on a corrupt archive (besides BadZipFile): a bad deflate stream, a short
+# read, an unknown compression method, an encrypted member, a mangled header.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+    UnicodeDecodeError,
+    ValueError,
+)
+
+
+class _Prepend(io.RawIOBase):
+    """A raw stream that yields ``head`` and then the rest of ``tail``: un-reads a sniffed block."""
+
+    def __init__(self, head: bytes, tail):
+        self._head, self._tail = memoryview(head), tail
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._tail.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
 
 
 class ZipfCorpus:
