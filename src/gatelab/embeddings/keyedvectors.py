@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from gatelab.errors import GatelabError
+from gatelab.errors import GatelabError, check_choice
 from gatelab.files import atomic_path
 
 
@@ -121,63 +121,41 @@ class KeyedVectors:
 
     @classmethod
     def load_word2vec_format(
-        cls, path: str | os.PathLike, binary: bool | None = None, limit: int | None = None
+        cls,
+        path: str | os.PathLike,
+        binary: bool | None = None,
+        limit: int | None = None,
+        unicode_errors: str = "strict",
     ) -> "KeyedVectors":
         """Read a word2vec text or binary file (``binary=None`` detects which).
 
-        Raises GatelabError, naming the file and the line, for a malformed file.
+        ``limit`` reads only the first words. Words must be UTF-8 unless ``unicode_errors``
+        is ``"replace"`` or ``"ignore"`` (as in gensim). Raises GatelabError, naming the file
+        and the line (text) or entry (binary), for a malformed file; a header that declares
+        more than the file could hold is refused before anything is allocated.
         """
         path = Path(path)
         if not path.is_file():
             raise GatelabError(f"vectors file {path} does not exist")
-        with open(path, "rb") as fh:
-            header = fh.readline()
-            try:
-                n, dim = (int(x) for x in header.split())
-            except ValueError:
-                raise GatelabError(
-                    f"{path} is not a word2vec file: its first line must be '<n_words> <dim>', got {header[:60]!r}"
-                ) from None
-            if n < 0 or dim < 1:
-                raise GatelabError(f"{path}: bad header {header.strip()!r}")
-            if limit is not None:
-                n = min(n, limit)
-            if binary is None:
-                binary = _looks_binary(fh, dim)
-            words: list[str] = []
-            vectors = np.empty((n, dim), dtype=np.float32)
-            if binary:
-                width = 4 * dim
-                for i in range(n):
-                    word = bytearray()
-                    while True:
-                        ch = fh.read(1)
-                        if not ch:
-                            raise GatelabError(f"{path} ends after {i} of {n} vectors (truncated binary file)")
-                        if ch == b" ":
-                            break
-                        if ch != b"\n" or word:
-                            word += ch
-                    row = fh.read(width)
-                    if len(row) != width:
-                        raise GatelabError(f"{path} ends inside the vector of word {i} (truncated binary file)")
-                    words.append(word.decode("utf-8", errors="replace"))
-                    vectors[i] = np.frombuffer(row, dtype="<f4")
-            else:
-                for i in range(n):
-                    line = fh.readline()
-                    if not line:
-                        raise GatelabError(f"{path} ends after {i} of {n} vectors (truncated text file)")
-                    parts = line.decode("utf-8", errors="replace").rstrip("\n").rstrip().split(" ")
-                    if len(parts) != dim + 1:
-                        raise GatelabError(
-                            f"{path} line {i + 2}: expected a word and {dim} numbers, got {len(parts) - 1} numbers"
-                        )
-                    try:
-                        vectors[i] = np.asarray(parts[1:], dtype=np.float32)
-                    except ValueError:
-                        raise GatelabError(f"{path} line {i + 2}: the values are not numbers") from None
-                    words.append(parts[0])
+        if limit is not None and limit < 0:
+            raise GatelabError(f"limit must be >= 0 or None, got {limit}")
+        check_choice("unicode_errors", unicode_errors, ("strict", "replace", "ignore"))
+        try:
+            with open(path, "rb") as fh:
+                n, dim = _read_header(fh, path)
+                if limit is not None:
+                    n = min(n, limit)
+                left = os.fstat(fh.fileno()).st_size - fh.tell()
+                _check_fits(path, n, dim, left, 2 * dim + 1, "text")  # the least any format needs
+                if binary is None:
+                    binary = _looks_binary(fh, dim)
+                if binary:
+                    _check_fits(path, n, dim, left, 4 * dim + 2, "binary")
+                    words, vectors = _read_binary(fh, path, n, dim, unicode_errors, _capacity(left, 4 * dim + 2))
+                else:
+                    words, vectors = _read_text(fh, path, n, dim, unicode_errors, _capacity(left, 2 * dim + 1))
+        except OSError as exc:
+            raise GatelabError(f"cannot read vectors file {path}: {exc}") from None
         try:
             return cls(words, vectors)
         except GatelabError as exc:
@@ -297,13 +275,142 @@ class KeyedVectors:
         return f"KeyedVectors({len(self)} words, dim {self.vector_size})"
 
 
+# --- reading the word2vec formats ---------------------------------------------------------
+_BLOCK = 1 << 24  # binary files are read 16 MiB at a time
+_MAX_DIM = 1 << 24
+
+
+def _read_header(fh, path: Path) -> tuple[int, int]:
+    header = fh.readline(256)
+    parts = header.split()
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise GatelabError(
+            f"{path} is not a word2vec file: its first line must be '<n_words> <dim>' (two non-negative "
+            f"integers), got {header[:60]!r}"
+        )
+    n, dim = int(parts[0]), int(parts[1])
+    if not 1 <= dim <= _MAX_DIM:
+        raise GatelabError(f"{path}: header declares dimension {dim}; accepted 1 to {_MAX_DIM}")
+    return n, dim
+
+
+def _capacity(left: int, per_word: int) -> int:
+    """The most entries of at least ``per_word`` bytes (the last newline optional) that ``left`` bytes hold."""
+    return (left + 1) // per_word
+
+
+def _check_fits(path: Path, n: int, dim: int, left: int, per_word: int, fmt: str) -> None:
+    """Refuse at once a header whose ``n`` words of ``dim`` numbers need over twice the ``left`` bytes after it.
+
+    A file that holds more than half of what its header declares is read (into at most as many
+    rows as it can hold), so that a truncated file is reported where it ends.
+    """
+    need = n * per_word - 1  # the last newline is optional
+    if n and need > 2 * left:
+        raise GatelabError(
+            f"{path}: the header declares {n} words of dimension {dim}, which needs at least {need} bytes "
+            f"in the {fmt} format, but the file holds only {left} after its header (corrupt header or "
+            "truncated file)"
+        )
+
+
+def _decode_words(path: Path, raw: list[bytes], unicode_errors: str, where) -> list[str]:
+    """Decode the words in one pass (they hold no space, so joining on b' ' is reversible)."""
+    joined = b" ".join(raw)
+    try:
+        text = joined.decode("utf-8", errors=unicode_errors)
+    except UnicodeDecodeError as exc:
+        i = joined.count(b" ", 0, exc.start)
+        word = raw[i].lstrip(b"\n")[:60]
+        raise GatelabError(
+            f"{path} {where(i)}: the word {word!r} is not valid UTF-8; pass unicode_errors='replace' to accept it"
+        ) from None
+    return text.split(" ") if raw else []
+
+
+def _read_binary(fh, path: Path, n: int, dim: int, unicode_errors: str, capacity: int) -> tuple[list[str], np.ndarray]:
+    """Entries ``word<space><dim little-endian float32>``, optionally each after a newline.
+
+    Read in large blocks; per entry only a C-level ``find`` and a slice copy run in Python.
+    At most ``capacity`` rows (what the file can hold) are allocated.
+    """
+    width = 4 * dim
+    rows = min(n, capacity)
+    out = bytearray(rows * width)
+    dest = memoryview(out)
+    raw_words: list[bytes] = []
+    buf, pos, i = b"", 0, 0
+    while i < rows:
+        block = fh.read(_BLOCK)
+        buf = buf[pos:] + block
+        pos = 0
+        end = len(buf)
+        src = memoryview(buf)
+        find = buf.find
+        while i < rows:
+            space = find(b" ", pos)
+            if space < 0 or space + 1 + width > end:
+                break
+            raw_words.append(buf[pos:space])
+            dest[i * width : (i + 1) * width] = src[space + 1 : space + 1 + width]
+            pos = space + 1 + width
+            i += 1
+        src.release()
+        if not block:
+            break
+    if i < n:
+        if buf.find(b" ", pos) < 0:
+            raise GatelabError(f"{path} ends after {i} of {n} vectors (truncated binary file)")
+        raise GatelabError(f"{path} ends inside the vector of word {i} (truncated binary file)")
+    words = _decode_words(path, raw_words, unicode_errors, lambda k: f"entry {k + 1}")
+    if any(w.startswith("\n") for w in words):  # word2vec.c ends each vector with a newline
+        words = [w.lstrip("\n") for w in words]
+    for k, word in enumerate(words):
+        if not word or "\n" in word:
+            raise GatelabError(
+                f"{path} entry {k + 1}: malformed word {word[:60]!r} (the entries are out of step: wrong "
+                "dimension in the header, or a corrupt file)"
+            )
+    vectors = np.frombuffer(out, dtype="<f4").reshape(n, dim).astype(np.float32, copy=False)
+    return words, vectors
+
+
+def _read_text(fh, path: Path, n: int, dim: int, unicode_errors: str, capacity: int) -> tuple[list[str], np.ndarray]:
+    """Lines ``word v1 ... vdim``; each is checked, and errors name the line.
+
+    At most ``capacity`` rows (what the file can hold) are allocated.
+    """
+    vectors = np.empty((min(n, capacity), dim), dtype=np.float32)
+    raw_words: list[bytes] = []
+    longest = 64 + 64 * dim  # far more than any number needs; a longer line is corrupt
+    for i in range(n):
+        line = fh.readline(longest + 1)
+        where = f"line {i + 2}"
+        if not line or i >= len(vectors):
+            raise GatelabError(f"{path} ends after {i} of {n} vectors (truncated text file)")
+        if len(line) > longest:
+            raise GatelabError(f"{path} {where}: longer than {longest} bytes; not a word2vec text line")
+        parts = line.rstrip().split(b" ")
+        if len(parts) != dim + 1:
+            raise GatelabError(f"{path} {where}: expected a word and {dim} numbers, got {len(parts) - 1} numbers")
+        if not parts[0]:
+            raise GatelabError(f"{path} {where}: the line starts with a space; expected a word first")
+        try:
+            vectors[i] = np.asarray([float(x) for x in parts[1:]], dtype=np.float32)
+        except ValueError:
+            raise GatelabError(f"{path} {where}: the values are not numbers ({line[:60]!r}...)") from None
+        raw_words.append(parts[0])
+    words = _decode_words(path, raw_words, unicode_errors, lambda k: f"line {k + 2}")
+    return words, vectors
+
+
 def _looks_binary(fh, dim: int) -> bool:
     """Peek after the header: a text file's first row is printable UTF-8; float32 bytes are not.
 
     (The bytes of ``dim`` little-endian floats are all printable only by rare accident.)
     """
     pos = fh.tell()
-    head = fh.read(64 + 4 * dim)
+    head = fh.read(min(64 + 4 * dim, 1 << 16))
     fh.seek(pos)
     body = head.lstrip(b"\n")
     word_end = body.find(b" ")
