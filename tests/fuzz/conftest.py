@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 settings.register_profile(
     "gatelab-fuzz",
-    max_examples=int(os.environ.get("GATELAB_FUZZ_EXAMPLES", "250")),
+    max_examples=int(os.environ.get("GATELAB_FUZZ_EXAMPLES", "200")),
     deadline=None,
     derandomize=True,
     database=None,
