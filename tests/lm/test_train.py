@@ -68,7 +68,7 @@ def test_bad_hyperparameters_are_clear_errors(tiny_text):
     with pytest.raises(GatelabError, match="between 1 and the vocabulary"):
         BlackOut(V, 4, corpus.vocab.counts_tensor(), samples=V + 1)
     for alpha in (-0.1, 1.5):
-        with pytest.raises(GatelabError, match=r"alpha must lie in \[0, 1\]"):
+        with pytest.raises(GatelabError, match=r"alpha must be in \[0, 1\]"):
             train(corpus, LMConfig(alpha=alpha))
         with pytest.raises(GatelabError, match=r"alpha must lie in \[0, 1\]"):
             BlackOut(V, 4, corpus.vocab.counts_tensor(), samples=3, alpha=alpha)
