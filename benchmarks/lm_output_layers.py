@@ -16,8 +16,15 @@ full softmax, the median process-CPU ms/step and its speed-up (steadier than wal
 time on a shared, loaded machine when torch uses one thread) and the peak memory,
 plus the machine.
 
+Also, with ``--lstm``: the LSTM option's training step (forward + backward of the
+recurrent layer and BlackOut) before and after it moved from an ``nn.LSTMCell``
+stepped through time in Python to ``nn.LSTM`` over the segments between sentence
+resets, on PTB, with the same weights, interleaved in one process; prints both
+medians and the ratio.
+
     python benchmarks/lm_output_layers.py                      # all sizes
     python benchmarks/lm_output_layers.py --vocab 10000 --steps 20
+    python benchmarks/lm_output_layers.py --lstm --steps 30
 """
 
 from __future__ import annotations
@@ -139,6 +146,59 @@ def run_one(job: dict, queue) -> None:
     )
 
 
+def lstm_speed(args) -> dict:
+    """Median training-step ms of the old (LSTMCell loop) and new (nn.LSTM over segments) LSTM, same weights."""
+    import torch
+    from torch import nn
+
+    from gatelab.lm.model import RNNLM
+    from gatelab.lm.output import make_output
+
+    torch.set_num_threads(args.threads)
+    B, T, H = args.batch, args.bptt, args.hidden
+    n = (args.steps + args.warmup) * B * T + 1
+    ids, counts, V = _ptb(n)
+    torch.manual_seed(args.seed)
+    output = make_output("blackout", V, H, counts=counts, samples=args.samples, alpha=args.alpha, seed=args.seed)
+    model = RNNLM(V, output, hidden_size=H, cell="lstm")
+    cell = nn.LSTMCell(H, H)
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        getattr(cell, name).data.copy_(getattr(model.lstm, name + "_l0").data)
+
+    def old(inputs, state):  # the implementation before: one LSTMCell call per time step, state zeroed at </s>
+        x, keep = model.embedding(inputs), (inputs != model.eos_id).float().unsqueeze(-1)
+        (h, c), outs = state, []
+        for t in range(inputs.shape[0]):
+            h, c = cell(x[t], (h * keep[t], c * keep[t]))
+            outs.append(h)
+        return torch.stack(outs), (h, c)
+
+    L = (ids.numel() - 1) // B
+    inputs = ids[:-1][: L * B].view(B, L).t().contiguous()
+    targets = ids[1:][: L * B].view(B, L).t().contiguous()
+    times = {"old": [], "new": []}
+    states = {"old": model.init_state(B), "new": model.init_state(B)}
+    for step in range(args.warmup + args.steps):
+        x, y = inputs[step * T : (step + 1) * T], targets[step * T : (step + 1) * T]
+        for kind in ("old", "new"):  # interleaved, so both see the same load
+            start = time.perf_counter()
+            hs, state = (old if kind == "old" else model.hidden_states)(x, states[kind])
+            loss, _ = model.output(hs, y)
+            loss.backward()
+            states[kind] = model.detach_state(state)
+            model.zero_grad(set_to_none=True)
+            cell.zero_grad(set_to_none=True)
+            if step >= args.warmup:
+                times[kind].append(time.perf_counter() - start)
+    med = {k: sorted(v)[len(v) // 2] * 1e3 for k, v in times.items()}
+    print(
+        f"LSTM training step on PTB (hidden {H}, batch {B} x bptt {T}, BlackOut K={args.samples}), "
+        f"median of {args.steps}: LSTMCell loop {med['old']:.1f} ms, nn.LSTM over segments {med['new']:.1f} ms, "
+        f"speed-up {med['old'] / med['new']:.2f}x"
+    )
+    return {"old_ms_per_step": med["old"], "new_ms_per_step": med["new"], "speedup": med["old"] / med["new"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--vocab", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -156,15 +216,23 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--lstm", action="store_true", help="only compare the old and new LSTM steps on PTB")
     args = p.parse_args(argv)
 
     import torch
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
-        f"{os.getloadavg()[0]:.1f}, torch {torch.__version__}, {args.threads} thread(s), "
-        f"python {platform.python_version()}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load} "
+        f"(1/5/15 min), torch {torch.__version__}, {args.threads} thread(s), python {platform.python_version()}"
     )
+    if args.lstm:
+        result = lstm_speed(args)
+        if args.json:
+            from gatelab.files import write_json
+
+            write_json(args.json, {"args": vars(args), "lstm": result, "loadavg": os.getloadavg()})
+        return 0
     print(
         f"model: sigmoid RNN, hidden {args.hidden}, batch {args.batch} x bptt {args.bptt} = "
         f"{args.batch * args.bptt} words/step; K={args.samples}, alpha={args.alpha} for nce/is/blackout"

@@ -47,15 +47,50 @@ def test_state_resets_at_sentence_boundary(cell):
     assert torch.allclose(ha[2:], hb[2:])
 
 
-def test_truncated_bptt_carries_state():
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_truncated_bptt_carries_state(cell):
     torch.manual_seed(2)
     V, H = 15, 6
-    model = RNNLM(V, FullSoftmax(V, H), hidden_size=H, embed_size=4)
+    model = RNNLM(V, FullSoftmax(V, H), hidden_size=H, embed_size=4, cell=cell)
     ids = torch.randint(1, V, (10, 2))
     whole, _ = model.hidden_states(ids)
     first, state = model.hidden_states(ids[:4])
     second, _ = model.hidden_states(ids[4:], model.detach_state(state))
     assert torch.allclose(torch.cat([first, second]), whole, atol=1e-6)
+
+
+def test_lstm_equals_stepping_through_time_with_resets():
+    """The packed nn.LSTM over segments equals the former LSTMCell loop, state zeroed at every </s> input."""
+    torch.manual_seed(5)
+    V, H, E, T, B = 9, 5, 4, 11, 4
+    model = RNNLM(V, FullSoftmax(V, H), hidden_size=H, embed_size=E, cell="lstm").double()
+    cell = torch.nn.LSTMCell(E, H).double()
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        getattr(cell, name).data.copy_(getattr(model.lstm, name + "_l0").data)
+    ids = torch.randint(0, 4, (T, B))  # id 0 (</s>) about a quarter of the time
+    ids[0, 1], ids[:, 2], ids[-1, 3] = 0, 3, 0  # a reset at t = 0, a stream without any, one at the end
+    state = tuple(torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(2))
+
+    def stepwise(ids, state):
+        x, keep = model.embedding(ids), (ids != 0).double().unsqueeze(-1)
+        (h, c), outs = state, []
+        for t in range(ids.shape[0]):
+            h, c = cell(x[t], (h * keep[t], c * keep[t]))
+            outs.append(h)
+        return torch.stack(outs), (h, c)
+
+    got, (h, c) = model.hidden_states(ids, state)
+    want, (h_ref, c_ref) = stepwise(ids, state)
+    assert torch.allclose(got, want, atol=1e-12) and torch.allclose(h, h_ref, atol=1e-12)
+    assert torch.allclose(c, c_ref, atol=1e-12)
+    g = torch.randn_like(got)
+    weights = [model.embedding.weight, model.lstm.weight_ih_l0, model.lstm.weight_hh_l0]
+    grads = torch.autograd.grad((got * g).sum() + h.sum() + c.sum(), [*state, *weights])
+    grads_ref = torch.autograd.grad(
+        (want * g).sum() + h_ref.sum() + c_ref.sum(), [*state, model.embedding.weight, cell.weight_ih, cell.weight_hh]
+    )
+    for a, b in zip(grads, grads_ref):
+        assert torch.allclose(a.to_dense(), b.to_dense(), atol=1e-12)
 
 
 def test_sparse_rmsprop_equals_dense_rmsprop():
@@ -84,7 +119,7 @@ def test_clip_grad_norm_handles_sparse_and_dense():
     )
     b.grad = torch.tensor([0.0, 0.0, 12.0])
     norm = clip_grad_norm([a, b], 1.0)
-    assert norm == pytest.approx(13.0)
+    assert float(norm) == pytest.approx(13.0)
     total = (a.grad.to_dense().pow(2).sum() + b.grad.pow(2).sum()).sqrt()
     assert float(total) == pytest.approx(1.0, rel=1e-5)
 

@@ -1,8 +1,10 @@
 """Training on real text, saving and loading, the CLI, and clear errors for bad input."""
 
+import importlib
 import json
 
 import pytest
+import torch
 
 from gatelab.cli import main
 from gatelab.errors import GatelabError
@@ -68,7 +70,7 @@ def test_bad_hyperparameters_are_clear_errors(tiny_text):
     with pytest.raises(GatelabError, match="between 1 and the vocabulary"):
         BlackOut(V, 4, corpus.vocab.counts_tensor(), samples=V + 1)
     for alpha in (-0.1, 1.5):
-        with pytest.raises(GatelabError, match=r"alpha must lie in \[0, 1\]"):
+        with pytest.raises(GatelabError, match=r"alpha must be in \[0, 1\]"):
             train(corpus, LMConfig(alpha=alpha))
         with pytest.raises(GatelabError, match=r"alpha must lie in \[0, 1\]"):
             BlackOut(V, 4, corpus.vocab.counts_tensor(), samples=3, alpha=alpha)
@@ -135,13 +137,57 @@ def test_cli_train_eval_sample(tiny_text, tmp_path, capsys):
 def test_cli_bad_input_is_one_line_and_exit_2(tiny_text, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    model = ["lm", "train", str(tiny_text), "--out", str(tmp_path / "x")]
     cases = [
         ["lm", "train", str(empty), "--out", str(tmp_path / "x")],
-        ["lm", "train", str(tiny_text), "--out", str(tmp_path / "x"), "--samples", "100000"],
-        ["lm", "train", str(tiny_text), "--out", str(tmp_path / "x"), "--alpha", "2"],
+        model + ["--samples", "100000"],
+        model + ["--alpha", "2"],
+        model + ["--epochs", "0"],
+        model + ["--lr-decay", "-1"],
+        model + ["--lr", "nan"],
+        model + ["--samples", "0"],
+        model + ["--valid-size", "0"],
+        model + ["--test", str(tmp_path / "missing.txt")],
+        model + ["--device", "tpu"],
+        ["lm", "train", str(tiny_text), "--out", str(a_file)],  # --out is a file: refused before training
+        ["lm", "sample", str(tmp_path / "x"), "--words", "0"],
+        ["lm", "sample", str(tmp_path / "x"), "--temperature", "-1"],
+        ["lm", "eval", str(tmp_path / "nothing"), str(tiny_text)],
     ]
     for argv in cases:
-        assert main(argv) == 2
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # refused by the argument parser
+            rc = exc.code
+        assert rc == 2, argv
         err = capsys.readouterr().err.strip()
-        assert err.startswith("gatelab: error:") and "\n" not in err
-    assert not (tmp_path / "x").exists()
+        assert err.startswith("gatelab") and "error:" in err and "\n" not in err, (argv, err)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.checkpoint.pt").exists()
+
+
+def test_cli_failure_leaves_no_output_folder(tiny_text, tmp_path, monkeypatch):
+    def half_then_fail(model, vocab, config, folder, extra=None):
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(importlib.import_module("gatelab.lm.train"), "save_model", half_then_fail)
+    argv = ["lm", "train", str(tiny_text), "--out", str(tmp_path / "m"), "--hidden", "8", "--samples", "3"]
+    assert main(argv + ["--epochs", "1", "--quiet"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.checkpoint.pt", "tiny.txt"]  # kept for --resume
+
+
+def test_validation_is_carved_from_training_text_with_a_seed(tiny_text):
+    lines = [f"w{i} w{i + 1} common" for i in range(200)]
+    tiny_text.write_text("\n".join(lines) + "\n")
+    corpus = load_corpus(str(tiny_text), valid_size=0.1, seed=4)
+    assert corpus.vocab.counts[0] == 180  # the vocabulary counts the 180 training sentences only
+    assert corpus.valid.eq(0).sum() == 20 + 1 and "20 of the 200 sentences" in corpus.valid_source
+    valid_words = {corpus.vocab.words[i] for i in corpus.valid.tolist()}
+    train_words = {corpus.vocab.words[i] for i in corpus.train.tolist()}
+    assert train_words | valid_words >= {"common", "</s>"}
+    again = load_corpus(str(tiny_text), valid_size=0.1, seed=4)
+    assert torch.equal(again.valid, corpus.valid) and torch.equal(again.train, corpus.train)
+    assert not torch.equal(load_corpus(str(tiny_text), valid_size=0.1, seed=5).valid, corpus.valid)
+    assert load_corpus(str(tiny_text), read_test=False, test=str(tiny_text)).test is None

@@ -1,15 +1,25 @@
 """RNN language models whose output layer scales to huge vocabularies: BlackOut, with full softmax, NCE and IS.
 
-    corpus = load_corpus("ptb")                        # or any tokenised text, one sentence a line
+    corpus = load_corpus("ptb")                        # any text: validation carved from it unless given
     config = LMConfig(loss="blackout", samples=100, alpha=0.4, hidden=128, epochs=2)
-    model, history = train(corpus, config)             # RMSProp, clipping, lr decay on validation
+    model, history = train(corpus, config, checkpoint="run.pt")  # lr decay and best epoch on validation
+    model, history = train(corpus, config, resume="run.pt")      # after a crash: continues exactly
     print(perplexity(model, corpus.test))              # exact full softmax, <unk> targets counted
     save_model(model, corpus.vocab, config, "ptb-blackout")
 
 BlackOut: Ji, Vishwanathan, Satish, Anderson, Dubey, ICLR 2016 (arXiv:1511.06909).
 """
 
-from gatelab.lm.corpus import IGNORE, Corpus, Streams, encode_file, encode_sentences, load_corpus, make_streams
+from gatelab.lm.corpus import (
+    IGNORE,
+    Corpus,
+    Streams,
+    encode_file,
+    encode_sentences,
+    encode_test,
+    load_corpus,
+    make_streams,
+)
 from gatelab.lm.model import CELLS, RNNLM, sigmoid_rnn
 from gatelab.lm.optim import RMSProp, clip_grad_norm
 from gatelab.lm.output import (
@@ -49,6 +59,7 @@ __all__ = [
     "load_corpus",
     "encode_file",
     "encode_sentences",
+    "encode_test",
     "make_streams",
     "RNNLM",
     "CELLS",

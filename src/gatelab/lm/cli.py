@@ -1,9 +1,34 @@
-"""``gatelab lm``: train, evaluate and sample RNN language models."""
+"""``gatelab lm``: train, evaluate and sample RNN language models.
+
+``lm train`` writes its output folder atomically (under a temporary name,
+renamed when complete), so a failure leaves no half-filled folder. While it
+trains, its checkpoint lives beside that folder, at ``OUT.checkpoint.pt``: it is
+saved at each epoch's end and every ``--checkpoint-every`` seconds, Ctrl-C or
+SIGTERM saves it and says how to resume, ``--resume OUT.checkpoint.pt``
+continues from it, and it is removed once the folder is complete.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+
+from gatelab.options import (
+    add_common,
+    add_training,
+    finite_float,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    probability,
+    unit_interval,
+)
+
+
+def checkpoint_path(out) -> Path:
+    """Where ``lm train --out OUT`` keeps its checkpoint while it trains: ``OUT.checkpoint.pt`` beside OUT."""
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoint.pt")
 
 
 def _threads(args) -> None:
@@ -14,7 +39,8 @@ def _threads(args) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from gatelab.lm.train import LMConfig
+    from gatelab.lm.output import LOSSES
+    from gatelab.lm.train import CELLS, LMConfig
 
     d = LMConfig()
     lm = sub.add_parser(
@@ -27,49 +53,88 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = cmds.add_parser(
         "train",
         help="train a language model on a tokenised text (or 'ptb')",
-        description="Train on CORPUS: a tokenised text file, one sentence a line, or 'ptb'. "
-        "Writes model.safetensors, config.json, vocab.json and history.json to --out.",
+        description="Train on CORPUS: a tokenised text file, one sentence a line, or 'ptb'. Writes "
+        "model.safetensors, config.json, vocab.json and history.json to the folder --out, atomically; "
+        "while training, the checkpoint for --resume is OUT.checkpoint.pt beside it.",
     )
-    t.add_argument("corpus", metavar="CORPUS")
-    t.add_argument("--valid", help="validation text (default for ptb: its valid split)")
-    t.add_argument("--test", help="test text, evaluated at the end (default for ptb: its test split)")
-    t.add_argument("--out", required=True, help="folder for the trained model")
+    t.add_argument("corpus", metavar="CORPUS", help="a tokenised text file (one sentence a line) or 'ptb'")
     t.add_argument(
-        "--loss",
-        default=d.loss,
-        choices=("softmax", "blackout", "nce", "is"),
-        help=f"output layer / training loss (default: {d.loss})",
+        "--valid",
+        help="validation text for the learning-rate schedule and the best epoch (default: PTB's valid "
+        "split for ptb; otherwise a seeded split of the training text, see --valid-size)",
     )
-    t.add_argument("--samples", "-k", type=int, default=d.samples, help=f"K samples per step (default: {d.samples})")
-    t.add_argument("--alpha", type=float, default=d.alpha, help=f"proposal q ∝ unigram^alpha (default: {d.alpha})")
-    t.add_argument("--cell", default=d.cell, choices=("rnn", "lstm"), help="sigmoid RNN (paper) or LSTM")
-    t.add_argument("--hidden", type=int, default=d.hidden, help=f"hidden size (default: {d.hidden})")
-    t.add_argument("--embed", type=int, default=None, help="embedding size (default: the hidden size)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"parallel streams (default: {d.batch_size})")
-    t.add_argument("--bptt", type=int, default=d.bptt, help=f"truncated BPTT steps (default: {d.bptt})")
-    t.add_argument("--epochs", type=int, default=d.epochs, help=f"(default: {d.epochs})")
-    t.add_argument("--lr", type=float, default=d.lr, help=f"RMSProp learning rate (default: {d.lr})")
-    t.add_argument("--rmsprop-decay", type=float, default=d.rmsprop_decay)
-    t.add_argument("--rmsprop-eps", type=float, default=d.rmsprop_eps)
-    t.add_argument("--clip", type=float, default=d.clip, help=f"gradient norm clipping (default: {d.clip})")
     t.add_argument(
-        "--lr-decay", type=float, default=d.lr_decay, help="lr factor after an epoch that improved validation"
+        "--valid-size",
+        type=probability,
+        default=0.05,
+        help="without --valid: the fraction of training sentences held out for validation (default: 0.05)",
+    )
+    t.add_argument(
+        "--test",
+        help="test text, read once after training for the final number (default: PTB's test split for ptb; "
+        "otherwise none)",
+    )
+    t.add_argument("--out", required=True, help="folder for the trained model (required)")
+    t.add_argument("--loss", default=d.loss, choices=LOSSES, help=f"output layer / training loss (default: {d.loss})")
+    t.add_argument(
+        "--samples", "-k", type=positive_int, default=d.samples, help=f"K samples per step (default: {d.samples})"
+    )
+    t.add_argument(
+        "--alpha", type=unit_interval, default=d.alpha, help=f"proposal q ∝ unigram^alpha (default: {d.alpha})"
+    )
+    t.add_argument("--cell", default=d.cell, choices=CELLS, help=f"sigmoid RNN (paper) or LSTM (default: {d.cell})")
+    t.add_argument("--hidden", type=positive_int, default=d.hidden, help=f"hidden size (default: {d.hidden})")
+    t.add_argument("--embed", type=positive_int, default=None, help="embedding size (default: the hidden size)")
+    t.add_argument(
+        "--batch-size", type=positive_int, default=d.batch_size, help=f"parallel streams (default: {d.batch_size})"
+    )
+    t.add_argument("--bptt", type=positive_int, default=d.bptt, help=f"truncated BPTT steps (default: {d.bptt})")
+    t.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"training epochs (default: {d.epochs})")
+    t.add_argument("--lr", type=positive_float, default=d.lr, help=f"RMSProp learning rate (default: {d.lr})")
+    t.add_argument(
+        "--rmsprop-decay",
+        type=probability,
+        default=d.rmsprop_decay,
+        help=f"RMSProp decay of the squared-gradient average (default: {d.rmsprop_decay})",
+    )
+    t.add_argument(
+        "--rmsprop-eps", type=positive_float, default=d.rmsprop_eps, help=f"RMSProp epsilon (default: {d.rmsprop_eps})"
+    )
+    t.add_argument(
+        "--clip",
+        type=nonnegative_float,
+        default=d.clip,
+        help=f"gradient norm clipping; 0 turns clipping off (default: {d.clip})",
+    )
+    t.add_argument(
+        "--lr-decay",
+        type=positive_float,
+        default=d.lr_decay,
+        help=f"lr factor after an epoch that improved validation perplexity (default: {d.lr_decay})",
     )
     t.add_argument(
         "--lr-plateau-decay",
-        type=float,
+        type=positive_float,
         default=d.lr_plateau_decay,
-        help="lr factor after an epoch that did not improve validation",
+        help=f"lr factor after an epoch that did not improve validation perplexity (default: {d.lr_plateau_decay})",
     )
-    t.add_argument("--min-count", type=int, default=1, help="words seen fewer times become <unk>")
-    t.add_argument("--max-vocab", type=int, default=None, help="keep only the most frequent words")
-    t.add_argument("--max-train-words", type=int, default=None, help="train on this prefix of the corpus only")
+    t.add_argument(
+        "--nce-log-z", type=finite_float, default=d.nce_log_z, help=f"NCE's fixed log Z (default: {d.nce_log_z})"
+    )
+    t.add_argument("--min-count", type=positive_int, default=1, help="words seen fewer times become <unk> (default: 1)")
+    t.add_argument(
+        "--max-vocab", type=positive_int, default=None, help="keep only the most frequent words (default: all)"
+    )
+    t.add_argument(
+        "--max-train-words",
+        type=positive_int,
+        default=None,
+        help="train on this prefix of the training text only (default: all of it)",
+    )
     t.add_argument("--exclude-unk", action="store_true", help="do not count <unk> targets in perplexity")
     t.add_argument("--no-reset", action="store_true", help="carry the state across sentence boundaries")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_training(t)
     t.set_defaults(func=_train)
 
     e = cmds.add_parser(
@@ -78,12 +143,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Exact full-softmax perplexity of MODEL on TEXT (a file, or 'ptb' with --split).",
     )
     e.add_argument("model", metavar="MODEL", help="folder written by `gatelab lm train`")
-    e.add_argument("text", metavar="TEXT")
-    e.add_argument("--split", default="test", choices=("train", "valid", "test"), help="PTB split when TEXT is ptb")
-    e.add_argument("--vocab", help="a vocab.json the model must match")
+    e.add_argument("text", metavar="TEXT", help="a tokenised text file, or 'ptb'")
+    e.add_argument(
+        "--split", default="test", choices=("train", "valid", "test"), help="PTB split when TEXT is ptb (default: test)"
+    )
+    e.add_argument("--vocab", help="a vocab.json the model must match (default: no check beyond the model's own)")
     e.add_argument("--exclude-unk", action="store_true", help="do not count <unk> targets")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_common(e, seed=False)
     e.set_defaults(func=_eval)
 
     s = cmds.add_parser(
@@ -91,12 +158,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="generate text from a trained model",
         description="Sample words from MODEL's exact softmax, one sentence a line.",
     )
-    s.add_argument("model", metavar="MODEL")
-    s.add_argument("--words", type=int, default=50, help="how many words (default: 50)")
-    s.add_argument("--prime", default="", help="start of the first sentence")
-    s.add_argument("--temperature", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("model", metavar="MODEL", help="folder written by `gatelab lm train`")
+    s.add_argument("--words", type=positive_int, default=50, help="how many words (default: 50)")
+    s.add_argument("--prime", default="", help="start of the first sentence (default: none)")
+    s.add_argument(
+        "--temperature", type=positive_float, default=1.0, help="softmax temperature; < 1 is greedier (default: 1.0)"
+    )
+    add_common(s)
     s.set_defaults(func=_sample)
     lm.set_defaults(func=lambda args: (lm.print_help(), 2)[1])
 
@@ -104,10 +172,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _train(args) -> int:
     import time
 
-    from gatelab.files import write_json
-    from gatelab.lm.corpus import load_corpus
+    from gatelab.errors import GatelabError
+    from gatelab.files import atomic_dir, check_output_path, write_json
+    from gatelab.lm.corpus import encode_test, load_corpus
     from gatelab.lm.train import LMConfig, evaluate, save_model, train, unigram_perplexity
+    from gatelab.progress import say
 
+    out = check_output_path(args.out, kind="dir")
+    ckpt = checkpoint_path(out)
+    check_output_path(ckpt, kind="file")
+    for name in ("valid", "test"):  # a missing file is refused now, not after training
+        spec = getattr(args, name)
+        if spec and spec.lower() != "ptb" and not Path(spec).is_file():
+            raise GatelabError(f"--{name} {spec} does not exist; give a text file with one sentence a line")
     _threads(args)
     config = LMConfig(
         loss=args.loss,
@@ -125,6 +202,7 @@ def _train(args) -> int:
         clip=args.clip,
         lr_decay=args.lr_decay,
         lr_plateau_decay=args.lr_plateau_decay,
+        nce_log_z=args.nce_log_z,
         include_unk=not args.exclude_unk,
         reset_at_eos=not args.no_reset,
         max_train_words=args.max_train_words,
@@ -132,33 +210,52 @@ def _train(args) -> int:
         device=args.device,
     )
     config.validate()
-    corpus = load_corpus(args.corpus, args.valid, args.test, min_count=args.min_count, max_vocab=args.max_vocab)
+    corpus = load_corpus(
+        args.corpus,
+        args.valid,
+        min_count=args.min_count,
+        max_vocab=args.max_vocab,
+        valid_size=args.valid_size,
+        seed=args.seed,
+        read_test=False,
+    )
     config.validate(len(corpus.vocab))
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     n_train = corpus.train.numel() - 1
     if config.max_train_words is not None:
         n_train = min(n_train, config.max_train_words)
-    log(
-        f"vocabulary {len(corpus.vocab):,} words, {n_train:,} training targets; "
-        f"loss {config.loss}" + (f", K={config.samples}, alpha={config.alpha}" if config.loss != "softmax" else "")
+    say(
+        f"vocabulary {len(corpus.vocab):,} words, {n_train:,} training targets; validation: {corpus.valid_source}; "
+        f"loss {config.loss}" + (f", K={config.samples}, alpha={config.alpha}" if config.loss != "softmax" else ""),
+        args.quiet,
     )
     start = time.perf_counter()
-    model, history = train(corpus, config, quiet=args.quiet, log=log)
-    summary = {"train_seconds": time.perf_counter() - start, "history": history}
+    model, history = train(
+        corpus,
+        config,
+        quiet=args.quiet,
+        checkpoint=Path(args.resume) if args.resume else ckpt,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        log_dir=args.log_dir,
+    )
+    summary = {"train_seconds": time.perf_counter() - start, "history": history, "validation": corpus.valid_source}
     unk = dict(include_unk=config.include_unk, unk_id=corpus.vocab.unk_id)
-    for name in ("valid", "test"):
-        ids = getattr(corpus, name)
+    texts = {"valid": corpus.valid, "test": encode_test(args.corpus, args.test, corpus.vocab)}  # test: read once, now
+    for name, ids in texts.items():
         if ids is not None:
             summary[f"{name}_ppl"] = evaluate(model, ids, **unk)["ppl"]
             summary[f"{name}_unigram_ppl"] = unigram_perplexity(corpus.vocab, ids, config.include_unk)
-    save_model(model, corpus.vocab, config, args.out)
-    write_json(f"{args.out}/history.json", summary)
-    print(f"model: {args.out}")
+    with atomic_dir(out) as tmp:
+        save_model(model, corpus.vocab, config, tmp, extra={"validation": corpus.valid_source})
+        write_json(tmp / "history.json", summary)
+    for used in {ckpt, Path(args.resume) if args.resume else ckpt}:
+        used.unlink(missing_ok=True)
+    print(f"model: {out}")
     words = sum(h["words"] for h in history)
     seconds = sum(h["seconds"] for h in history)
     print(
         f"trained {len(history)} epoch(s), {words:,} words in {seconds:.1f} s of training "
-        f"({words / seconds:,.0f} words/s); {summary['train_seconds']:.1f} s with validation"
+        f"({words / max(seconds, 1e-9):,.0f} words/s); {summary['train_seconds']:.1f} s with validation"
     )
     for name in ("valid", "test"):
         if f"{name}_ppl" in summary:

@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 import torch
 
 from gatelab.data.ptb import ptb_path
+from gatelab.data.splits import validation_split
 from gatelab.data.text import LineCorpus
 from gatelab.errors import GatelabError
 from gatelab.lm.vocab import EmptyCorpusError, Vocab
@@ -107,12 +108,17 @@ def make_streams(ids: torch.Tensor, batch_size: int, eos_id: int = 0) -> Streams
 
 @dataclass
 class Corpus:
-    """A vocabulary and the encoded train / valid / test texts (valid and test may be absent)."""
+    """A vocabulary and the encoded train / valid / test texts (valid and test may be absent).
+
+    ``valid_source`` says where the validation text came from: a file, or a
+    seeded split carved from the training text (and how large it is).
+    """
 
     vocab: Vocab
     train: torch.Tensor
     valid: torch.Tensor | None = None
     test: torch.Tensor | None = None
+    valid_source: str | None = None
 
 
 def resolve_text(spec: str, split: str = "train", root=None) -> str:
@@ -130,22 +136,52 @@ def load_corpus(
     max_vocab: int | None = None,
     vocab: Vocab | None = None,
     root=None,
+    valid_size: int | float = 0.05,
+    seed: int = 0,
+    read_test: bool = True,
 ) -> Corpus:
-    """Build (or reuse) a vocabulary from ``train`` and encode the three texts.
+    """Build (or reuse) a vocabulary from ``train`` and encode the texts.
 
     ``train`` may be ``"ptb"``; then valid and test default to PTB's own splits.
+    Without a validation text, a seeded validation split of ``valid_size``
+    sentences (a count, or a fraction of the training sentences) is carved
+    from the training text before the vocabulary is built, so that the
+    learning-rate schedule and the choice of the best epoch never see the test
+    text. ``read_test=False`` leaves the test text unread (``corpus.test`` is
+    None): training code reads it once, for the final number, with ``encode_test``.
     """
     is_ptb = train.lower() == "ptb"
     train_path = resolve_text(train, "train", root)
     if is_ptb:
         valid = valid or "ptb"
-        test = test or "ptb"
+    source = None
+    if valid is None:
+        sentences = list(LineCorpus(train_path))
+        if not sentences:
+            raise EmptyCorpusError(f"{train_path}: the corpus is empty (no line with a token in it)")
+        keep, held = validation_split(len(sentences), valid_size, seed)
+        train_text = [sentences[i] for i in keep.tolist()]
+        valid_text = [sentences[i] for i in held.tolist()]
+        source = (
+            f"{len(valid_text)} of the {len(sentences)} sentences of {train_path} "
+            f"(valid_size={valid_size}, seed={seed}), held out from training"
+        )
+    else:
+        train_text, valid_text = LineCorpus(train_path), None
+        source = resolve_text(valid, "valid", root)
     if vocab is None:
         try:
-            vocab = Vocab.build(LineCorpus(train_path), min_count=min_count, max_size=max_vocab)
+            vocab = Vocab.build(train_text, min_count=min_count, max_size=max_vocab)
         except EmptyCorpusError:
             raise EmptyCorpusError(f"{train_path}: the corpus is empty (no line with a token in it)") from None
-    enc = {}
-    for name, spec in (("valid", valid), ("test", test)):
-        enc[name] = encode_file(resolve_text(spec, name, root), vocab) if spec else None
-    return Corpus(vocab, encode_file(train_path, vocab), enc["valid"], enc["test"])
+    train_ids = encode_sentences(train_text, vocab)
+    valid_ids = encode_sentences(valid_text, vocab) if valid_text is not None else encode_file(source, vocab)
+    test_ids = encode_test(train, test, vocab, root) if read_test else None
+    return Corpus(vocab, train_ids, valid_ids, test_ids, source)
+
+
+def encode_test(train: str, test: str | None, vocab: Vocab, root=None) -> torch.Tensor | None:
+    """The encoded test text: ``test`` if given, PTB's test split when ``train`` is ``ptb``, else None."""
+    if test is None and train.lower() == "ptb":
+        test = "ptb"
+    return encode_file(resolve_text(test, "test", root), vocab) if test else None

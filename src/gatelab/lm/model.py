@@ -89,7 +89,7 @@ class RNNLM(nn.Module):
             self.proj = nn.Linear(embed_size, hidden_size, bias=False) if embed_size != hidden_size else None
             self.recurrent = nn.Parameter(torch.empty(hidden_size, hidden_size).uniform_(-init_range, init_range))
         else:
-            self.lstm = nn.LSTMCell(embed_size, hidden_size)
+            self.lstm = nn.LSTM(embed_size, hidden_size)
             for p in self.lstm.parameters():
                 nn.init.uniform_(p, -init_range, init_range)
         if self.cell == "rnn" and self.proj is not None:
@@ -121,12 +121,39 @@ class RNNLM(nn.Module):
                 x = self.proj(x)
             hs = sigmoid_rnn(x, state, self.recurrent, keep)
             return hs, hs[-1]
-        h, c = state
-        outs = []
-        for t in range(inputs.shape[0]):
-            h, c = self.lstm(x[t], (h * keep[t], c * keep[t]))
-            outs.append(h)
-        return torch.stack(outs), (h, c)
+        if self.reset_at_eos:
+            return self._lstm_segments(x, inputs == self.eos_id, state)
+        out, (h, c) = self.lstm(x, (state[0].unsqueeze(0), state[1].unsqueeze(0)))
+        return out, (h[0], c[0])
+
+    def _lstm_segments(self, x: torch.Tensor, reset: torch.Tensor, state):
+        """The LSTM over a chunk whose streams restart from the zero state where ``reset`` (T, B) is set.
+
+        Each stream is cut into segments that begin at t = 0 (from the carried
+        state) or at a reset (from zeros); all segments run as one packed batch
+        through ``nn.LSTM`` and their outputs are put back in place. This equals
+        stepping through time with the state zeroed before every reset input.
+        """
+        T, B = reset.shape
+        starts = reset.t().clone()  # (B, T): stream-major, so a stream's segments are consecutive
+        starts[:, 0] = True
+        seg = torch.cumsum(starts.reshape(-1), 0) - 1  # the segment of every (stream, time) position
+        lengths = torch.bincount(seg)
+        first = torch.cumsum(lengths, 0) - lengths  # flat position where each segment begins
+        pos = torch.arange(B * T, device=x.device) - first[seg]
+        padded = x.new_zeros(lengths.numel(), T, x.shape[-1])
+        padded[seg, pos] = x.transpose(0, 1).reshape(B * T, -1)
+        # the segment that starts a stream at t = 0 continues its carried state (zeroed if t = 0 is a reset)
+        heads = torch.nonzero(first % T == 0).flatten()
+        carry = (~reset[0]).to(x.dtype).unsqueeze(-1)
+        h0 = x.new_zeros(lengths.numel(), self.hidden_size).index_copy(0, heads, state[0] * carry)
+        c0 = x.new_zeros(lengths.numel(), self.hidden_size).index_copy(0, heads, state[1] * carry)
+        packed = nn.utils.rnn.pack_padded_sequence(padded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h_n, c_n) = self.lstm(packed, (h0.unsqueeze(0), c0.unsqueeze(0)))
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+        hs = out[seg, pos].view(B, T, -1).transpose(0, 1)
+        last = seg.view(B, T)[:, -1]  # each stream's last segment ends with its final state
+        return hs, (h_n[0, last], c_n[0, last])
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, state=None):
         """Training loss: (summed loss, number of targets, last state) for one chunk."""

@@ -42,6 +42,7 @@ class RMSProp(torch.optim.Optimizer):
                 step, v = state["step"], state["v"]
                 g = p.grad
                 if g.is_sparse:
+                    state["lagging"] = True  # rows this step does not touch fall behind; caught up lazily
                     g = g.coalesce()
                     rows, vals = g.indices()[0], g.values()
                     if rows.numel() == 0:
@@ -53,20 +54,22 @@ class RMSProp(torch.optim.Optimizer):
                     state["last"][rows] = step
                     p.index_add_(0, rows, vals / (v_rows.sqrt() + eps), alpha=-lr)
                 else:
-                    if p.dim():
+                    if state.get("lagging") and p.dim():  # rows left behind by earlier sparse steps
                         missed = (step - 1 - state["last"]).to(p.dtype)
-                        if bool((missed > 0).any()):  # rows left behind by earlier sparse steps
-                            v.mul_(torch.pow(torch.full_like(missed, d), missed).view(-1, *[1] * (p.dim() - 1)))
+                        v.mul_(torch.pow(torch.full_like(missed, d), missed).view(-1, *[1] * (p.dim() - 1)))
+                    state["lagging"] = False
                     state["last"].fill_(step)
                     v.mul_(d).addcmul_(g, g, value=1.0 - d)
                     p.addcdiv_(g, v.sqrt().add_(eps), value=-lr)
 
 
 @torch.no_grad()
-def clip_grad_norm(params, max_norm: float) -> float:
+def clip_grad_norm(params, max_norm: float) -> torch.Tensor:
     """Scale all gradients (dense or sparse) so that their joint L2 norm is at most ``max_norm``; return the norm.
 
     Sparse gradients are coalesced first, so a row touched twice counts once with its summed gradient.
+    ``max_norm`` 0 turns clipping off. The norm is returned as a 0-dim tensor and the scaling happens
+    on the device, so a training step never waits for the host.
     """
     grads = []
     for p in params:
@@ -78,11 +81,10 @@ def clip_grad_norm(params, max_norm: float) -> float:
         else:
             grads.append(p.grad)
     if not grads:
-        return 0.0
+        return torch.zeros(())
     total = torch.sqrt(sum((g.float() * g.float()).sum() for g in grads))
-    norm = float(total)
-    if max_norm > 0 and norm > max_norm:
-        scale = max_norm / (norm + 1e-12)
+    if max_norm > 0:  # scale by min(1, max_norm / norm) on the device: no host sync
+        scale = (max_norm / (total + 1e-12)).clamp(max=1.0)
         for g in grads:
-            g.mul_(scale)
-    return norm
+            g.mul_(scale.to(g.dtype))
+    return total

@@ -5,6 +5,7 @@ BlackOut paper) and offers
 
 - ``forward(hidden, targets)`` -> (summed training loss, number of counted targets),
   where ``hidden`` is (T, B, H) and ``targets`` (T, B) with ``IGNORE`` for padding;
+  both are 0-dim tensors on the layer's device, so a step never waits for the host;
 - ``nll(hidden, targets)``: the exact full-softmax negative log-likelihood of each
   target, used for every evaluation whatever the training loss was;
 - ``log_probs(hidden)``: the exact log-distribution over the whole vocabulary.
@@ -152,7 +153,7 @@ class OutputLayer(nn.Module):
             out[start : start + rows] = torch.where(keep, torch.logsumexp(logits, 1) - picked, 0.0)
         return out.reshape(targets.shape)
 
-    def forward(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def forward(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
 
@@ -165,7 +166,7 @@ class FullSoftmax(OutputLayer):
         logits = hidden.reshape(-1, self.hidden_size) @ self.weight.t()
         y = targets.reshape(-1)
         loss = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="sum")
-        return loss, int((y != IGNORE).sum())
+        return loss, (y != IGNORE).sum()
 
 
 class SampledOutput(OutputLayer):
@@ -229,7 +230,7 @@ class SampledOutput(OutputLayer):
         s_t, s_s, lq_t, lq_s, samples = self.scores(hidden, targets, samples)
         loss = self.per_example(s_t, s_s, lq_t, lq_s, samples, targets)
         keep = targets != IGNORE
-        return torch.where(keep, loss, 0.0).sum(), int(keep.sum())
+        return torch.where(keep, loss, 0.0).sum(), keep.sum()
 
 
 class BlackOut(SampledOutput):

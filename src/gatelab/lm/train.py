@@ -2,7 +2,7 @@
 
 corpus = load_corpus("ptb")
 config = LMConfig(loss="blackout", samples=100, alpha=0.4, epochs=2)
-model, history = train(corpus, config)
+model, history = train(corpus, config, checkpoint="run.pt")   # resume=... continues it
 print(perplexity(model, corpus.test))
 """
 
@@ -12,14 +12,14 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
+from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
 from gatelab.files import atomic_path, write_json
 from gatelab.lm.corpus import IGNORE, Corpus, make_streams
@@ -27,6 +27,10 @@ from gatelab.lm.model import CELLS, RNNLM
 from gatelab.lm.optim import RMSProp, clip_grad_norm
 from gatelab.lm.output import LOSSES, make_output
 from gatelab.lm.vocab import Vocab
+from gatelab.progress import ScalarLog, bar, say
+
+CHECKPOINT_FORMAT = "gatelab.lm.train"
+LOG_EVERY = 25  # chunks between host syncs: progress bar, finiteness check, TensorBoard scalars
 
 
 @dataclass
@@ -37,10 +41,10 @@ class LMConfig:
     (K), ``alpha`` (proposal power), ``cell`` (rnn = the paper's sigmoid RNN, or
     lstm), ``hidden``, ``embed`` (None = hidden). Training as in the authors'
     code: RMSProp (``lr``, ``rmsprop_decay``, ``rmsprop_eps``) on per-word mean
-    gradients clipped to norm ``clip``, ``batch_size`` parallel streams, truncated
-    BPTT over ``bptt`` steps with the state carried across chunks; after each
-    epoch the learning rate is multiplied by ``lr_decay`` if validation
-    perplexity improved and by ``lr_plateau_decay`` if it did not.
+    gradients clipped to norm ``clip`` (0: no clipping), ``batch_size`` parallel
+    streams, truncated BPTT over ``bptt`` steps with the state carried across
+    chunks; after each epoch the learning rate is multiplied by ``lr_decay`` if
+    validation perplexity improved and by ``lr_plateau_decay`` if it did not.
     ``include_unk``: whether targets that are ``<unk>`` count in perplexity.
 
     The paper's PTB setting (issue 5): sigmoid RNN, hidden 128, batch 32, BPTT 20,
@@ -73,30 +77,57 @@ class LMConfig:
     device: str = "cpu"
 
     def validate(self, vocab_size: int | None = None) -> "LMConfig":
+        """Refuse impossible settings (NaN, 0 or negatives where they make no sense) with a GatelabError."""
         check_choice("loss", self.loss, LOSSES)
         check_choice("cell", self.cell, CELLS)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise GatelabError(f"alpha must lie in [0, 1], got {self.alpha}")
-        if self.samples < 1:
-            raise GatelabError(f"the number of samples K must be at least 1, got {self.samples}")
+
+        def need(name: str, ok, accepted: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value) or not ok(value):
+                raise GatelabError(f"{name} must be {accepted}, got {value!r}")
+
+        need("alpha", lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+        need("samples", lambda v: v >= 1, "at least 1 (the number of samples K)")
+        for name in ("hidden", "batch_size", "bptt", "epochs"):
+            need(name, lambda v: v >= 1, "at least 1")
+        for name in ("embed", "max_train_words"):
+            need(name, lambda v: v is None or v >= 1, "at least 1 (or None)")
+        for name in ("lr", "rmsprop_eps", "lr_decay", "lr_plateau_decay", "init_range"):
+            need(name, lambda v: v > 0, "a finite number > 0")
+        need("clip", lambda v: v >= 0, "a finite number >= 0 (0: no clipping)")
+        need("rmsprop_decay", lambda v: 0 <= v < 1, "in [0, 1)")
+        need("nce_log_z", lambda v: True, "a finite number")
+        need("seed", lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)")
         if vocab_size is not None and self.loss != "softmax" and self.samples > vocab_size:
             raise GatelabError(
                 f"the number of samples K={self.samples} is larger than the vocabulary "
                 f"({vocab_size} words); choose K <= {vocab_size}"
             )
-        for name in ("hidden", "batch_size", "bptt", "epochs"):
-            if getattr(self, name) < 1:
-                raise GatelabError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.embed is not None and self.embed < 1:
-            raise GatelabError(f"embed must be at least 1, got {self.embed}")
-        if self.lr <= 0 or self.clip < 0:
-            raise GatelabError(f"lr must be positive and clip nonnegative, got {self.lr} and {self.clip}")
+        resolve_device(self.device)
         return self
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LMConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data) -> "LMConfig":
+        """The config a ``dataclasses.asdict`` dict describes, every field type-checked (GatelabError if not)."""
+        if not isinstance(data, dict):
+            raise GatelabError(f"a language-model config is a JSON object, got {type(data).__name__}")
+        fields = {f.name: f.type.replace(" ", "").split("|") for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise GatelabError(f"unknown config field(s) {names}; accepted: {', '.join(fields)}")
+        for name, value in data.items():
+            kinds = fields[name]
+            ok = (
+                (value is None and "None" in kinds)
+                or (isinstance(value, bool) and "bool" in kinds)
+                or (not isinstance(value, bool) and isinstance(value, int) and ("int" in kinds or "float" in kinds))
+                or (isinstance(value, float) and "float" in kinds)
+                or (isinstance(value, str) and "str" in kinds)
+            )
+            if not ok:
+                raise GatelabError(f"config field {name!r} must be {' or '.join(kinds)}, got {value!r}")
+        return cls(**data)
 
 
 def build_model(vocab: Vocab, config: LMConfig) -> RNNLM:
@@ -136,24 +167,25 @@ def evaluate(
     Every target after the leading ``</s>`` counts, ``</s>`` included; ``<unk>``
     targets count only with ``include_unk``. Streams start at sentence
     boundaries, so with a model that resets at ``</s>`` the result equals
-    scoring one sentence at a time.
+    scoring one sentence at a time. Sums stay on the device until the end.
     """
     was_training = model.training
     model.eval()
     device = model.embedding.weight.device
     streams = make_streams(ids, batch_size, model.eos_id)
     state = None
-    total, count = 0.0, 0
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
     for inputs, targets in streams.chunks(bptt):
-        inputs, targets = inputs.to(device), targets.to(device)
         if not include_unk:
             targets = targets.masked_fill(targets == unk_id, IGNORE)
-        nll, state = model.nll(inputs, targets, state)
-        total += float(nll.double().sum())
-        count += int((targets != IGNORE).sum())
+        count += int((targets != IGNORE).sum())  # counted on the host copy: no device sync
+        nll, state = model.nll(inputs.to(device), targets.to(device), state)
+        total += nll.double().sum()
     model.train(was_training)
     if count == 0:
         raise GatelabError("nothing to evaluate: the text has no countable target")
+    total = float(total)
     return {"nll": total, "words": count, "ppl": math.exp(total / count)}
 
 
@@ -172,58 +204,15 @@ def unigram_perplexity(vocab: Vocab, ids: torch.Tensor, include_unk: bool = True
     return math.exp(-float(logp[targets].mean()))
 
 
-def _progress(total: int, desc: str, quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit="w",
-        unit_scale=True,
-        leave=False,
-        disable=quiet or not sys.stderr.isatty(),
-        dynamic_ncols=True,
-    )
-
-
-def train_epoch(
-    model: RNNLM, streams, optimizer: RMSProp, config: LMConfig, desc: str = "train", quiet: bool = True
-) -> dict:
-    """One pass over ``streams``: truncated BPTT with the state carried between chunks."""
-    model.train()
-    device = model.embedding.weight.device
-    params = [p for p in model.parameters() if p.requires_grad]
-    state = None
-    total_loss, total_words, start = 0.0, 0, time.perf_counter()
-    bar = _progress(streams.n_targets, desc, quiet)
-    for i, (inputs, targets) in enumerate(streams.chunks(config.bptt)):
-        inputs, targets = inputs.to(device), targets.to(device)
-        loss, n, state = model(inputs, targets, state)
-        state = model.detach_state(state)
-        if n == 0:
-            continue
-        optimizer.zero_grad(set_to_none=True)
-        # per-word mean over the nominal chunk size (as the authors' code does), so the short,
-        # padded chunks at the end of an epoch take proportionally small steps
-        (loss / (config.batch_size * config.bptt)).backward()
-        clip_grad_norm(params, config.clip)
-        optimizer.step()
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise GatelabError("the training loss became infinite or NaN; lower the learning rate")
-        total_loss += loss_value
-        total_words += n
-        bar.update(n)
-        if i % 20 == 0:
-            rate = total_words / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix_str(f"loss {total_loss / total_words:.3f} | {rate:,.0f} w/s", refresh=False)
-    bar.close()
-    seconds = time.perf_counter() - start
+def _fresh_epoch(epoch: int, device) -> dict:
+    """The position at the start of ``epoch``: chunk 0, no carried state, empty sums."""
     return {
-        "loss": total_loss / max(total_words, 1),
-        "words": total_words,
-        "seconds": seconds,
-        "words_per_s": total_words / max(seconds, 1e-9),
+        "epoch": epoch,
+        "chunk": 0,
+        "state": None,
+        "loss_sum": torch.zeros((), dtype=torch.float64, device=device),
+        "words": 0,
+        "seconds": 0.0,
     }
 
 
@@ -231,52 +220,161 @@ def train(
     corpus: Corpus,
     config: LMConfig,
     quiet: bool = True,
-    log: Callable[[str], None] | None = None,
     model: RNNLM | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 300.0,
+    resume: str | os.PathLike | None = None,
+    log_dir: str | os.PathLike | None = None,
 ) -> tuple[RNNLM, list[dict]]:
     """Train a language model on ``corpus.train``; return it and one record per epoch.
 
-    After each epoch the exact validation perplexity (if ``corpus.valid``) drives
-    the learning-rate schedule; the model with the best validation perplexity is
-    the one returned.
+    After each epoch the exact perplexity of ``corpus.valid`` (a validation text,
+    never the test text) drives the learning-rate schedule, and the model with
+    the best validation perplexity is the one returned; without ``corpus.valid``
+    the rate is multiplied by ``lr_decay`` each epoch and the last model is returned.
+    ``corpus.test`` is never read here.
+
+    ``checkpoint`` is a file that receives the whole training state (model,
+    RMSProp state, schedule, RNG and sampler states, the position down to the
+    BPTT chunk with the carried hidden state, history, config) at each epoch's
+    end and at most every ``checkpoint_every`` seconds inside an epoch;
+    ``resume`` continues from such a file (and keeps writing to it unless
+    ``checkpoint`` names another). With one thread and a fixed seed a resumed run
+    equals an uninterrupted one exactly. SIGINT/SIGTERM save and raise
+    ``gatelab.checkpoint.Interrupted``. ``log_dir``: TensorBoard scalars.
     """
     config.validate(len(corpus.vocab))
     torch.manual_seed(config.seed)
     if model is None:
         model = build_model(corpus.vocab, config)
+    device = model.embedding.weight.device
     ids = corpus.train
     if config.max_train_words is not None:
         ids = ids[: config.max_train_words + 1]
     streams = make_streams(ids, config.batch_size, corpus.vocab.eos_id)
-    optimizer = RMSProp(model.parameters(), lr=config.lr, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
-    history: list[dict] = []
-    best, best_state = math.inf, None
-    last = math.inf
-    for epoch in range(1, config.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        record = {"epoch": epoch, "lr": lr}
-        record.update(train_epoch(model, streams, optimizer, config, f"epoch {epoch}/{config.epochs}", quiet))
-        if corpus.valid is not None:
-            ppl = perplexity(model, corpus.valid, include_unk=config.include_unk, unk_id=corpus.vocab.unk_id)
-            record["valid_ppl"] = ppl
-            factor = config.lr_decay if ppl < last else config.lr_plateau_decay
-            last = ppl
-            if ppl < best:
-                best = ppl
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            factor = config.lr_decay
-        for group in optimizer.param_groups:
-            group["lr"] *= factor
-        history.append(record)
-        if log:
-            log(
-                f"epoch {epoch}: train loss {record['loss']:.4f}, {record['words_per_s']:,.0f} words/s"
-                + (f", valid ppl {record['valid_ppl']:.2f}" if "valid_ppl" in record else "")
-                + f", lr {lr:.4g}"
+    chunks = list(streams.chunks(config.bptt))
+    counts = [int((targets != IGNORE).sum()) for _, targets in chunks]  # host-side, once
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = RMSProp(params, lr=config.lr, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
+    sampler = getattr(model.output, "generator", None)
+    data = {"vocab": corpus.vocab.fingerprint(), "train_ids": int(ids.numel())}
+    pos = _fresh_epoch(1, device)
+    run = {"history": [], "last_ppl": math.inf, "best_ppl": math.inf, "best_state": None}
+    if resume is not None:
+        saved = load_state(resume, "language-model checkpoint")
+        check_resumable(saved, CHECKPOINT_FORMAT, dataclasses.asdict(config), resume, may_differ=("epochs", "device"))
+        if saved.get("data") != data:
+            raise GatelabError(
+                f"cannot resume {resume}: it was trained on another text or vocabulary "
+                f"({saved.get('data')} there, {data} now); resume with the same data"
             )
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            set_rng_state(saved["rng"])
+            if sampler is not None:
+                sampler.set_state(saved["sampler"])
+            pos.update(saved["position"])
+            run.update(saved["run"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise GatelabError(f"{resume} is not a complete language-model checkpoint ({exc})") from None
+        pos["loss_sum"] = pos["loss_sum"].to(device)
+        if pos["state"] is not None:
+            pos["state"] = (
+                pos["state"].to(device)
+                if isinstance(pos["state"], torch.Tensor)
+                else tuple(s.to(device) for s in pos["state"])
+            )
+        say(f"resuming {resume} at epoch {pos['epoch']}, chunk {pos['chunk']}", quiet)
+    history = run["history"]
+
+    def snapshot() -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": dataclasses.asdict(config),
+            "data": data,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(),
+            "sampler": sampler.get_state() if sampler is not None else None,
+            "position": pos,
+            "run": run,
+        }
+
+    nominal = config.batch_size * config.bptt
+    with (
+        Checkpointer(checkpoint if checkpoint is not None else resume, checkpoint_every) as ckpt,
+        ScalarLog(log_dir) as scalars,
+    ):
+        while pos["epoch"] <= config.epochs:
+            epoch, lr = pos["epoch"], optimizer.param_groups[0]["lr"]
+            model.train()
+            progress = bar(streams.n_targets, f"epoch {epoch}/{config.epochs}", unit="w", quiet=quiet, unit_scale=True)
+            progress.update(pos["words"])
+            start = time.perf_counter() - pos["seconds"]
+            for i in range(pos["chunk"], len(chunks)):
+                inputs, targets = chunks[i]
+                loss, _, state = model(inputs.to(device), targets.to(device), pos["state"])
+                pos["state"] = model.detach_state(state)
+                if counts[i]:
+                    optimizer.zero_grad(set_to_none=True)
+                    # per-word mean over the nominal chunk size (as the authors' code does), so the short,
+                    # padded chunks at the end of an epoch take proportionally small steps
+                    (loss / nominal).backward()
+                    clip_grad_norm(params, config.clip)
+                    optimizer.step()
+                    pos["loss_sum"] += loss.detach().double()
+                    pos["words"] += counts[i]
+                pos["chunk"], pos["seconds"] = i + 1, time.perf_counter() - start
+                progress.update(counts[i])
+                if (i + 1) % LOG_EVERY == 0 or i + 1 == len(chunks):  # the only host sync of the loop
+                    mean = float(pos["loss_sum"]) / max(pos["words"], 1)
+                    if not math.isfinite(mean):
+                        raise GatelabError("the training loss became infinite or NaN; lower the learning rate")
+                    rate = pos["words"] / max(pos["seconds"], 1e-9)
+                    progress.set_postfix_str(f"loss {mean:.3f} | {rate:,.0f} w/s", refresh=False)
+                    scalars.add((epoch - 1) * len(chunks) + i + 1, **{"train/loss": mean, "train/words_per_s": rate})
+                ckpt.step(snapshot)
+            progress.close()
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "loss": float(pos["loss_sum"]) / max(pos["words"], 1),
+                "words": pos["words"],
+                "seconds": pos["seconds"],
+                "words_per_s": pos["words"] / max(pos["seconds"], 1e-9),
+            }
+            factor = config.lr_decay
+            if corpus.valid is not None:
+                ppl = perplexity(model, corpus.valid, include_unk=config.include_unk, unk_id=corpus.vocab.unk_id)
+                record["valid_ppl"] = ppl
+                factor = config.lr_decay if ppl < run["last_ppl"] else config.lr_plateau_decay
+                run["last_ppl"] = ppl
+                if ppl < run["best_ppl"]:
+                    run["best_ppl"] = ppl
+                    run["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+            history.append(record)
+            say(
+                f"epoch {epoch}/{config.epochs}: train loss {record['loss']:.4f}, {record['words_per_s']:,.0f} words/s"
+                + (f", valid ppl {record['valid_ppl']:.2f}" if "valid_ppl" in record else "")
+                + f", lr {lr:.4g}",
+                quiet,
+            )
+            scalars.add(
+                epoch,
+                **{
+                    "epoch/train_loss": record["loss"],
+                    "epoch/valid_ppl": record.get("valid_ppl"),
+                    "epoch/words_per_s": record["words_per_s"],
+                    "epoch/lr": lr,
+                },
+            )
+            pos.update(_fresh_epoch(epoch + 1, device))
+            ckpt.epoch_end(snapshot)
+    if run["best_state"] is not None:
+        model.load_state_dict(run["best_state"])
     return model, history
 
 
@@ -307,26 +405,36 @@ def save_model(
     return folder
 
 
+# models saved before the LSTM moved from nn.LSTMCell to nn.LSTM name its weights without the layer suffix
+_OLD_LSTM_NAMES = {f"lstm.{k}": f"lstm.{k}_l0" for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
 def load_model(
     folder: str | os.PathLike, vocab: Vocab | None = None, device: str = "cpu"
 ) -> tuple[RNNLM, Vocab, LMConfig]:
-    """Load a model saved by ``save_model``.
+    """Load a model saved by ``save_model``; any defect of the folder is a GatelabError.
 
-    If ``vocab`` is given it must be the vocabulary the model was trained with
-    (same words, same order); anything else raises a GatelabError, since the
-    model's rows would silently mean different words.
+    The config is type-checked field by field and the tensors' names and shapes
+    are checked against it before the model is built. If ``vocab`` is given it
+    must be the vocabulary the model was trained with (same words, same order),
+    since the model's rows would silently mean different words otherwise.
     """
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    resolve_device(device)
     for name in ("config.json", "vocab.json", "model.safetensors"):
         if not (folder / name).is_file():
             raise GatelabError(f"{folder} is not a gatelab language model: {name} is missing")
     try:
-        meta = json.loads((folder / "config.json").read_text())
+        meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or "config" not in meta:
+            raise GatelabError("no 'config' object")
         config = LMConfig.from_dict(meta["config"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise GatelabError(f"{folder / 'config.json'} is malformed ({exc})") from None
+        config.device = device
+        config.validate()
+    except (ValueError, RecursionError) as exc:  # GatelabError is a ValueError, as are JSON and decoding errors
+        raise GatelabError(f"{folder / 'config.json'} is malformed ({str(exc)[:200]})") from None
     saved_vocab = Vocab.load(folder / "vocab.json")
     if saved_vocab.fingerprint() != meta.get("vocab_fingerprint") or len(saved_vocab) != meta.get("vocab_size"):
         raise GatelabError(f"{folder}: vocab.json does not match the vocabulary the model was trained with")
@@ -337,14 +445,30 @@ def load_model(
             f"vocabulary mismatch: the checkpoint has {len(saved_vocab)} words, the given "
             f"vocabulary {len(vocab)} ({where}); use the checkpoint's own vocab.json"
         )
-    config.device = device
-    model = build_model(saved_vocab, config)
-    state = load_file(str(folder / "model.safetensors"))
     try:
+        state = load_file(str(folder / "model.safetensors"))
+    except Exception as exc:  # truncated or foreign: safetensors raises its own error, OSError or others
+        raise GatelabError(
+            f"{folder / 'model.safetensors'} is not a readable safetensors file "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+    state = {_OLD_LSTM_NAMES.get(k, k): v for k, v in state.items()}
+    # check the shapes that fix the model's size before building it, so a config edited to an absurd
+    # size is refused instead of allocated
+    V = len(saved_vocab)
+    expect = {"output.weight": (V, config.hidden), "embedding.weight": (V, config.embed or config.hidden)}
+    for key, shape in expect.items():
+        got = tuple(state[key].shape) if key in state else None
+        if got != shape:
+            raise GatelabError(
+                f"{folder}: tensor {key!r} is {got if got is not None else 'missing'}, but config.json "
+                f"and vocab.json describe {shape}; the files do not belong together"
+            )
+    try:
+        model = build_model(saved_vocab, config)
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise GatelabError(f"{folder}: the weights do not fit the saved configuration ({str(exc)[:200]})") from None
-    model.to(device)
     return model, saved_vocab, config
 
 

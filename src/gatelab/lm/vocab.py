@@ -31,6 +31,10 @@ class Vocab:
     """
 
     def __init__(self, words: list[str], counts: list[int]):
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise GatelabError("a vocabulary is a list of words (strings)")
+        if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+            raise GatelabError("a vocabulary's counts are a list of integers")
         if len(words) < 2 or words[0] != EOS or words[1] != UNK:
             raise GatelabError(f"a vocabulary starts with {EOS!r} and {UNK!r}; got {words[:2]}")
         if len(words) != len(counts):
