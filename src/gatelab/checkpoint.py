@@ -121,6 +121,9 @@ class Interrupted(Exception):
         self.hint = hint or (f"resume with --resume {path}" if path else None)
         super().__init__(self.message)
 
+    def __str__(self) -> str:
+        return self.message  # the hint may be set after construction (a reproduction names its run folder)
+
     @property
     def exit_code(self) -> int:
         return 128 + int(self.signum)
