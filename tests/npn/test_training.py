@@ -103,6 +103,13 @@ def test_resume_refuses_another_configuration_or_a_broken_file(tmp_path):
         train_plastic(make_plastic(mlp(2, (8,), 2)), *args, quiet=True, resume=path)
 
 
+@pytest.fixture
+def cached_mnist(monkeypatch):
+    """Decode each MNIST file once in a test that trains several times."""
+    cache, real = {}, npn_train.mnist_tensors
+    monkeypatch.setattr(npn_train, "mnist_tensors", lambda *a: cache.get(a) or cache.setdefault(a, real(*a)))
+
+
 def _tiny(**kw):
     settings = dict(model="mlp", epochs=3, plastic_from=2, harden_from=3, train_examples=2000, val_size=500)
     return NPNConfig(**{**settings, "batch_size": 64, **kw})
@@ -125,16 +132,16 @@ def test_fit_npn_chooses_on_validation_and_reads_the_test_split_once_at_the_end(
     assert log.test_error < 15 and log.val_error[-1] < log.val_error[0]
 
 
-def test_dense_baseline_is_seeded():
-    first = dense_baseline(_tiny(epochs=1, seed=0), quiet=True)[1]
-    again = dense_baseline(_tiny(epochs=1, seed=0), quiet=True)[1]
-    other = dense_baseline(_tiny(epochs=1, seed=1), quiet=True)[1]
+def test_dense_baseline_is_seeded(cached_mnist):
+    first = dense_baseline(_tiny(epochs=1, harden_from=None, seed=0), quiet=True)[1]
+    again = dense_baseline(_tiny(epochs=1, harden_from=None, seed=0), quiet=True)[1]
+    other = dense_baseline(_tiny(epochs=1, harden_from=None, seed=1), quiet=True)[1]
     assert (first.test_loss, first.test_error, first.val_error) == (again.test_loss, again.test_error, again.val_error)
     assert first.test_loss != other.test_loss and first.val_loss != other.val_loss
     assert first.total == {} and first.k == [K_HARD]  # no gates: ordinary training
 
 
-def test_bad_configs():
+def test_bad_configs(cached_mnist):
     for bad, match in (
         (dict(train_examples=0), "train_examples must be an integer >= 1"),
         (dict(val_size=-5), "val_size must be an integer >= 1"),
@@ -145,3 +152,18 @@ def test_bad_configs():
             fit_npn(_tiny(**bad))
     with pytest.raises(GatelabError, match="only 4999 training images are left"):
         fit_npn(_tiny(train_examples=5000, val_size=55001))
+
+
+def test_log_dir_gets_the_per_epoch_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    x, y = two_moons(64, seed=1)
+    model = make_plastic(mlp(2, (8, 6), 2), init_active=0.5)
+    log = train_plastic(model, (x[:48], y[:48]), (x[48:], y[48:]), 2, KSchedule(k=7.0), quiet=True, log_dir=tmp_path)
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert set(events.Tags()["scalars"]) == {
+        "loss", "val_loss", "val_error", "switches", "active/fc1", "active/fc2", "active/fc3"
+    }  # fmt: skip
+    assert [e.value for e in events.Scalars("active/fc2")] == log.active["fc2"]
+    assert [round(e.value, 3) for e in events.Scalars("val_error")] == [round(v, 3) for v in log.val_error]

@@ -59,6 +59,7 @@ class NPNConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise GatelabError(f"{name} must be an integer >= 1, got {value!r}")
         lam = self.lam if self.lam is not None else PAPER_LAMBDA[self.model]  # sparsify checks each value
+        self.schedule.validate(self.epochs, harden=self.harden_from is not None)
         expanding = self.init_active < 1
         fill = self.expand_fill if self.expand_fill is not None else (0.1 if expanding else 0.0)
         return replace(self, lam=lam, expand_fill=fill)
@@ -115,10 +116,10 @@ def dense_baseline(
 
 def _fit(config: NPNConfig, plastic: bool, data_root, quiet, log_dir, checkpoint, checkpoint_every, resume, on_epoch):
     torch.manual_seed(config.seed)
-    train, val = training_splits(config, data_root)
     model = build_model(config.model)
-    if plastic:
+    if plastic:  # before the data is read, so that a bad lam is refused at once
         make_plastic(model, init_active=config.init_active, k=config.k, lam=config.lam)
+    train, val = training_splits(config, data_root)
     model(train[0][:1])  # records the input shape for summaries
     log = train_plastic(
         model,
