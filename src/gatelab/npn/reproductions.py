@@ -96,7 +96,7 @@ def npn_moons(report: Report, quick: bool, seed: int) -> None:
             snapshots[mode].append((int(epoch), snap["arch"], model))
         start = "-".join(str(log.active[n][0] - log.switched_on[n][0] + log.switched_off[n][0]) for n in log.total)
         report.row(f"{mode}: active hidden units (start -> end)", None, f"{start} -> {log.architecture()}")
-        report.row(f"{mode}: test error (%)", None, round(log.test_error, 2), "validation split used for expansion")
+        report.row(f"{mode}: test error (%)", None, round(log.test_error, 2), "test points, read once after training")
         report.row(
             f"{mode}: switches during hardening",
             None,
