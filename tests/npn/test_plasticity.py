@@ -54,10 +54,10 @@ def test_large_k_is_ordinary_training():
         assert torch.equal(before, g.phi.detach())  # deterministic gates: no gradient reaches phi
 
 
-def _moons_run(x, y, epochs=60):
-    """A 3-3 start, 10 epochs of ordinary training, plasticity with the expansion step, hardening from 50."""
+def _moons_run(x, y, epochs=60, init_active=(3 / 100, 3 / 80)):
+    """A 3-3 start (or another), 10 ordinary epochs, plasticity with the expansion step, hardening from 50."""
     model = make_plastic(
-        mlp(2, (100, 80), 2), init_active=[3 / 100, 3 / 80], k=7.0, lam=[0.05, 2.0], layers=["fc2", "fc3"]
+        mlp(2, (100, 80), 2), init_active=list(init_active), k=7.0, lam=[0.05, 2.0], layers=["fc2", "fc3"]
     )
     schedule = KSchedule(k=7.0, plastic_from=10, harden_from=50)
     log = train_plastic(
@@ -70,6 +70,7 @@ def _moons_run(x, y, epochs=60):
         batch_size=32,
         expand_fill=0.1,
         harden=True,
+        quiet=True,
     )
     return model, log
 
@@ -85,8 +86,18 @@ def test_expansion_grows_where_the_task_needs_it_and_hardening_freezes_it():
     hard = [i for i, s in enumerate(log.stage) if s == "hardening"]
     assert hard and all(log.switched_on[n][i] == 0 and log.switched_off[n][i] == 0 for n in log.total for i in hard)
     before = active_units(model)
-    train_plastic(model, (x[:400], y[:400]), (x[400:], y[400:]), 3, KSchedule(k=K_HARD, plastic_from=1), batch_size=32)
+    train_plastic(
+        model, (x[:400], y[:400]), (x[400:], y[400:]), 3, KSchedule(k=K_HARD, plastic_from=1), batch_size=32, quiet=True
+    )
     assert all(torch.equal(before[n], active_units(model)[n]) for n in before)
+
+
+def test_pruning_shrinks_the_full_network_on_the_same_task():
+    torch.manual_seed(0)
+    x, y = two_moons(800, noise=0.15, seed=2)
+    _, log = _moons_run(x, y, init_active=(1.0, 1.0))
+    assert log.architecture(0) == "100-80" and log.val_error[-1] < 1.5
+    assert sum(log.active[n][-1] for n in log.total) < 60  # 28-24 here (expansion reaches 43-39)
 
 
 def test_no_needless_growth_on_an_easy_task():
@@ -114,52 +125,3 @@ def test_bad_input():
         train_plastic(model, data, data, 5, KSchedule(k=7.0, harden_from=9), harden=True)
     with pytest.raises(GatelabError, match="must come after"):
         KSchedule(k=7.0, plastic_from=5, harden_from=3).validate()
-
-
-def test_cli_train_writes_log_plots_and_exported_model(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    out = tmp_path / "run"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gatelab",
-            "npn",
-            "train",
-            "--model",
-            "mlp",
-            "--init-active",
-            "0.1",
-            "--epochs",
-            "3",
-            "--plastic-from",
-            "2",
-            "--harden-from",
-            "3",
-            "--train-examples",
-            "1000",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    log = json.loads((out / "log.json").read_text())
-    assert log["stage"] == ["ordinary", "plastic", "hardening"] and len(log["active"]) == 3
-    assert {p.name for p in out.iterdir()} >= {
-        "config.json",
-        "log.json",
-        "gated.safetensors",
-        "exported.pt",
-        "active_units.png",
-        "transition_rate.png",
-    }
-    bad = subprocess.run(
-        [sys.executable, "-m", "gatelab", "npn", "train", "--init-active", "1.5"], capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and "init_active" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

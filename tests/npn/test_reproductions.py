@@ -1,23 +1,95 @@
-"""The quick NPN reproductions run end to end."""
+"""The NPN reproductions' plumbing, on tiny settings: stages, checkpoints, resume, report."""
 
 import json
+import os
+import signal
 
+import pytest
+import torch
+
+import gatelab.npn.plasticity as plasticity
+import gatelab.npn.reproductions as reproductions
+import gatelab.npn.train as npn_train
+from gatelab.checkpoint import Interrupted
+from gatelab.npn.train import NPNConfig
 from gatelab.reproduce import run
 
+TINY_MOONS = dict(points=100, epochs=4, plastic_from=2, harden_from=4)  # 4 batches an epoch
 
-def test_quick_moons_grows_and_prunes_to_similar_sizes(tmp_path):
-    folder = run("npn-moons", quick=True, out=tmp_path, echo=None)
-    results = json.loads((folder / "results.json").read_text())
-    sizes = {mode: sum(v[-1] for v in results["results"][mode]["active"].values()) for mode in ("expansion", "pruning")}
-    assert sizes["expansion"] > 6 and sizes["pruning"] < 180  # one grew, the other shrank
-    for mode in ("expansion", "pruning"):
-        assert results["results"][mode]["val_error"][-1] < 5
+
+@pytest.fixture
+def tiny_moons(monkeypatch):
+    monkeypatch.setattr(reproductions, "MOONS_QUICK", TINY_MOONS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _count_steps(monkeypatch, signal_at=None):
+    calls, real = [], plasticity.train_step
+
+    def step(*args, **kw):
+        out = real(*args, **kw)
+        calls.append(1)
+        if len(calls) == signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(plasticity, "train_step", step)
+    return calls
+
+
+def test_an_interrupted_reproduction_resumes_its_stage_and_skips_finished_ones(tmp_path, monkeypatch, tiny_moons):
+    whole = json.loads((run("npn-moons", quick=True, out=tmp_path / "whole", echo=None) / "results.json").read_text())
+
+    with monkeypatch.context() as m:
+        _count_steps(m, signal_at=16 + 6)  # all 16 steps of expansion, then 6 of pruning (its 2nd epoch)
+        with pytest.raises(Interrupted) as info:
+            run("npn-moons", quick=True, out=tmp_path / "cut", echo=None)
+    (work,) = (tmp_path / "cut").iterdir()
+    assert info.value.message.endswith(f"resume with: gatelab reproduce npn-moons --quick --seed 0 --resume {work}")
+    assert work.name.endswith(".partial") and (work / "stages" / "moons-expansion.json").is_file()
+    assert not (work / "stages" / "moons-pruning.json").exists()
+
+    calls = _count_steps(monkeypatch)
+    folder = run("npn-moons", quick=True, out=tmp_path / "cut", resume=work, echo=None)
+    assert len(calls) == 16 - 6  # expansion skipped; pruning continued from its checkpoint
+    resumed = json.loads((folder / "results.json").read_text())
+    assert resumed["results"] == whole["results"] and resumed["table"] == whole["table"]
     for png in ("active_units.png", "transition_rate.png", "decision_boundaries.png"):
         assert (folder / png).stat().st_size > 1000
+    rows = {row["what"]: row for row in resumed["table"]}
+    assert rows["pruning: switches during hardening"]["ours"] == 0
+    assert all(row["paper"] is None for row in resumed["table"])  # the paper states no numbers for this
 
 
-def test_quick_mnist(tmp_path):
-    folder = run("npn-mnist", quick=True, out=tmp_path, echo=None)
-    table = {row["what"]: row["ours"] for row in json.loads((folder / "results.json").read_text())["table"]}
-    assert table["mlp, prune from 100%: test error (%)"] < 30
-    assert "lenet5, expand from 10%: architecture" in table
+def test_quick_mnist_plumbing(tmp_path, monkeypatch):
+    def tiny(model, init_active, seed, device="cpu"):
+        return NPNConfig(model=model, init_active=init_active, epochs=2, plastic_from=1, harden_from=2,
+                         train_examples=200, val_size=100, batch_size=100, seed=seed, device=device)  # fmt: skip
+
+    real, cache, reads = npn_train.mnist_tensors, {}, []
+
+    def reader(name, split, root=None):  # records each read; decodes each file once
+        reads.append(split)
+        if split not in cache:
+            x, y = real(name, split, root)
+            cache[split] = (x, y) if split == "train" else (x[:300], y[:300])
+        return cache[split]
+
+    monkeypatch.setattr(reproductions, "quick_config", tiny)
+    monkeypatch.setattr(npn_train, "mnist_tensors", reader)
+    folder = run("npn-mnist", quick=True, out=tmp_path, echo=None, quiet=True)
+    results = json.loads((folder / "results.json").read_text())
+    keys = [f"mnist-{m}-{s}" for m in ("mlp", "lenet5") for s in ("0.1", "1", "dense")]
+    assert sorted(results["results"]) == sorted(keys) and reads == ["train", "test"] * 6
+    assert sorted(p.stem for p in (folder / "checkpoints").glob("*.pt")) == sorted(keys)
+    table = {row["what"]: row for row in results["table"]}
+    for model in ("mlp", "lenet5"):
+        for label in ("expand from 10%", "prune from 100%", "dense baseline"):
+            row = table[f"{model}, {label}: test error (%)"]
+            assert row["paper"] is None and 0 <= row["ours"] <= 100
+        assert results["results"][f"mnist-{model}-0.1"]["log"]["stage"] == ["plastic", "hardening"]
+    assert results["results"]["mnist-mlp-dense"]["log"]["total"] == {}
+    assert "100 training images held out" in results["settings"]["validation"]

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.data import IMAGE_DATASETS
-    from gatelab.gates.cli import _floats
     from gatelab.npn.train import NPN_MODELS, NPNConfig
+    from gatelab.options import (
+        add_training,
+        float_list,
+        fraction,
+        nonnegative_float,
+        positive_float,
+        positive_int,
+        unit_interval,
+    )
 
     d = NPNConfig()
     npn = sub.add_parser(
@@ -21,66 +30,89 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a plastic MLP or LeNet-5 on MNIST/Fashion-MNIST",
         description="Train with the three-stage k schedule (ordinary, plastic, hardening) and write "
-        "the log, plots, the gated weights and the exported compact model into --out.",
+        "the log, plots, the gated weights, the exported compact model and the last training checkpoint "
+        "into --out. Choices during training read a validation split of the training images; the test "
+        "split is read once, at the end. While training, the checkpoint is kept beside --out as "
+        "OUT.checkpoint.pt.",
     )
     t.add_argument("--model", choices=NPN_MODELS, default=d.model, help=f"network (default: {d.model})")
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=d.dataset, help=f"data set (default: {d.dataset})")
     t.add_argument(
         "--init-active",
-        type=float,
+        type=fraction,
         default=d.init_active,
-        help="fraction of units active at the start, in (0, 1]: 1 prunes, e.g. 0.1 expands (default: 1)",
+        help="fraction of units active at the start, in (0, 1]: 1 prunes, e.g. 0.1 expands "
+        f"(default: {d.init_active:g})",
     )
     t.add_argument(
         "--k",
-        type=float,
+        type=nonnegative_float,
         default=d.k,
-        help=f"gate slope in the plastic stage: 0 is dropout, large is ordinary training (default: {d.k})",
+        help=f"gate slope in the plastic stage: 0 is dropout, large is ordinary training (default: {d.k:g})",
     )
     t.add_argument(
-        "--lambda",
-        dest="lam",
-        type=_floats,
+        "--lam",
+        type=float_list,
         default=None,
-        help="L0 strength per N examples, one number or one per gated layer (default: the paper's)",
+        help="L0 strength per N examples, one number >= 0 or one per gated layer, comma-separated "
+        "(default: the L0-ARM paper's per-layer values)",
     )
-    t.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs})")
+    t.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"epochs (default: {d.epochs})")
     t.add_argument(
         "--plastic-from",
-        type=int,
+        type=positive_int,
         default=d.plastic_from,
         help=f"first epoch of the plastic stage (default: {d.plastic_from})",
     )
     t.add_argument(
         "--harden-from",
-        type=int,
+        type=positive_int,
         default=d.harden_from,
         help=f"first epoch of the hardening stage (default: {d.harden_from})",
     )
     t.add_argument(
         "--expand-fill",
-        type=float,
+        type=unit_interval,
         default=None,
-        help="fraction of hibernating units woken when validation error improves (default: 0.1 when "
+        help="fraction of hibernating units woken when the validation error improves (default: 0.1 when "
         "expanding, 0 when pruning)",
     )
-    t.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default: {d.lr})")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default: {d.batch_size})")
-    t.add_argument("--train-examples", type=int, default=None, help="use only the first N training images")
-    t.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
+    t.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default: {d.lr:g})")
+    t.add_argument(
+        "--batch-size", type=positive_int, default=d.batch_size, help=f"batch size (default: {d.batch_size})"
+    )
+    t.add_argument(
+        "--train-examples",
+        type=positive_int,
+        default=None,
+        help="train on only the first N training images left after the validation split (default: all)",
+    )
+    t.add_argument(
+        "--val-size",
+        type=positive_int,
+        default=d.val_size,
+        help=f"training images held out (seeded) for validation (default: {d.val_size})",
+    )
     t.add_argument("--out", default="npn-run", help="output folder (default: npn-run)")
-    t.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    add_training(t)
     t.set_defaults(func=_train)
 
 
+def checkpoint_path(out: str | Path) -> Path:
+    """Where ``gatelab npn train --out OUT`` keeps its training checkpoint while it runs."""
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoint.pt")
+
+
 def _train(args) -> int:
+    import io
+    import shutil
     from dataclasses import asdict
-    from pathlib import Path
 
     import torch
     from safetensors.torch import save_model
 
-    from gatelab.files import atomic_path, write_json
+    from gatelab.files import atomic_dir, check_output_path, write_json
     from gatelab.gates import export, summary
     from gatelab.npn.plots import active_units_figure, transition_rate_figure
     from gatelab.npn.train import NPNConfig, fit_npn
@@ -98,24 +130,35 @@ def _train(args) -> int:
         lr=args.lr,
         batch_size=args.batch_size,
         train_examples=args.train_examples,
+        val_size=args.val_size,
         seed=args.seed,
+        device=args.device,
+    ).resolved()
+    out = check_output_path(args.out, kind="dir")
+    ckpt = checkpoint_path(out)
+    model, log = fit_npn(
+        config,
+        quiet=args.quiet,
+        log_dir=args.log_dir,
+        checkpoint=ckpt,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )
-    out = Path(args.out)
-    model, log = fit_npn(config, progress=None if args.quiet else print)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", asdict(config.resolved()))
-    write_json(out / "log.json", asdict(log))
-    with atomic_path(out / "gated.safetensors") as tmp:
-        save_model(model, str(tmp))
-    small = export(model)
-    with atomic_path(out / "exported.pt") as tmp:
-        torch.jit.save(torch.jit.trace(small, torch.zeros(1, 1, 28, 28)), str(tmp))
-    for name, fig in (
-        ("active_units.png", active_units_figure({args.model: log})),
-        ("transition_rate.png", transition_rate_figure({args.model: log})),
-    ):
-        with atomic_path(out / name) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    model.cpu()
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "config.json", asdict(config))
+        write_json(tmp / "log.json", asdict(log))
+        save_model(model, str(tmp / "gated.safetensors"))
+        buffer = io.BytesIO()  # serialised in memory: torch.jit.save aborts the process on a full disk
+        torch.jit.save(torch.jit.trace(export(model), torch.zeros(1, 1, 28, 28)), buffer)
+        (tmp / "exported.pt").write_bytes(buffer.getvalue())
+        for name, fig in (
+            ("active_units.png", active_units_figure({args.model: log})),
+            ("transition_rate.png", transition_rate_figure({args.model: log})),
+        ):
+            fig.savefig(tmp / name, format="png", dpi=120, bbox_inches="tight")
+        shutil.copyfile(ckpt if ckpt.is_file() else args.resume, tmp / "checkpoint.pt")  # resumed when finished
+    ckpt.unlink(missing_ok=True)
     print(summary(model))
-    print(f"test error   {log.val_error[-1]:.2f}%   active {log.architecture()}   outputs in {out}")
+    print(f"test error   {log.test_error:.2f}%   active {log.architecture()}   outputs in {out}")
     return 0

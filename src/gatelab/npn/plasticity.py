@@ -12,16 +12,23 @@ no unit switches any more).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+import os
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
+from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
-from gatelab.gates import gates, sparsify, train_step
+from gatelab.evaluation import classifier_scores
+from gatelab.gates import Gate, gates, sparsify, train_step
+from gatelab.progress import ScalarLog, bar, say
 
+FORMAT = "npn"  # the kind of checkpoint train_plastic writes
 K_HARD = 5000.0  # the authors' "k -> infinity": sigmoid(5000 phi) is 0 or 1 for any |phi| > 0.01
 
 
@@ -71,17 +78,22 @@ class KSchedule:
         return "plastic"
 
 
+def _gates(model: nn.Module) -> list[Gate]:
+    """The model's gates; none for a dense model, which ``train_plastic`` trains as the baseline."""
+    return [m for m in model.modules() if isinstance(m, Gate)]
+
+
 def set_k(model: nn.Module, k: float) -> None:
     """Set the gate slope k of every gate of a plastic network."""
     if not (k >= 0 and math.isfinite(k)):
         raise GatelabError(f"k must be a finite number >= 0 (0 is dropout), got {k}")
-    for g in gates(model):
+    for g in _gates(model):
         g.estimator.g.k = float(k)
 
 
 def active_units(model: nn.Module) -> dict[str, torch.Tensor]:
     """Per gated layer, which units are active (phi > 0) rather than hibernating."""
-    return {g.layer: (g.phi.detach() > 0).clone() for g in gates(model)}
+    return {g.layer: (g.phi.detach() > 0).clone() for g in _gates(model)}
 
 
 def _spread(value, names: list[str]) -> dict[str, float]:
@@ -139,17 +151,23 @@ def make_plastic(
 
 @dataclass
 class PlasticityLog:
-    """Per epoch: k, stage, validation numbers, and per layer the active units and switches."""
+    """Per epoch: k, stage, training loss, validation numbers, and per layer the active units and switches.
+
+    ``test_loss`` and ``test_error`` are filled once, after training, by whoever reads the test split.
+    """
 
     epoch: list[int] = field(default_factory=list)
     k: list[float] = field(default_factory=list)
     stage: list[str] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_error: list[float] = field(default_factory=list)
     active: dict[str, list[int]] = field(default_factory=dict)
     switched_on: dict[str, list[int]] = field(default_factory=dict)
     switched_off: dict[str, list[int]] = field(default_factory=dict)
     total: dict[str, int] = field(default_factory=dict)
+    test_loss: float | None = None
+    test_error: float | None = None
 
     def transition_rate(self) -> list[float]:
         """Fraction of all units that switched state in each epoch."""
@@ -163,18 +181,6 @@ class PlasticityLog:
         return "-".join(str(self.active[n][i]) for n in self.total)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> tuple[float, float]:
-    """Mean cross-entropy and error (%) with the deterministic test-time gates."""
-    model.eval()
-    loss, wrong = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size])
-        loss += float(F.cross_entropy(out, y[i : i + batch_size], reduction="sum"))
-        wrong += int((out.argmax(1) != y[i : i + batch_size]).sum())
-    return loss / len(x), 100.0 * wrong / len(x)
-
-
 def _harden(model: nn.Module, k: float) -> None:
     """Push every phi at least 250 / k away from 0, so that sigmoid(k phi) is exactly 0 or 1 in float32.
 
@@ -183,7 +189,7 @@ def _harden(model: nn.Module, k: float) -> None:
     """
     floor = 250.0 / k
     with torch.no_grad():
-        for g in gates(model):
+        for g in _gates(model):
             sign = torch.where(g.phi > 0, 1.0, -1.0)
             g.phi.copy_(sign * g.phi.abs().clamp(min=floor))
 
@@ -194,12 +200,22 @@ def _wake(model: nn.Module, fill: float) -> None:
     A woken unit's phi is mirrored to the positive side, so it is as easy to put back to sleep.
     """
     with torch.no_grad():
-        for g in gates(model):
+        for g in _gates(model):
             sleeping = (g.phi.view(-1) <= 0).nonzero().squeeze(1)
             n = math.ceil(fill * len(sleeping))
             if n:
-                chosen = sleeping[torch.randperm(len(sleeping))[:n]]
+                chosen = sleeping[torch.randperm(len(sleeping))[:n].to(sleeping.device)]
                 g.phi.view(-1)[chosen] = g.phi.view(-1)[chosen].abs()
+
+
+def _dense_step(model: nn.Module, inputs, targets, optimizer, dataset_size: int) -> dict:
+    """One plain cross-entropy step: how a network without gates (the dense baseline) is trained."""
+    model.train()
+    loss = F.cross_entropy(model(inputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.detach()}
 
 
 def train_plastic(
@@ -212,58 +228,155 @@ def train_plastic(
     batch_size: int = 128,
     expand_fill: float = 0.0,
     harden: bool = False,
-    progress: Callable[[str], None] | None = None,
+    device: str | torch.device = "cpu",
+    quiet: bool = False,
+    log_dir: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 300.0,
+    resume: str | os.PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
     on_epoch: Callable[[int, nn.Module, PlasticityLog], None] | None = None,
 ) -> PlasticityLog:
     """Train a plastic network with Adam and the k schedule; log active units and switches per layer.
 
+    val: a validation split carved from the training data; the expansion trigger
+      reads it, so it must not be the test split.
     expand_fill: during the plastic stage, each time the validation error improves,
       wake this fraction of every layer's hibernating units (the authors' expansion
       step; 0 leaves growth to the gates alone). The authors wake on a better
       validation *loss*; that keeps falling on tasks the network already fits (its
       confidence grows), which grows the network needlessly, so the error is used.
     harden: require the schedule to end in a hardening stage.
+    device: where the model, the data and the gates live; statistics stay there
+      and are read once an epoch.
+    checkpoint, checkpoint_every, resume: save the whole training state (model and
+      gates, Adam, position in the k schedule and in the epoch, the expansion
+      trigger's best error, RNG states, log, ``config``) to ``checkpoint`` at each
+      epoch's end and at most every ``checkpoint_every`` seconds, and continue from
+      the file ``resume``; a resumed run equals an uninterrupted one.
+    log_dir: also write TensorBoard scalars there.
+
+    A model without gates is trained densely by the same loop (the dense baseline).
     """
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise GatelabError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
     if not 0 <= expand_fill <= 1:
         raise GatelabError(f"expand_fill must be in [0, 1], got {expand_fill}")
     schedule.validate(epochs, harden)
-    x, y = train
+    for name, (inputs, labels) in (("training", train), ("validation", val)):
+        if len(inputs) != len(labels) or len(inputs) == 0:
+            raise GatelabError(
+                f"{name} data needs as many labels as inputs, and at least one; got {len(inputs)} and {len(labels)}"
+            )
+    device = resolve_device(device)
+    model.to(device)
+    x, y = (t.to(device) for t in train)
+    xv, yv = (t.to(device) for t in val)
+    n, n_batches = len(x), math.ceil(len(x) / batch_size)
+    step_fn = train_step if _gates(model) else _dense_step
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    settings = {
+        "epochs": epochs,
+        "schedule": asdict(schedule),
+        "lr": lr,
+        "batch_size": batch_size,
+        "expand_fill": expand_fill,
+        "harden": harden,
+        "train_size": n,
+        "val_size": len(xv),
+        **(config or {}),
+    }
     log = PlasticityLog()
     previous = active_units(model)
     log.total = {name: int(mask.numel()) for name, mask in previous.items()}
     for name in log.total:
         log.active[name], log.switched_on[name], log.switched_off[name] = [], [], []
-    best_error = math.inf
-    for epoch in range(1, epochs + 1):
-        k = schedule.at(epoch)
-        set_k(model, k)
-        if schedule.stage(epoch) == "hardening":
-            _harden(model, k)
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), batch_size):
-            idx = order[i : i + batch_size]
-            train_step(model, x[idx], y[idx], optimizer, dataset_size=len(x))
-        val_loss, val_error = evaluate(model, *val)
-        now = active_units(model)
-        log.epoch.append(epoch)
-        log.k.append(k)
-        log.stage.append(schedule.stage(epoch))
-        log.val_loss.append(val_loss)
-        log.val_error.append(val_error)
-        for name in log.total:
-            log.active[name].append(int(now[name].sum()))
-            log.switched_on[name].append(int((now[name] & ~previous[name]).sum()))
-            log.switched_off[name].append(int((~now[name] & previous[name]).sum()))
-        previous = now
-        if expand_fill and schedule.stage(epoch) == "plastic" and val_error < best_error:
-            _wake(model, expand_fill)
-            previous = active_units(model)
-        best_error = min(best_error, val_error)
-        if progress:
-            progress(f"epoch {epoch:4d}  k {k:g}  val error {val_error:5.2f}%  active {log.architecture()}")
-        if on_epoch:
-            on_epoch(epoch, model, log)
+    best_error, start, order = math.inf, (1, 0), None
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    if resume is not None:
+        state = load_state(resume)
+        check_resumable(state, FORMAT, settings, resume, may_differ=("device",))
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            log = PlasticityLog(**state["log"])
+            previous = {name: mask.to(device) for name, mask in state["previous"].items()}
+            best_error, start, order = state["best_error"], (state["epoch"], state["step"]), state["order"]
+            loss_sum.copy_(state["loss_sum"])
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            reason = (str(exc).splitlines() or [""])[0][:200]
+            raise GatelabError(
+                f"{resume} is not a checkpoint of this network ({type(exc).__name__}: {reason})"
+            ) from None
+        say(f"resuming {resume} at epoch {start[0]}, step {start[1]}", quiet)
+
+    def state(epoch: int, step: int, order: torch.Tensor | None) -> dict:
+        return {
+            "format": FORMAT,
+            "config": settings,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "log": asdict(log),
+            "previous": {name: mask.cpu() for name, mask in previous.items()},
+            "best_error": best_error,
+            "epoch": epoch,
+            "step": step,
+            "order": order,
+            "loss_sum": loss_sum.cpu(),
+            "rng": rng_state(),
+        }
+
+    with Checkpointer(checkpoint, checkpoint_every) as ckpt, ScalarLog(log_dir) as scalars:
+        for epoch in range(start[0], epochs + 1):
+            k, stage = schedule.at(epoch), schedule.stage(epoch)
+            set_k(model, k)
+            if order is None:  # a new epoch; a resumed one continues with its saved order and position
+                if stage == "hardening":
+                    _harden(model, k)
+                order = torch.randperm(n)
+                loss_sum.zero_()
+            first = start[1] if epoch == start[0] else 0
+            batches = order.to(device).split(batch_size)
+            with bar(n_batches, f"epoch {epoch}", "batch", quiet, initial=first) as progress:
+                for i in range(first, n_batches):
+                    idx = batches[i]
+                    loss_sum += step_fn(model, x[idx], y[idx], optimizer, dataset_size=n)["loss"]
+                    ckpt.step(partial(state, epoch, i + 1, order))
+                    progress.update()
+            scores = classifier_scores(model, xv, yv)
+            now = active_units(model)
+            log.epoch.append(epoch)
+            log.k.append(k)
+            log.stage.append(stage)
+            log.loss.append(float(loss_sum) / n_batches)
+            log.val_loss.append(scores["loss"])
+            log.val_error.append(scores["error"])
+            for name in log.total:
+                log.active[name].append(int(now[name].sum()))
+                log.switched_on[name].append(int((now[name] & ~previous[name]).sum()))
+                log.switched_off[name].append(int((~now[name] & previous[name]).sum()))
+            previous = now
+            if expand_fill and stage == "plastic" and scores["error"] < best_error:
+                _wake(model, expand_fill)
+                previous = active_units(model)
+            best_error = min(best_error, scores["error"])
+            switches = sum(log.switched_on[name][-1] + log.switched_off[name][-1] for name in log.total)
+            say(
+                f"epoch {epoch:4d}/{epochs}  k {k:g}  loss {log.loss[-1]:.4f}  val error {scores['error']:5.2f}%"
+                + (f"  active {log.architecture()}  switches {switches}" if log.total else ""),
+                quiet,
+            )
+            scalars.add(
+                epoch,
+                loss=log.loss[-1],
+                val_loss=scores["loss"],
+                val_error=scores["error"],
+                switches=switches if log.total else None,
+                **{f"active/{name}": log.active[name][-1] for name in log.total},
+            )
+            if on_epoch:
+                on_epoch(epoch, model, log)
+            order = None
+            ckpt.epoch_end(partial(state, epoch + 1, 0, None))
     return log
