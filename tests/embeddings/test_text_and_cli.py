@@ -92,4 +92,28 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["word2vec", "train", str(empty), "--out", str(tmp_path / "o.bin"), "--quiet"]) == 2
     assert "corpus is empty" in capsys.readouterr().err
     assert not (tmp_path / "o.bin").exists()
-    assert main(["word2vec", "train", str(bad), "--out", str(tmp_path / "o.bin"), "--window", "0"]) == 2
+    assert not (tmp_path / "o.bin.work").exists()  # no encoded corpus left behind
+
+
+@pytest.mark.parametrize(
+    "option", [["--window", "0"], ["--threads", "0"], ["--workers", "-2"], ["--alpha", "nan"], ["--backend", "gpu"]]
+)
+def test_cli_refuses_impossible_options(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as info:
+        main(["word2vec", "train", "corpus.txt", "--out", str(tmp_path / "o.bin"), *option])
+    assert info.value.code == 2 and option[0] in capsys.readouterr().err
+
+
+def test_negative_is_bounded_by_the_vocabulary(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c d\n" * 10)
+    assert main(["word2vec", "train", str(corpus), "--out", str(tmp_path / "o.bin"), "--negative", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "negative=4" in err and "holds 4" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.bin").exists() and not (tmp_path / "o.bin.work").exists()
+
+
+def test_out_is_checked_before_training(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    assert main(["word2vec", "train", "no-such-corpus", "--out", str(tmp_path / "folder")]) == 2
+    assert "is an existing folder" in capsys.readouterr().err
