@@ -62,15 +62,15 @@ def test_hogwild_resume_keeps_the_word_count_and_the_ws353_score(monkeypatch, tm
 
     corpus = ptb_corpus("train")
     n_words = 887521  # PTB train with Mikolov's preprocessing
-    params = dict(vector_size=50, window=5, min_count=5, epochs=3, workers=2, seed=1)
+    params = dict(vector_size=50, window=5, min_count=5, epochs=2, alpha=0.05, workers=2, seed=1)
     whole = Word2Vec(corpus, **params)
     whole.close()
     resumed, position = train_interrupted_then_resumed(monkeypatch, tmp_path, corpus, 60, **params)
     assert position["epoch"] == 1  # 45 chunks an epoch: stopped in the second one
-    assert resumed.train_stats_["raw_words"] == whole.train_stats_["raw_words"] == 3 * n_words
+    assert resumed.train_stats_["raw_words"] == whole.train_stats_["raw_words"] == 2 * n_words
 
     def ws353(model):
         return next(r["score"] for r in evaluate_all(model.wv, data) if r["name"] == "WS-353")
 
-    assert ws353(whole) > 0.1  # a meaningful score to compare
+    assert ws353(whole) > 0.15  # a meaningful score to compare (0.19 here; runs with other seeds differ by 0.01)
     assert abs(ws353(resumed) - ws353(whole)) < 0.02

@@ -71,10 +71,11 @@ class Vocab:
         """The unigram^power noise table: word i fills a share of cells proportional to count_i^power.
 
         Drawing a uniform cell index then samples the noise distribution in O(1). The default
-        size is 10M cells (at least 100 per word), fine enough for a vocabulary of 100k words.
+        size is 10M cells (at least 100 per word, at most 100M), fine enough for a vocabulary of
+        100k words; small vocabularies get 1000 cells a word (at least 1M), as fine and faster to build.
         """
         if size is None:
-            size = int(min(max(10_000_000, 100 * len(self)), 100_000_000))
+            size = int(min(max(10_000_000, 100 * len(self)), 100_000_000, max(1_000_000, 1000 * len(self))))
         p = self.counts.astype(np.float64) ** power
         cdf = np.cumsum(p / p.sum())
         cells = (np.arange(size, dtype=np.float64) + 0.5) / size
