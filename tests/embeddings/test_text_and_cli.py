@@ -43,7 +43,26 @@ def test_open_corpus_errors():
         ptb_corpus("dev")
 
 
-def test_cli_train_and_eval(tmp_path, data, capsys):
+class Scalars:
+    """Stands for progress.ScalarLog (TensorBoard, seconds to import): records what it is given."""
+
+    logged = []
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+
+    def add(self, step, **scalars):
+        self.logged.append((self.log_dir, step, scalars))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_cli_train_and_eval(tmp_path, data, capsys, monkeypatch):
+    monkeypatch.setattr("gatelab.embeddings.word2vec.ScalarLog", Scalars)
     sents, _ = planted_sentences(n_sentences=500)
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(" ".join(s) for s in sents) + "\n")
@@ -65,13 +84,18 @@ def test_cli_train_and_eval(tmp_path, data, capsys):
                 "1",
                 "--workers",
                 "1",
-                "--quiet",
                 "--seed",
                 "3",
+                "--log-dir",
+                str(tmp_path / "logs"),
             ]
         )
         == 0
     )
+    assert "word2vec epoch 1/1: 6000 words" in capsys.readouterr().err  # one line an epoch
+    ((log_dir, step, scalars),) = Scalars.logged
+    assert log_dir == str(tmp_path / "logs") and step == 6000 and set(scalars) == {"words_per_sec", "lr"}
+    assert scalars["lr"] == pytest.approx(0.0001) and scalars["words_per_sec"] > 0
     assert KeyedVectors.load_word2vec_format(out, binary=False).vector_size == 12
     meta = json.loads((tmp_path / "v.txt.json").read_text())
     assert meta["config"]["vector_size"] == 12 and meta["train"]["raw_words"] == 500 * 12

@@ -1,12 +1,17 @@
 """Vocabulary, corpus encoding and the sampling tables of word2vec.
 
 A corpus is read once, streaming: each sentence's tokens get provisional ids in
-order of first appearance, written as int32 to a temporary file (``-1`` ends a
-sentence) while the counts accumulate. The vocabulary is then sorted by
-descending frequency, words under ``min_count`` are dropped, and the file is
-re-mapped in place to the final ids (``-2`` marks a dropped word, which still
-counts as a raw word for progress). Training epochs read that file by chunks
-through a memory map, so no pass after the first touches Python strings.
+order of first appearance, written as int32 to a file (``-1`` ends a sentence)
+while the counts accumulate. The vocabulary is then sorted by descending
+frequency, words under ``min_count`` are dropped, and the file is re-mapped in
+place to the final ids (``-2`` marks a dropped word, which still counts as a raw
+word for progress). Training epochs read that file by chunks through a memory
+map, so no pass after the first touches Python strings.
+
+Under torchrun the vocabulary is counted once (:func:`count_vocab`, rank 0) and
+each rank encodes only its shard with it (:meth:`EncodedCorpus.encode`). The file
+lives in a temporary folder, or in a given ``workdir`` (beside the output), where
+a resumed run finds it again (:meth:`EncodedCorpus.reopen`).
 """
 
 from __future__ import annotations

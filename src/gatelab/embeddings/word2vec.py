@@ -378,15 +378,16 @@ class Word2Vec:
         n = corpus.n_chunks
         shard_tokens = max(corpus.n_tokens, 1)
         round_size = 4 * cfg.workers
+        backend = cfg.effective_backend
+        dev = torch.device(cfg.device if backend == "torch" else "cpu")  # of the counts that ranks exchange (NCCL)
         if world > 1:  # every rank runs the same number of rounds, so all meet at each model average
-            chunks_per_rank = torch.zeros(world, dtype=torch.int64)
+            chunks_per_rank = torch.zeros(world, dtype=torch.int64, device=dev)
             chunks_per_rank[rank] = n
             distributed.all_reduce_(chunks_per_rank)
             steps_per_epoch = max(-(-int(chunks_per_rank.max()) // round_size), 1)
         else:
             steps_per_epoch = n
 
-        backend = cfg.effective_backend
         if backend == "numba":
             from gatelab.embeddings._kernel import train_chunk
 
@@ -442,7 +443,7 @@ class Word2Vec:
         local = np.zeros(2, dtype=np.int64)  # raw and effective words this process did since the last save
 
         def totals() -> tuple[int, int]:
-            t = distributed.all_reduce_(torch.from_numpy(local.copy()))
+            t = distributed.all_reduce_(torch.from_numpy(local.copy()).to(dev))
             return pos.raw_words + int(t[0]), pos.effective_words + int(t[1])
 
         def bank(seconds: float) -> None:
@@ -528,7 +529,7 @@ class Word2Vec:
                             if last_round:
                                 rows = len(vocab)
                             self._average_rows(tensors, rows)
-                        flags = torch.tensor([int(ckpt.stop_requested), int(due())], dtype=torch.int64)
+                        flags = torch.tensor([int(ckpt.stop_requested), int(due())], dtype=torch.int64, device=dev)
                         distributed.all_reduce_(flags)
                         if (flags.any() or pos.step == steps_per_epoch) and not last_round:
                             self._average_rows(tensors, len(vocab))  # a checkpoint holds the one common model
