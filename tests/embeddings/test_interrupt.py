@@ -99,9 +99,12 @@ def test_ctrl_c_with_two_workers_stops_at_once_and_resumes_where_it_stopped(tmp_
     stopped = load_state(ckpt)["position"]
     assert stopped["raw_words"] >= before["raw_words"] and not out.exists()
 
+    encoded = (tmp_path / "v.bin.work" / "corpus.int32").stat()
     run = Run(tmp_path, corpus, out, "--epochs", 2000, "--resume", ckpt)
     later = wait_for_checkpoint(ckpt, run, after=stopped["raw_words"])  # a fresh start would save epoch 1 first
     assert later["epoch"] >= stopped["epoch"]
+    again = (tmp_path / "v.bin.work" / "corpus.int32").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (encoded.st_ino, encoded.st_mtime_ns)  # reused, not encoded anew
     run.kill(signal.SIGKILL)
     run.wait(timeout=30)
     assert load_state(ckpt)["position"]["raw_words"] >= later["raw_words"]  # the kill left it intact

@@ -121,8 +121,8 @@ def register(subparsers) -> None:
         type=positive_float,
         default=distributed.DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help="distributed: how long a collective may wait, and a silent peer may stay silent, before the run "
-        "stops with an error (default: %(default)s)",
+        help="distributed: how long a collective may wait before the run stops with an error; a peer silent "
+        "for min(this, 30) seconds is reported lost (default: %(default)s)",
     )
     t.add_argument("--data-dir", default=None, help="data folder (default: $GATELAB_DATA, else ~/.cache/gatelab)")
     add_training(t)
