@@ -1,70 +1,100 @@
-"""Two processes on gloo: each trains on its shard, the models are averaged, and they end equal."""
+"""Two processes on gloo through gatelab.distributed: per-rank shards, models that end equal, a lost worker named.
+
+One torchrun launch (each costs seconds of imports) does both: a training that finishes, then a second one in
+which rank 1 is killed with SIGKILL mid-training and rank 0 must say so and stop within the timeout.
+"""
 
 import inspect
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 
+from gatelab.cli import main
 from gatelab.embeddings import KeyedVectors
 
 from .conftest import planted_sentences
 
 WORKER = """
-import os, sys
+import os, signal, sys
 import numpy as np
-import torch.distributed as dist
-from gatelab.embeddings import Word2Vec
+from gatelab import distributed
+from gatelab.embeddings import Word2Vec, _kernel
 
 {planted}
 
 out_dir = sys.argv[1]
-dist.init_process_group("gloo")
-rank = dist.get_rank()
-try:
-    sents, _ = planted_sentences(n_sentences=2000)
-    model = Word2Vec(vector_size=24, window=3, min_count=1, sample=0, epochs=3, workers=1, seed=5,
-                     chunk_words=1000, min_sync_words=16)
-    model.build_vocab(sents)
-    model.train()
-    model.wv.save_word2vec_format(os.path.join(out_dir, f"rank{{rank}}.bin"), binary=True)
-    np.save(os.path.join(out_dir, f"out{{rank}}.npy"), model.syn1neg)
-    np.save(os.path.join(out_dir, f"stats{{rank}}.npy"),
-            np.array([model.train_stats_["raw_words"], model.train_stats_["syncs"]]))
-finally:
-    dist.destroy_process_group()
+distributed.init(timeout=float(sys.argv[2]))
+rank = distributed.rank()
+sents, _ = planted_sentences(n_sentences=2000)
+params = dict(vector_size=24, window=3, min_count=1, sample=0, workers=1, seed=5, chunk_words=1000, min_sync_words=16)
+model = Word2Vec(epochs=3, **params).build_vocab(sents)
+shard_words = model.corpus.n_words
+model.train()
+model.wv.save_word2vec_format(os.path.join(out_dir, f"rank{{rank}}.bin"), binary=True)
+np.save(os.path.join(out_dir, f"out{{rank}}.npy"), model.syn1neg)
+np.save(os.path.join(out_dir, f"stats{{rank}}.npy"),
+        np.array([model.train_stats_["raw_words"], model.train_stats_["syncs"], shard_words]))
+
+# a second run, in which rank 1 dies at its 10th chunk
+kernel = _kernel.train_chunk
+calls = []
+
+def dying(*args):
+    calls.append(1)
+    if rank == 1 and len(calls) == 10:
+        print("rank 1 dies", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return kernel(*args)
+
+_kernel.train_chunk = dying
+Word2Vec(epochs=100, **params).build_vocab(sents).train()
+distributed.shutdown()
 """
 
 
-def run_torchrun(args, timeout=240):
-    """``torchrun --standalone --nproc_per_node 2 ARGS``; the whole process group is killed on timeout."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-2000:]
-    return stdout
-
-
-def test_two_gloo_processes_agree(tmp_path):
+def test_two_gloo_processes_agree_and_a_killed_one_is_named(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(planted=inspect.getsource(planted_sentences)))
-    run_torchrun([str(script), str(tmp_path)])
+    timeout = 5
+    # torchrun's agent would stop the survivor as soon as it saw the death; a slow agent monitor stands
+    # for a worker lost on another machine, which no local agent sees: the survivor must notice by itself.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["--monitor-interval", "120", str(script), str(tmp_path), str(timeout)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    died_at, lost, lines = None, [], []
+    deadline = time.monotonic() + 180
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("rank 1 dies"):
+                died_at = time.monotonic()
+            if line.startswith("gatelab: error: lost rank"):
+                lost.append((time.monotonic(), line.strip()))
+                break
+            assert time.monotonic() < deadline, "no lost-rank line within 180 s"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert died_at is not None and len(lost) == 1, "".join(lines)[-3000:]
+    seen_at, line = lost[0]
+    assert line.startswith("gatelab: error: lost rank 1 of 2"), line
+    assert seen_at - died_at < timeout + 5
+
     a = KeyedVectors.load_word2vec_format(tmp_path / "rank0.bin")
     b = KeyedVectors.load_word2vec_format(tmp_path / "rank1.bin")
-    assert a.index_to_key == b.index_to_key
+    assert a.index_to_key == b.index_to_key  # one vocabulary, counted on rank 0
     np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "out0.npy"), np.load(tmp_path / "out1.npy"), atol=1e-6)
-    raw, syncs = np.load(tmp_path / "stats0.npy")
+    (raw, syncs, shard0), (_, _, shard1) = np.load(tmp_path / "stats0.npy"), np.load(tmp_path / "stats1.npy")
+    assert shard0 == shard1 == 1000 * 12  # each rank encoded only its half of the sentences
     assert raw == 3 * 2000 * 12 and syncs > 1  # all words of both shards, several syncs
     # the averaged model still learned the planted groups
     sims = a.unit_vectors()
@@ -73,31 +103,10 @@ def test_two_gloo_processes_agree(tmp_path):
     assert (sims[g0] @ sims[g0].T).mean() > (sims[g0] @ sims[g1].T).mean() + 0.3
 
 
-def test_torchrun_cli(tmp_path):
-    sents, _ = planted_sentences(n_sentences=1000)
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(" ".join(s) for s in sents) + "\n")
-    out = tmp_path / "v.bin"
-    stdout = run_torchrun(
-        [
-            "-m",
-            "gatelab",
-            "word2vec",
-            "train",
-            str(corpus),
-            "--out",
-            str(out),
-            "--min-count",
-            "1",
-            "--size",
-            "16",
-            "--epochs",
-            "2",
-            "--workers",
-            "1",
-            "--quiet",
-        ]
-    )
-    assert "2 process(es)" in stdout
-    kv = KeyedVectors.load_word2vec_format(out)
-    assert len(kv) == 80 and kv.vector_size == 16
+def test_cli_hands_its_timeout_to_the_distributed_layer(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("gatelab.distributed.init", lambda timeout, device: seen.append((timeout, device)))
+    with pytest.raises(SystemExit):
+        main(["word2vec", "train", "c.txt", "--out", str(tmp_path / "v.bin"), "--dist-timeout", "0"])
+    assert main(["word2vec", "train", "no-such-corpus", "--out", str(tmp_path / "v.bin"), "--dist-timeout", "7"]) == 2
+    assert seen == [(7.0, "cpu")]

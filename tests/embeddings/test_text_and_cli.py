@@ -43,7 +43,26 @@ def test_open_corpus_errors():
         ptb_corpus("dev")
 
 
-def test_cli_train_and_eval(tmp_path, data, capsys):
+class Scalars:
+    """Stands for progress.ScalarLog (TensorBoard, seconds to import): records what it is given."""
+
+    logged = []
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+
+    def add(self, step, **scalars):
+        self.logged.append((self.log_dir, step, scalars))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_cli_train_and_eval(tmp_path, data, capsys, monkeypatch):
+    monkeypatch.setattr("gatelab.embeddings.word2vec.ScalarLog", Scalars)
     sents, _ = planted_sentences(n_sentences=500)
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(" ".join(s) for s in sents) + "\n")
@@ -65,13 +84,18 @@ def test_cli_train_and_eval(tmp_path, data, capsys):
                 "1",
                 "--workers",
                 "1",
-                "--quiet",
                 "--seed",
                 "3",
+                "--log-dir",
+                str(tmp_path / "logs"),
             ]
         )
         == 0
     )
+    assert "word2vec epoch 1/1: 6000 words" in capsys.readouterr().err  # one line an epoch
+    ((log_dir, step, scalars),) = Scalars.logged
+    assert log_dir == str(tmp_path / "logs") and step == 6000 and set(scalars) == {"words_per_sec", "lr"}
+    assert scalars["lr"] == pytest.approx(0.0001) and scalars["words_per_sec"] > 0
     assert KeyedVectors.load_word2vec_format(out, binary=False).vector_size == 12
     meta = json.loads((tmp_path / "v.txt.json").read_text())
     assert meta["config"]["vector_size"] == 12 and meta["train"]["raw_words"] == 500 * 12
@@ -92,4 +116,28 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["word2vec", "train", str(empty), "--out", str(tmp_path / "o.bin"), "--quiet"]) == 2
     assert "corpus is empty" in capsys.readouterr().err
     assert not (tmp_path / "o.bin").exists()
-    assert main(["word2vec", "train", str(bad), "--out", str(tmp_path / "o.bin"), "--window", "0"]) == 2
+    assert not (tmp_path / "o.bin.work").exists()  # no encoded corpus left behind
+
+
+@pytest.mark.parametrize(
+    "option", [["--window", "0"], ["--threads", "0"], ["--workers", "-2"], ["--alpha", "nan"], ["--backend", "gpu"]]
+)
+def test_cli_refuses_impossible_options(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as info:
+        main(["word2vec", "train", "corpus.txt", "--out", str(tmp_path / "o.bin"), *option])
+    assert info.value.code == 2 and option[0] in capsys.readouterr().err
+
+
+def test_negative_is_bounded_by_the_vocabulary(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c d\n" * 10)
+    assert main(["word2vec", "train", str(corpus), "--out", str(tmp_path / "o.bin"), "--negative", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "negative=4" in err and "holds 4" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.bin").exists() and not (tmp_path / "o.bin.work").exists()
+
+
+def test_out_is_checked_before_training(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    assert main(["word2vec", "train", "no-such-corpus", "--out", str(tmp_path / "folder")]) == 2
+    assert "is an existing folder" in capsys.readouterr().err

@@ -6,6 +6,11 @@ import os
 import sys
 from pathlib import Path
 
+from gatelab import distributed
+from gatelab.embeddings.word2vec import Word2VecConfig
+from gatelab.files import check_output_path
+from gatelab.options import add_training, nonnegative_float, nonnegative_int, positive_float, positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -26,34 +31,101 @@ def register(subparsers) -> None:
         help="text file (one sentence a line), a Brown-style .zip, or ptb | brown | "
         "brown+ptb | zipf:N[:V] (synthetic Zipf corpus of N tokens)",
     )
-    t.add_argument("--out", required=True, help="vectors file to write (the config goes to OUT.json)")
-    t.add_argument("--text", action="store_true", help="write the text format instead of binary")
-    t.add_argument("--size", "--vector-size", dest="vector_size", type=int, default=100)
-    t.add_argument("--window", type=int, default=5)
-    t.add_argument("--negative", type=int, default=5)
-    t.add_argument("--sample", type=float, default=1e-3)
-    t.add_argument("--min-count", type=int, default=5)
-    t.add_argument("--epochs", "--iter", dest="epochs", type=int, default=5)
-    t.add_argument("--alpha", type=float, default=0.025)
-    t.add_argument("--min-alpha", type=float, default=0.0001)
-    t.add_argument("--workers", "--threads", dest="workers", type=int, default=min(3, os.cpu_count() or 1))
     t.add_argument(
-        "--batch-size", type=int, default=None, help="context words sharing one negative draw (default 2*window)"
+        "--out",
+        required=True,
+        help="vectors file to write; the config goes to OUT.json, and an unfinished run keeps its encoded "
+        "corpus and checkpoint in OUT.work/ (removed when training finishes)",
     )
-    t.add_argument("--seed", type=int, default=1)
-    t.add_argument("--device", default="cpu", help="cpu (numba kernel) or cuda (batched torch path)")
-    t.add_argument("--backend", default="auto", help="auto | numba | torch")
-    t.add_argument("--lowercase", action="store_true", help="lower-case a plain text corpus")
-    t.add_argument("--sync-every", type=int, default=1, help="distributed: rounds between model averages")
+    t.add_argument("--text", action="store_true", help="write the text format instead of binary (default: binary)")
+    d = Word2VecConfig()
+    num = dict(type=positive_int)
+    t.add_argument(
+        "--size",
+        "--vector-size",
+        dest="vector_size",
+        **num,
+        default=d.vector_size,
+        help="vector dimension (default: %(default)s)",
+    )
+    t.add_argument("--window", **num, default=d.window, help="largest context distance (default: %(default)s)")
+    t.add_argument(
+        "--negative",
+        **num,
+        default=d.negative,
+        help="noise words per positive pair; below the vocabulary size (default: %(default)s)",
+    )
+    t.add_argument(
+        "--sample",
+        type=nonnegative_float,
+        default=d.sample,
+        help="subsampling threshold of frequent words, 0 for none (default: %(default)s)",
+    )
+    t.add_argument("--min-count", **num, default=d.min_count, help="drop words seen fewer times (default: %(default)s)")
+    t.add_argument(
+        "--epochs",
+        "--iter",
+        dest="epochs",
+        **num,
+        default=d.epochs,
+        help="passes over the corpus (default: %(default)s)",
+    )
+    t.add_argument("--alpha", type=positive_float, default=d.alpha, help="initial learning rate (default: %(default)s)")
+    t.add_argument(
+        "--min-alpha",
+        type=nonnegative_float,
+        default=d.min_alpha,
+        help="final learning rate of the linear decay (default: %(default)s)",
+    )
+    t.add_argument(
+        "--workers",
+        "--threads",
+        dest="workers",
+        **num,
+        default=min(3, os.cpu_count() or 1),
+        help="threads per process (default: %(default)s, i.e. min(3, CPU cores))",
+    )
+    t.add_argument(
+        "--batch-size",
+        **num,
+        default=None,
+        help="context words sharing one negative draw (default: 2 * window)",
+    )
+    t.add_argument(
+        "--backend",
+        default=d.backend,
+        choices=("auto", "numba", "torch"),
+        help="numba kernel (cpu) or batched torch (any device); auto picks by --device (default: %(default)s)",
+    )
+    t.add_argument("--lowercase", action="store_true", help="lower-case a plain text corpus (default: as written)")
+    t.add_argument(
+        "--sync-every",
+        **num,
+        default=d.sync_every,
+        help="distributed: rounds between model averages (default: %(default)s)",
+    )
     t.add_argument(
         "--min-sync-words",
-        type=int,
-        default=1024,
-        help="distributed: rows averaged at every sync (doubling on every 2nd, 4th, ... sync)",
+        **num,
+        default=d.min_sync_words,
+        help="distributed: rows averaged at every sync, doubling on every 2nd, 4th, ... sync (default: %(default)s)",
     )
-    t.add_argument("--full-sync-times", type=int, default=0, help="distributed: full averages during training")
-    t.add_argument("--data-dir", default=None, help="data folder (default $GATELAB_DATA or ~/.cache/gatelab)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--full-sync-times",
+        type=nonnegative_int,
+        default=d.full_sync_times,
+        help="distributed: full averages during training (default: %(default)s)",
+    )
+    t.add_argument(
+        "--dist-timeout",
+        type=positive_float,
+        default=distributed.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="distributed: how long a collective may wait before the run stops with an error; a peer silent "
+        "for min(this, 30) seconds is reported lost (default: %(default)s)",
+    )
+    t.add_argument("--data-dir", default=None, help="data folder (default: $GATELAB_DATA, else ~/.cache/gatelab)")
+    add_training(t)
     t.set_defaults(func=_train)
 
     e = sub.add_parser(
@@ -63,34 +135,37 @@ def register(subparsers) -> None:
         "analogies found under DATA/word-eval.",
     )
     e.add_argument("vectors", help="word2vec text or binary file (format detected)")
-    e.add_argument("--data-dir", default=None)
-    e.add_argument("--sections", action="store_true", help="also print every analogy section")
-    e.add_argument("--json", default=None, help="also write the results to this JSON file")
+    e.add_argument("--data-dir", default=None, help="data folder (default: $GATELAB_DATA, else ~/.cache/gatelab)")
+    e.add_argument("--sections", action="store_true", help="also print every analogy section (default: off)")
+    e.add_argument("--json", default=None, help="also write the results to this JSON file (default: none)")
     e.set_defaults(func=_eval)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _init_distributed(device: str):
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return None
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return dist
-
-
 def _train(args) -> int:
     from gatelab.data.text import open_corpus
-    from gatelab.embeddings.word2vec import Word2Vec
-    from gatelab.files import write_json
+    from gatelab.embeddings.word2vec import train_word2vec
 
-    dist = _init_distributed(args.device)
-    rank = dist.get_rank() if dist else 0
+    check_output_path(args.out)  # before anything is read
+    distributed.init(timeout=args.dist_timeout, device=args.device)
     try:
         corpus = open_corpus(args.corpus, root=args.data_dir, lowercase=args.lowercase)
-        params = dict(
+        device = args.device
+        if distributed.is_distributed() and device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        synthetic = bool(getattr(corpus, "synthetic", False))
+        if distributed.is_main() and not args.quiet:
+            note = " (SYNTHETIC corpus: throughput only)" if synthetic else ""
+            print(f"corpus: {corpus!r}{note}", file=sys.stderr)
+        model = train_word2vec(
+            corpus,
+            out=args.out,
+            binary=not args.text,
+            progress=not args.quiet,
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+            log_dir=args.log_dir,
+            metadata={"synthetic": synthetic},
             vector_size=args.vector_size,
             window=args.window,
             negative=args.negative,
@@ -102,44 +177,23 @@ def _train(args) -> int:
             workers=args.workers,
             batch_size=args.batch_size,
             seed=args.seed,
-            device=args.device,
+            device=device,
             backend=args.backend,
             sync_every=args.sync_every,
             min_sync_words=args.min_sync_words,
             full_sync_times=args.full_sync_times,
         )
-        if dist and args.device.startswith("cuda"):
-            params["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        model = Word2Vec(progress=not args.quiet, **params)
-        if rank == 0 and not args.quiet:
-            note = " (SYNTHETIC corpus: throughput only)" if getattr(corpus, "synthetic", False) else ""
-            print(f"corpus: {corpus!r}{note}", file=sys.stderr)
-        model.build_vocab(corpus)
-        model.train()
-        model.close()
-        if rank == 0:
-            out = Path(args.out)
-            model.wv.save_word2vec_format(out, binary=not args.text)
-            write_json(
-                out.with_name(out.name + ".json"),
-                {
-                    "config": model.config_dict(),
-                    "train": model.train_stats_,
-                    "vocab_size": len(model.vocab),
-                    "corpus": repr(corpus),
-                    "synthetic": bool(getattr(corpus, "synthetic", False)),
-                },
-            )
+        if distributed.is_main():
             s = model.train_stats_
+            resumed = f", resumed at word {s['resumed_from_words']}" if args.resume else ""
             print(
                 f"vocabulary {len(model.vocab)} words; {s['raw_words']} raw words ({s['effective_words']} after "
                 f"subsampling) in {s['seconds']:.1f}s: {s['words_per_sec'] / 1e3:.0f}k raw words/s on "
-                f"{s['processes']} process(es) x {s['threads']} thread(s) [{s['backend']}]"
+                f"{s['processes']} process(es) x {s['threads']} thread(s) [{s['backend']}]{resumed}"
             )
-            print(f"wrote {out} ({'text' if args.text else 'binary'}) and {out.name}.json")
+            print(f"wrote {args.out} ({'text' if args.text else 'binary'}) and {Path(args.out).name}.json")
     finally:
-        if dist is not None:
-            dist.destroy_process_group()
+        distributed.shutdown()
     return 0
 
 

@@ -17,18 +17,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
+import shutil
+import signal
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import torch
 
+from gatelab import distributed
+from gatelab.checkpoint import Checkpointer, Interrupted, check_resumable, load_state, rng_state, set_rng_state
 from gatelab.embeddings.keyedvectors import KeyedVectors
-from gatelab.embeddings.vocab import EncodedCorpus, Vocab
+from gatelab.embeddings.vocab import EncodedCorpus, Vocab, count_vocab
 from gatelab.errors import GatelabError, check_choice
+from gatelab.files import check_output_path, write_json
+from gatelab.progress import ScalarLog, bar, say
 
 
 @dataclass
@@ -114,31 +120,102 @@ def _as_sentences(sentences):
     return sentences
 
 
-def _dist():
-    """torch.distributed if a process group with more than one process is up, else None."""
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover
-        return None
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
-
-
 def _trailing_zeros(v: int) -> int:
     return (v & -v).bit_length() - 1
+
+
+FORMAT = "gatelab.word2vec"
+#: config fields a resumed run may change: they alter speed, not the meaning of the saved position
+RESUMABLE_CHANGES = ("workers", "device", "backend", "windows_per_step")
+
+
+@dataclass
+class _Position:
+    """Where training stands: ``step`` chunks (one process) or rounds (several) done in ``epoch``."""
+
+    epoch: int = 0
+    step: int = 0
+    raw_words: int = 0  # over all processes, at the last save or resume
+    effective_words: int = 0
+    syncs: int = 0
+    full_syncs: int = 0
+    seconds: float = 0.0
+
+
+def _run_jobs(run, jobs, threads: int, pause, on_words) -> tuple[int, int, int]:
+    """Run ``jobs`` in order on ``threads`` threads sharing the matrices (Hogwild).
+
+    Threads take the next job as they finish one, and ask ``pause()`` first (say, the
+    Checkpointer's ``stop_requested``, or a save being due): once it is true they take no new
+    job, so the jobs done are always a prefix. Returns (jobs done, raw words, effective words);
+    ``on_words(raw)`` sees the words as they are done (for a progress bar, every 50 ms).
+    """
+    lock = threading.Condition()
+    stop = threading.Event()
+    state = {"next": 0, "raw": 0, "eff": 0, "alive": 0, "error": None}
+
+    def worker():
+        try:
+            while not stop.is_set():
+                if pause():
+                    stop.set()
+                    return
+                with lock:
+                    i = state["next"]
+                    if i >= len(jobs):
+                        return
+                    state["next"] = i + 1
+                raw, eff = run(*jobs[i])
+                with lock:
+                    state["raw"] += int(raw)
+                    state["eff"] += int(eff)
+        except BaseException as exc:  # handed to the calling thread
+            with lock:
+                state["error"] = state["error"] or exc
+            stop.set()
+        finally:
+            with lock:
+                state["alive"] -= 1
+                lock.notify_all()
+
+    threads = max(1, min(threads, len(jobs)))
+    pool = [threading.Thread(target=worker, name=f"word2vec-{t}", daemon=True) for t in range(threads)]
+    state["alive"] = len(pool)
+    for t in pool:
+        t.start()
+    seen = 0
+    try:
+        with lock:
+            while state["alive"]:
+                lock.wait(0.05)
+                on_words(state["raw"] - seen)
+                seen = state["raw"]
+    finally:  # also on a second Ctrl-C: no thread may outlive the call
+        stop.set()
+        for t in pool:
+            t.join()
+    if state["error"] is not None:
+        raise state["error"]
+    on_words(state["raw"] - seen)
+    return state["next"], state["raw"], state["eff"]
 
 
 class Word2Vec:
     """Skip-gram with negative sampling, HogBatch style, with gensim's parameters.
 
     ``sentences`` is any iterable of token lists (read once, streaming: the vocabulary is
-    counted while the corpus is encoded to a temporary int32 file that the epochs then read
-    by memory map) or a path to a text file with one sentence a line; given here, the model is
-    trained at once. Under a ``torch.distributed``
-    process group of several processes (``torchrun``), each process trains on its shard and
-    the models are averaged as described in :class:`Word2VecConfig`; after training all
-    processes hold the same vectors.
+    counted while the corpus is encoded to an int32 file that the epochs then read by memory
+    map) or a path to a text file with one sentence a line; given here, the model is trained
+    at once. Under ``torchrun`` (:mod:`gatelab.distributed` initialised) rank 0 counts the
+    vocabulary and broadcasts it, each process encodes and trains on its own shard of the
+    sentences, and the models are averaged as described in :class:`Word2VecConfig`; after
+    training all processes hold the same vectors.
+
+    Long runs: ``train(checkpoint=...)`` saves the matrices, the position (epoch and chunk, so
+    the linear learning-rate decay continues where it stopped), the vocabulary and the config
+    at each epoch's end and every ``checkpoint_every`` seconds, and on SIGINT/SIGTERM saves and
+    raises :class:`gatelab.checkpoint.Interrupted` within a chunk's time.
+    ``build_vocab(..., resume=path)`` continues such a run.
 
     Fitted attributes: ``wv`` (:class:`KeyedVectors`), ``syn1neg`` (output matrix), ``vocab``,
     ``train_stats_`` (raw and effective words, seconds, raw words per second).
@@ -160,69 +237,157 @@ class Word2Vec:
         self.wv: KeyedVectors | None = None
         self.syn1neg: np.ndarray | None = None
         self.train_stats_: dict = {}
+        self._position = _Position()
+        self._corpus_info: dict = {}
         if sentences is not None:
             self.build_vocab(sentences)
             self.train()
 
     # --- vocabulary ----------------------------------------------------------------------
-    def build_vocab(self, sentences, workdir: str | os.PathLike | None = None) -> "Word2Vec":
-        """Read the corpus once: count, sort and prune the vocabulary, encode the corpus."""
+    def build_vocab(
+        self, sentences, workdir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None
+    ) -> "Word2Vec":
+        """Read the corpus once: count, sort and prune the vocabulary, encode the corpus.
+
+        ``workdir`` keeps the encoded corpus there (else in a temporary folder removed by
+        :meth:`close`). ``resume`` is a checkpoint of :meth:`train`: its vocabulary, matrices
+        and position are restored (the configuration must match), and a corpus that an earlier
+        run encoded under ``workdir`` with that vocabulary is reused instead of read again.
+        """
         cfg = self.config
+        sentences = _as_sentences(sentences)
         if self.corpus is not None:
             self.corpus.close()
-        self.corpus = EncodedCorpus.build(
-            _as_sentences(sentences),
-            min_count=cfg.min_count,
-            max_vocab_size=cfg.max_vocab_size,
-            max_sentence_length=cfg.max_sentence_length,
-            chunk_words=cfg.chunk_words,
-            workdir=workdir,
-        )
-        self.vocab = self.corpus.vocab
-        rng = np.random.default_rng(cfg.seed)
+            self.corpus = None
+        rank, world = distributed.rank(), distributed.world_size()
+        state = self._load_checkpoint(resume) if resume is not None else None
+        vocab = n_sentences = None
+        if state is not None:
+            vocab = Vocab(list(state["vocab"]["words"]), state["vocab"]["counts"].numpy())
+            n_sentences = state["corpus"]["n_sentences"]
+        elif world > 1:
+            vocab, n_sentences = self._counted_on_rank0(sentences)
+        key = {
+            "source": repr(sentences),
+            "max_sentence_length": cfg.max_sentence_length,
+            "chunk_words": cfg.chunk_words,
+            "shard": [rank, world],
+        }
+        layout = dict(max_sentence_length=cfg.max_sentence_length, chunk_words=cfg.chunk_words, key=key)
+        name = f"corpus.rank{rank}" if world > 1 else "corpus"
+        corpus = None
+        if state is not None and workdir is not None:
+            corpus = EncodedCorpus.reopen(workdir, vocab, name=name, key=key)
+        if corpus is None and vocab is None:
+            corpus = EncodedCorpus.build(
+                sentences, min_count=cfg.min_count, max_vocab_size=cfg.max_vocab_size, workdir=workdir, **layout
+            )
+        elif corpus is None:
+            shard = distributed.shard_bounds(n_sentences) if world > 1 else (0, None)
+            corpus = EncodedCorpus.encode(sentences, vocab, shard=shard, workdir=workdir, name=name, **layout)
+        self.corpus, self.vocab = corpus, corpus.vocab
+        self._corpus_info = {"source": key["source"], "n_sentences": n_sentences}
         v, d = len(self.vocab), cfg.vector_size
-        w_in = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+        if state is None:
+            rng = np.random.default_rng(cfg.seed)
+            w_in = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+            self.syn1neg = np.zeros((v, d), dtype=np.float32)
+            self._position = _Position()
+        else:
+            w_in = state["w_in"].numpy().copy()
+            self.syn1neg = state["w_out"].numpy().copy()
+            self._position = _Position(**state["position"])
+            set_rng_state(state["rng"])
         self.wv = KeyedVectors(self.vocab.words, w_in, self.vocab.counts)
-        self.syn1neg = np.zeros((v, d), dtype=np.float32)
-        dist = _dist()
-        if dist is not None:
-            import torch
-
-            check = torch.tensor([v, -v, self.corpus.n_words, -self.corpus.n_words], dtype=torch.int64)
-            dist.all_reduce(check, op=dist.ReduceOp.MAX)
-            if int(check[0]) != v or int(-check[1]) != v or int(check[2]) != int(-check[3]):
-                raise GatelabError(
-                    "the processes read different corpora (vocabulary or word counts differ); "
-                    "every process must see the same corpus"
-                )
         return self
 
+    def _counted_on_rank0(self, sentences) -> tuple[Vocab, int]:
+        """Rank 0 counts the vocabulary once; every rank gets it (or rank 0's error)."""
+        cfg = self.config
+        result = None
+        if distributed.is_main():
+            try:
+                result = count_vocab(sentences, min_count=cfg.min_count, max_vocab_size=cfg.max_vocab_size)
+            except GatelabError as exc:
+                result = str(exc)
+        result = distributed.broadcast_object(result)
+        if isinstance(result, str):
+            raise GatelabError(result)
+        return result
+
+    def _resume_config(self) -> dict:
+        return {**self.config_dict(), "processes": distributed.world_size()}
+
+    def _load_checkpoint(self, path) -> dict:
+        """Rank 0 reads the checkpoint (a GatelabError for anything unreadable or mismatched); all ranks get it."""
+        result = None
+        if distributed.is_main():
+            try:
+                state = load_state(path, "word2vec checkpoint")
+                check_resumable(state, FORMAT, self._resume_config(), path, may_differ=RESUMABLE_CHANGES)
+                words, counts = state["vocab"]["words"], state["vocab"]["counts"]
+                shape = (len(words), self.config.vector_size)
+                if (
+                    not isinstance(words, list)
+                    or not isinstance(counts, torch.Tensor)
+                    or counts.shape != (len(words),)
+                    or any(tuple(state[k].shape) != shape or state[k].dtype != torch.float32 for k in ("w_in", "w_out"))
+                ):
+                    raise GatelabError(f"{path}: the vocabulary and matrices do not fit together")
+                position = dataclasses.asdict(_Position(**state["position"]))
+                if not all(isinstance(v, (int, float)) for v in position.values()):
+                    raise GatelabError(f"{path}: the position holds a value that is not a number")
+                state["corpus"]["n_sentences"]
+                result = state
+            except GatelabError as exc:
+                result = str(exc)
+            except (KeyError, TypeError, AttributeError) as exc:
+                result = f"{path} is not a complete word2vec checkpoint ({type(exc).__name__}: {exc})"
+        result = distributed.broadcast_object(result)
+        if isinstance(result, str):
+            raise GatelabError(result)
+        return result
+
     # --- training ------------------------------------------------------------------------
-    def train(self, epochs: int | None = None) -> "Word2Vec":
-        """Train for ``epochs`` (default: the configured number) passes over the corpus."""
+    def train(
+        self,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: float = 300.0,
+        log_dir: str | os.PathLike | None = None,
+    ) -> "Word2Vec":
+        """Train the configured number of epochs (from the resumed position, if any).
+
+        ``checkpoint``: where to save (rank 0) at each epoch's end, every ``checkpoint_every``
+        seconds and on SIGINT/SIGTERM (then :class:`Interrupted` is raised). ``log_dir``:
+        TensorBoard scalars (words/s, learning rate) per epoch.
+        """
         if self.corpus is None:
             raise GatelabError("build_vocab (or pass sentences to Word2Vec) before train")
         cfg = self.config
-        epochs = cfg.epochs if epochs is None else epochs
-        if epochs < 1:
-            raise GatelabError(f"epochs must be >= 1, got {epochs}")
+        if cfg.negative >= len(self.vocab):
+            raise GatelabError(
+                f"negative={cfg.negative} noise words need a vocabulary of more than {cfg.negative} words, but it "
+                f"holds {len(self.vocab)}; lower negative below {len(self.vocab)} (or min_count, for more words)"
+            )
+        epochs = cfg.epochs
         corpus, vocab = self.corpus, self.vocab
         keep = vocab.keep_probabilities(cfg.sample)
         table = vocab.noise_table()
         w_in, w_out = self.wv.vectors, self.syn1neg
-        dist = _dist()
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
-
+        rank, world = distributed.rank(), distributed.world_size()
         n = corpus.n_chunks
-        lo, hi = rank * n // world, (rank + 1) * n // world
-        my_chunks = list(range(lo, hi))
-        shard_tokens = max(int(corpus.chunks[hi] - corpus.chunks[lo]), 1)
+        shard_tokens = max(corpus.n_tokens, 1)
         round_size = 4 * cfg.workers
-        rounds_per_epoch = max(-(-((k + 1) * n // world - k * n // world) // round_size) for k in range(world))
-        rounds_per_epoch = max(rounds_per_epoch, 1)
-        shard_words_est = corpus.n_words * (hi - lo) / max(n, 1)
-
         backend = cfg.effective_backend
+        dev = torch.device(cfg.device if backend == "torch" else "cpu")  # of the counts that ranks exchange (NCCL)
+        if world > 1:  # every rank runs the same number of rounds, so all meet at each model average
+            chunks_per_rank = torch.zeros(world, dtype=torch.int64, device=dev)
+            chunks_per_rank[rank] = n
+            distributed.all_reduce_(chunks_per_rank)
+            steps_per_epoch = max(-(-int(chunks_per_rank.max()) // round_size), 1)
+        else:
+            steps_per_epoch = n
+
         if backend == "numba":
             from gatelab.embeddings._kernel import train_chunk
 
@@ -242,11 +407,8 @@ class Word2Vec:
                     cfg.max_sentence_length,
                 )
 
-            tensors = None
-            if dist is not None:
-                import torch
-
-                tensors = (torch.from_numpy(w_in), torch.from_numpy(w_out))
+            tensors = (torch.from_numpy(w_in), torch.from_numpy(w_out))
+            host = lambda: None  # noqa: E731 (the matrices are the numpy arrays)
         else:
             from gatelab.embeddings.torch_backend import TorchTrainer
 
@@ -266,121 +428,149 @@ class Word2Vec:
                 return trainer.train_chunk(corpus.chunk(k), a0, a1, seed)
 
             tensors = (trainer.w_in, trainer.w_out)
+            host = trainer.sync_to_host
 
-        def alpha_at(progress: float) -> float:
-            return max(cfg.alpha - (cfg.alpha - cfg.min_alpha) * progress, cfg.min_alpha)
-
-        bar = None
-        if self.progress and rank == 0:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=int(shard_words_est * epochs * world),
-                unit="word",
-                unit_scale=True,
-                disable=not sys.stderr.isatty(),
-                desc="word2vec",
-                smoothing=0.1,
-            )
-        workers = cfg.workers if backend == "numba" else 1
-        pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
-        raw_total = eff_total = 0
-        n_syncs = full_syncs = 0
-        t0 = time.perf_counter()
-        torch_threads = None
-        if backend == "torch" and str(cfg.device).startswith("cpu"):
-            import torch
-
-            torch_threads = torch.get_num_threads()  # on cpu, ``workers`` is torch's thread count
-            torch.set_num_threads(cfg.workers)
+        def alpha_at(done: float) -> float:
+            return max(cfg.alpha - (cfg.alpha - cfg.min_alpha) * done, cfg.min_alpha)
 
         def job(epoch, k):
-            p0 = (epoch * shard_tokens + corpus.chunks[k] - corpus.chunks[lo]) / (epochs * shard_tokens)
-            p1 = (epoch * shard_tokens + corpus.chunks[k + 1] - corpus.chunks[lo]) / (epochs * shard_tokens)
-            seed = (cfg.seed * 1_000_003 + epoch * (n + 1) + k + 1) & 0x7FFFFFFFFFFFFFFF
+            p0 = (epoch * shard_tokens + corpus.chunks[k]) / (epochs * shard_tokens)
+            p1 = (epoch * shard_tokens + corpus.chunks[k + 1]) / (epochs * shard_tokens)
+            seed = (cfg.seed * 1_000_003 + (rank * epochs + epoch) * (n + 1) + k + 1) & 0x7FFFFFFFFFFFFFFF
             return k, alpha_at(p0), alpha_at(p1), seed
 
-        if dist is None:
-            # one process: a single queue of every chunk of every epoch, no barrier between them
-            rounds = [[job(e, k) for e in range(epochs) for k in my_chunks]]
-        else:
-            # several processes: rounds of ``round_size`` chunks, the same number on every process,
-            # so that all of them reach each model synchronisation together
-            rounds = [
-                [job(e, k) for k in my_chunks[r * round_size : (r + 1) * round_size]]
-                for e in range(epochs)
-                for r in range(rounds_per_epoch)
-            ]
-        total_rounds = len(rounds)
+        pos = self._position
+        local = np.zeros(2, dtype=np.int64)  # raw and effective words this process did since the last save
+
+        def totals() -> tuple[int, int]:
+            t = distributed.all_reduce_(torch.from_numpy(local.copy()).to(dev))
+            return pos.raw_words + int(t[0]), pos.effective_words + int(t[1])
+
+        def bank(seconds: float) -> None:
+            """Fold the words done since the last save into ``pos`` (a collective under torchrun)."""
+            pos.raw_words, pos.effective_words = totals()
+            local[:] = 0
+            pos.seconds += seconds
+
+        def state() -> dict:
+            host()
+            return {
+                "format": FORMAT,
+                "config": self._resume_config(),
+                "w_in": torch.from_numpy(w_in.copy()),
+                "w_out": torch.from_numpy(w_out.copy()),
+                "vocab": {"words": vocab.words, "counts": torch.from_numpy(vocab.counts.copy())},
+                "corpus": dict(self._corpus_info),
+                "position": dataclasses.asdict(pos),
+                "rng": rng_state(),
+            }
+
+        workers = cfg.workers if backend == "numba" else 1
+        torch_threads = None
+        if backend == "torch" and str(cfg.device).startswith("cpu"):
+            torch_threads = torch.get_num_threads()  # on cpu, ``workers`` is torch's thread count
+            torch.set_num_threads(cfg.workers)
+        quiet = not self.progress or rank != 0
+        total_words = corpus.n_words * world * epochs
+        words_bar = bar(total=total_words, desc="word2vec", unit="word", quiet=quiet, unit_scale=True)
+        words_bar.update(min(pos.raw_words, total_words))
+        on_words = lambda raw: words_bar.update(raw * world)  # noqa: E731 (an estimate under torchrun)
+        resumed_from = pos.raw_words
+        last_save = clock = time.monotonic()
         try:
-            for done_round, jobs in enumerate(rounds, 1):
-                if pool is not None:
-                    futures = [pool.submit(run, *j) for j in jobs]
-                    results = (f.result() for f in futures)
-                else:
-                    results = (run(*j) for j in jobs)
-                for j, (raw, eff) in zip(jobs, results):
-                    raw_total += int(raw)
-                    eff_total += int(eff)
-                    if bar is not None:
-                        bar.update(int(raw) * world)
-                        elapsed = time.perf_counter() - t0
-                        bar.set_postfix_str(
-                            f"lr {j[2]:.5f}  {raw_total * world / max(elapsed, 1e-9) / 1e3:.0f}k words/s"
-                        )
-                if dist is not None and (done_round % cfg.sync_every == 0 or done_round == total_rounds):
-                    n_syncs += 1
-                    rows = min(len(vocab), cfg.min_sync_words << _trailing_zeros(n_syncs))
-                    if cfg.full_sync_times and done_round / total_rounds >= (full_syncs + 1) / (
-                        cfg.full_sync_times + 1
-                    ):
-                        full_syncs += 1
-                        rows = len(vocab)
-                    if done_round == total_rounds:
-                        rows = len(vocab)
-                    self._average_rows(dist, tensors, rows, world)
+            with (
+                Checkpointer(checkpoint if rank == 0 else None, checkpoint_every) as ckpt,
+                ScalarLog(log_dir if rank == 0 else None) as log,
+            ):
+
+                def due() -> bool:
+                    return checkpoint is not None and rank == 0 and time.monotonic() - last_save >= checkpoint_every
+
+                def save(stop: bool) -> None:
+                    nonlocal last_save, clock
+                    now = time.monotonic()
+                    bank(now - clock)
+                    clock = now
+                    if stop:
+                        signum = ckpt.signum or signal.SIGINT
+                        ckpt.save(state)
+                        raise Interrupted(signum, Path(checkpoint) if checkpoint is not None else None)
+                    ckpt.save(state)
+                    last_save = time.monotonic()
+
+                while pos.epoch < epochs:
+                    epoch = pos.epoch
+                    epoch_raw, epoch_t0 = pos.raw_words + int(local[0]), time.monotonic()
+                    while pos.step < steps_per_epoch:
+                        if world == 1:
+                            jobs = [job(epoch, k) for k in range(pos.step, n)]
+                            pause = lambda: ckpt.stop_requested or due()  # noqa: E731
+                            done, raw, eff = _run_jobs(run, jobs, workers, pause, on_words)
+                            local += (raw, eff)
+                            pos.step += done
+                            if pos.step < steps_per_epoch:  # paused: stop or save, at a consistent state
+                                save(stop=ckpt.stop_requested)
+                            continue
+                        r = pos.step
+                        jobs = [job(epoch, k) for k in range(r * round_size, min((r + 1) * round_size, n))]
+                        _, raw, eff = _run_jobs(run, jobs, workers, lambda: False, on_words)
+                        local += (raw, eff)
+                        pos.step += 1
+                        last_round = epoch == epochs - 1 and pos.step == steps_per_epoch
+                        if pos.step % cfg.sync_every == 0 or pos.step == steps_per_epoch:
+                            pos.syncs += 1
+                            rows = min(len(vocab), cfg.min_sync_words << _trailing_zeros(pos.syncs))
+                            done_rounds = epoch * steps_per_epoch + pos.step
+                            if cfg.full_sync_times and done_rounds / (epochs * steps_per_epoch) >= (
+                                pos.full_syncs + 1
+                            ) / (cfg.full_sync_times + 1):
+                                pos.full_syncs += 1
+                                rows = len(vocab)
+                            if last_round:
+                                rows = len(vocab)
+                            self._average_rows(tensors, rows)
+                        flags = torch.tensor([int(ckpt.stop_requested), int(due())], dtype=torch.int64, device=dev)
+                        distributed.all_reduce_(flags)
+                        if (flags.any() or pos.step == steps_per_epoch) and not last_round:
+                            self._average_rows(tensors, len(vocab))  # a checkpoint holds the one common model
+                        if flags.any() and pos.step < steps_per_epoch:
+                            save(stop=bool(flags[0]))
+                    pos.epoch, pos.step = epoch + 1, 0
+                    save(stop=world == 1 and ckpt.stop_requested)  # several processes agree on a stop first
+                    seconds = time.monotonic() - epoch_t0
+                    words = pos.raw_words - epoch_raw
+                    lr = alpha_at(pos.epoch / epochs)
+                    say(
+                        f"word2vec epoch {pos.epoch}/{epochs}: {words} words, {words / max(seconds, 1e-9) / 1e3:.0f}k "
+                        f"words/s, lr {lr:.5f}",
+                        quiet=quiet,
+                    )
+                    log.add(pos.raw_words, words_per_sec=words / max(seconds, 1e-9), lr=lr)
         finally:
             if torch_threads is not None:
                 torch.set_num_threads(torch_threads)
-            if pool is not None:
-                pool.shutdown()
-            if bar is not None:
-                bar.close()
-        if backend == "torch":
-            trainer.sync_to_host()
-        seconds = time.perf_counter() - t0
-        raw_all, eff_all = raw_total, eff_total
-        if dist is not None:
-            import torch
-
-            t = torch.tensor([raw_total, eff_total], dtype=torch.int64)
-            dist.all_reduce(t)
-            raw_all, eff_all = int(t[0]), int(t[1])
+            words_bar.close()
+        host()
         self.wv._norms = None
         self.train_stats_ = {
-            "raw_words": raw_all,
-            "effective_words": eff_all,
-            "seconds": seconds,
-            "words_per_sec": raw_all / max(seconds, 1e-9),
+            "raw_words": pos.raw_words,
+            "effective_words": pos.effective_words,
+            "resumed_from_words": resumed_from,
+            "seconds": pos.seconds,
+            "words_per_sec": pos.raw_words / max(pos.seconds, 1e-9),
             "epochs": epochs,
             "processes": world,
             "threads": workers,
             "backend": backend,
-            "syncs": n_syncs,
+            "syncs": pos.syncs,
         }
         return self
 
     @staticmethod
-    def _average_rows(dist, tensors, rows: int, world: int) -> None:
+    def _average_rows(tensors, rows: int) -> None:
+        """Average the first ``rows`` rows of both matrices over the processes."""
         for t in tensors:
-            part = t[:rows]
-            if part.is_contiguous() and t.device.type == "cpu":
-                dist.all_reduce(part)
-                part.div_(world)
-            else:
-                buf = part.contiguous()
-                dist.all_reduce(buf)
-                t[:rows] = buf / world
+            distributed.all_reduce_(t[:rows], op="mean")
 
     # --- convenience -----------------------------------------------------------------------
     def config_dict(self) -> dict:
@@ -390,7 +580,7 @@ class Word2Vec:
         return d
 
     def close(self) -> None:
-        """Remove the encoded corpus file (training cannot resume after this)."""
+        """Release the encoded corpus (a temporary one is removed; one under a ``workdir`` stays)."""
         if self.corpus is not None:
             self.corpus.close()
             self.corpus = None
@@ -400,26 +590,60 @@ class Word2Vec:
         return f"Word2Vec(vocab={n}, vector_size={self.config.vector_size}, window={self.config.window})"
 
 
-def train_word2vec(
-    sentences, out: str | os.PathLike | None = None, binary: bool = True, progress: bool = False, **params
-) -> Word2Vec:
-    """Train and (if ``out``) save the vectors in word2vec format, with the config JSON beside them."""
-    from gatelab.files import write_json
+def work_dir(out: str | os.PathLike) -> Path:
+    """The folder beside ``out`` that holds an unfinished run's encoded corpus and checkpoint."""
+    out = Path(out)
+    return out.with_name(out.name + ".work")
 
+
+def train_word2vec(
+    sentences,
+    out: str | os.PathLike | None = None,
+    binary: bool = True,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 300.0,
+    resume: str | os.PathLike | None = None,
+    log_dir: str | os.PathLike | None = None,
+    metadata: dict | None = None,
+    **params,
+) -> Word2Vec:
+    """Train and (if ``out``) save the vectors in word2vec format, with the config JSON beside them.
+
+    With ``out``, the encoded corpus and the checkpoint (default ``checkpoint``) live in
+    ``work_dir(out)``: an interrupted or killed run leaves them there for ``resume``, a
+    finished one removes them. Under torchrun, rank 0 writes the files. ``metadata`` is
+    added to the JSON.
+    """
     model = Word2Vec(progress=progress, **params)
-    model.build_vocab(sentences)
-    model.train()
-    model.close()
+    sentences = _as_sentences(sentences)
+    work = None
     if out is not None:
-        out = Path(out)
+        out = check_output_path(out)
+        work = work_dir(out)
+        check_output_path(work, kind="dir")
+        if checkpoint is None:
+            checkpoint = work / "checkpoint.pt"
+    try:
+        model.build_vocab(sentences, workdir=work, resume=resume)
+        model.train(checkpoint=checkpoint, checkpoint_every=checkpoint_every, log_dir=log_dir)
+    except BaseException:
+        model.close()
+        if work is not None and distributed.is_main() and not Path(checkpoint).exists():
+            shutil.rmtree(work, ignore_errors=True)  # nothing to resume from
+        raise
+    model.close()
+    if out is not None and distributed.is_main():
         model.wv.save_word2vec_format(out, binary=binary)
-        write_json(
-            out.with_name(out.name + ".json"),
-            {
-                "config": model.config_dict(),
-                "train": model.train_stats_,
-                "vocab_size": len(model.vocab),
-                "corpus": repr(sentences),
-            },
-        )
+        info = {
+            "config": model.config_dict(),
+            "train": model.train_stats_,
+            "vocab_size": len(model.vocab),
+            "corpus": repr(sentences),
+        }
+        write_json(out.with_name(out.name + ".json"), {**info, **(metadata or {})})
+    if work is not None:
+        distributed.barrier()  # every rank is done with its shard before the folder goes
+        if distributed.is_main():
+            shutil.rmtree(work, ignore_errors=True)
     return model
