@@ -175,6 +175,11 @@ class Checkpointer:
     def stop_requested(self) -> bool:
         return self.signum is not None
 
+    @property
+    def save_due(self) -> bool:
+        """Whether ``every`` seconds have passed since the last save (always False without a path)."""
+        return self.path is not None and time.monotonic() - self._last >= self.every
+
     def save(self, state: State | Mapping[str, Any]) -> Path | None:
         """Write the state now (atomically); returns the path, or None when no path was given."""
         self._last = time.monotonic()
@@ -191,7 +196,7 @@ class Checkpointer:
         """Call after each optimiser step: saves when ``every`` seconds have passed, stops when signalled."""
         if self.signum is not None:
             self._stop(state)
-        if self.path is not None and time.monotonic() - self._last >= self.every:
+        if self.save_due:
             self.save(state)
 
     def epoch_end(self, state: State) -> None:

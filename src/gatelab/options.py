@@ -65,7 +65,7 @@ def add_common(parser: argparse.ArgumentParser, *, device: bool = True, seed: bo
         parser.add_argument(
             "--device", type=device_name, default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)"
         )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (default: off)")
 
 
 def add_training(parser: argparse.ArgumentParser) -> None:

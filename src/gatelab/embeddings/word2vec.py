@@ -476,18 +476,15 @@ class Word2Vec:
         words_bar.update(min(pos.raw_words, total_words))
         on_words = lambda raw: words_bar.update(raw * world)  # noqa: E731 (an estimate under torchrun)
         resumed_from = pos.raw_words
-        last_save = clock = time.monotonic()
+        clock = time.monotonic()
         try:
             with (
                 Checkpointer(checkpoint if rank == 0 else None, checkpoint_every) as ckpt,
                 ScalarLog(log_dir if rank == 0 else None) as log,
             ):
 
-                def due() -> bool:
-                    return checkpoint is not None and rank == 0 and time.monotonic() - last_save >= checkpoint_every
-
                 def save(stop: bool) -> None:
-                    nonlocal last_save, clock
+                    nonlocal clock
                     now = time.monotonic()
                     bank(now - clock)
                     clock = now
@@ -496,7 +493,6 @@ class Word2Vec:
                         ckpt.save(state)
                         raise Interrupted(signum, Path(checkpoint) if checkpoint is not None else None)
                     ckpt.save(state)
-                    last_save = time.monotonic()
 
                 while pos.epoch < epochs:
                     epoch = pos.epoch
@@ -504,7 +500,7 @@ class Word2Vec:
                     while pos.step < steps_per_epoch:
                         if world == 1:
                             jobs = [job(epoch, k) for k in range(pos.step, n)]
-                            pause = lambda: ckpt.stop_requested or due()  # noqa: E731
+                            pause = lambda: ckpt.stop_requested or ckpt.save_due  # noqa: E731
                             done, raw, eff = _run_jobs(run, jobs, workers, pause, on_words)
                             local += (raw, eff)
                             pos.step += done
@@ -529,7 +525,8 @@ class Word2Vec:
                             if last_round:
                                 rows = len(vocab)
                             self._average_rows(tensors, rows)
-                        flags = torch.tensor([int(ckpt.stop_requested), int(due())], dtype=torch.int64, device=dev)
+                        flags = [int(ckpt.stop_requested), int(ckpt.save_due)]
+                        flags = torch.tensor(flags, dtype=torch.int64, device=dev)
                         distributed.all_reduce_(flags)
                         if (flags.any() or pos.step == steps_per_epoch) and not last_round:
                             self._average_rows(tensors, len(vocab))  # a checkpoint holds the one common model
