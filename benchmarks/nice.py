@@ -48,12 +48,12 @@ def main() -> None:
     if args.classifier:
         classifier, _ = load_classifier(args.classifier)
     else:
-        classifier, _ = train_classifier(ClassifierConfig(epochs=1, train_examples=10000), progress=False)
+        classifier, _ = train_classifier(ClassifierConfig(epochs=1, train_examples=10000), quiet=True)
     if args.masks:
         nice = NICE.load(args.masks, classifier)
     else:
         x, _ = mnist_tensors("mnist", "train")
-        nice = NICE(classifier, NICEConfig(epochs=1, train_examples=10000)).fit(x, progress=False)
+        nice = NICE(classifier, NICEConfig(epochs=1, train_examples=10000)).fit(x, quiet=True)
     xt, _ = mnist_tensors("mnist", "test")
     xt = xt[: args.images]
     predicted = predict(classifier, xt)
