@@ -21,16 +21,8 @@ def region_images(n):
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def interrupt_at_call(monkeypatch, target, name, call):
-    """Make ``target.name`` send this process SIGINT on its ``call``-th call, as Ctrl-C would."""
+    """Make ``target.name`` send this process SIGINT on its ``call``-th call, as Ctrl-C would; returns an undo."""
     original, calls = getattr(target, name), []
 
     def wrapped(*args, **kw):
@@ -40,7 +32,7 @@ def interrupt_at_call(monkeypatch, target, name, call):
         return original(*args, **kw)
 
     monkeypatch.setattr(target, name, wrapped)
-    return calls
+    return lambda: monkeypatch.setattr(target, name, original)
 
 
 def test_interrupted_mask_training_resumes_exactly(tmp_path, monkeypatch, one_thread):
@@ -49,10 +41,10 @@ def test_interrupted_mask_training_resumes_exactly(tmp_path, monkeypatch, one_th
     whole = NICE(RegionClassifier(), config).fit(x, quiet=True)
 
     ckpt = tmp_path / "masks.ckpt"
-    interrupt_at_call(monkeypatch, NICE, "_loss", 6)  # the second step of the second epoch
+    undo = interrupt_at_call(monkeypatch, NICE, "_loss", 6)  # the second step of the second epoch
     with pytest.raises(Interrupted, match="resume with --resume"):
         NICE(RegionClassifier(), config).fit(x, quiet=True, checkpoint=ckpt)
-    monkeypatch.undo()
+    undo()
     saved = load_state(ckpt)
     assert (saved["epoch"], saved["step"]) == (1, 2) and len(saved["history"]) == 1
 
@@ -75,19 +67,7 @@ def test_resume_refuses_a_different_configuration(tmp_path):
     assert [h["epoch"] for h in longer.history_] == [1, 2]
 
 
-@pytest.fixture
-def test_reads(monkeypatch):
-    """Every split of MNIST read from disk, in order."""
-    import gatelab.data.mnist as mnist
-
-    reads, original = [], mnist.load_mnist
-    monkeypatch.setattr(
-        mnist, "load_mnist", lambda name, split, root=None: reads.append(split) or original(name, split)
-    )
-    return reads
-
-
-def test_classifier_resumes_exactly_and_keeps_the_best_validation_epoch(tmp_path, monkeypatch, one_thread, test_reads):
+def test_classifier_resumes_exactly_and_keeps_the_best_validation_epoch(tmp_path, monkeypatch, one_thread, split_reads):
     config = ClassifierConfig(epochs=2, batch_size=100, train_examples=600, validation=100)
     whole, history = train_classifier(config, quiet=True)
     assert [h["epoch"] for h in history] == [1, 2] and all(0 <= h["validation_error"] <= 100 for h in history)
@@ -96,16 +76,16 @@ def test_classifier_resumes_exactly_and_keeps_the_best_validation_epoch(tmp_path
     import gatelab.nice.classifiers as classifiers
 
     # 5 steps an epoch; calls 1-5 train epoch 1, call 6 scores the validation split, 7-8 train epoch 2
-    interrupt_at_call(monkeypatch, classifiers.F, "cross_entropy", 8)
+    undo = interrupt_at_call(monkeypatch, classifiers.F, "cross_entropy", 8)
     with pytest.raises(Interrupted):
         train_classifier(config, quiet=True, checkpoint=ckpt)
-    monkeypatch.setattr(classifiers.F, "cross_entropy", torch.nn.functional.cross_entropy)
+    undo()
     assert (load_state(ckpt)["epoch"], load_state(ckpt)["step"]) == (1, 2)
     resumed, again = train_classifier(config, quiet=True, checkpoint=ckpt, resume=ckpt)
     assert again == history
     for key, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
-    assert "test" not in test_reads  # training chooses on the validation split only
+    assert "test" not in split_reads  # training chooses on the validation split only
 
     # the kept weights are those of the epoch with the lowest validation error
     best = min(history, key=lambda h: h["validation_error"])
