@@ -36,10 +36,13 @@ EXPLAIN_LAM = 2.0  # L0 strength of the explanation masks (closed gates show bla
 # A fully subsampled image already keeps much of the evidence, so the useful range is narrow.
 COMPRESS_LAMS = {"mnist": (1.0, 1.5, 2.0, 3.0), "fashion-mnist": (1.0, 1.25, 1.5, 2.0)}
 
-# train_examples: the training pool (None: all 60,000); validation: images held out of it for every choice
+# train_examples: the training pool (None: all 60,000); validation: images held out of it for every choice;
+# test_images: the test images scored (None: all 10,000); panel_classes: rows of the panel figure, one a class
 QUICK = {
     "train_examples": 10000,
     "validation": 1000,
+    "test_images": None,
+    "panel_classes": 10,
     "classifier_epochs": 3,
     "nice_epochs": 1,
     "compress_images": 500,
@@ -49,6 +52,8 @@ QUICK = {
 FULL = {
     "train_examples": None,
     "validation": 5000,
+    "test_images": None,
+    "panel_classes": 10,
     "classifier_epochs": 3,
     "nice_epochs": 10,
     "compress_images": 10000,
@@ -178,6 +183,7 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
 
     # The final numbers: the test split is read here, once
     xt, yt = mnist_tensors(dataset, "test")
+    xt, yt = xt[: s["test_images"]], yt[: s["test_images"]]
     report.row("classifier test accuracy (%)", None, round(100 * accuracy(classifier, xt, yt), 2), "small CNN")
     _explanation(report, classifier, explainer, xt[: s["explain_images"]], seed)
     xc, yc = xt[: s["compress_images"]], yt[: s["compress_images"]]
@@ -190,7 +196,7 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     _compression_rows(report, points, chosen)
     tradeoff_plot(report.folder / "tradeoff.png", [p for p in points if p["tables"] == "inline"], PAPER_SIZE_RATIO)
     report.plots.append("tradeoff.png")
-    _panels(report, classifier, explainer, compressors[chosen], xt, yt)
+    _panels(report, classifier, explainer, compressors[chosen], xt, yt, s["panel_classes"])
 
 
 def _explanation(report: Report, classifier, explainer: NICE, xe: torch.Tensor, seed: int) -> None:
@@ -263,9 +269,9 @@ def _compression_rows(report: Report, points: list[dict], chosen: float) -> None
     )
 
 
-def _panels(report: Report, classifier, explainer: NICE, compressor: NICE, xt: torch.Tensor, yt: torch.Tensor) -> None:
+def _panels(report: Report, classifier, explainer: NICE, compressor: NICE, xt, yt, classes: int) -> None:
     """One test image per class: NICE's mask and P(open), each baseline, the compression mask and JPEG."""
-    idx = torch.stack([(yt == c).nonzero()[0, 0] for c in range(int(yt.max()) + 1)])
+    idx = torch.stack([(yt == c).nonzero()[0, 0] for c in range(classes)])
     images = xt[idx]
     predicted = predict(classifier, images)
     masks, saliency = explainer.explain(images)
