@@ -56,8 +56,9 @@ def test_arm_gates_learn_the_region_too_but_slowly():
 
 def test_amortised_mask_network_learns_the_region_and_generalises():
     torch.manual_seed(0)
-    nice = NICE(RegionClassifier(), NICEConfig(lam=2.0, epochs=15, lr_drop_epoch=15, lr=3e-3, batch_size=50))
-    nice.fit(region_images(400), quiet=True)
+    # 64 steps (measured: masks keep 11% of pixels, 68% of them inside the region, saliency 8x the mean there)
+    nice = NICE(RegionClassifier(), NICEConfig(lam=2.0, epochs=16, lr_drop_epoch=16, lr=1e-2, batch_size=50))
+    nice.fit(region_images(200), quiet=True)
     mask = nice.mask(region_images(50, seed=1))  # unseen images
     assert 0 < mask.mean().item() < 0.2
     assert inside_fraction(mask) > 0.6  # chance is 64/784 = 0.08
