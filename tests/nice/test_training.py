@@ -55,6 +55,30 @@ def test_interrupted_mask_training_resumes_exactly(tmp_path, monkeypatch, one_th
     assert load_state(ckpt)["epoch"] == 2  # the last epoch's end was saved
 
 
+def test_interrupted_per_image_masks_resume_exactly(tmp_path, monkeypatch, one_thread):
+    nice = NICE(RegionClassifier(), NICEConfig(mode="per_image", lam=1.0, steps=10))
+    x = region_images(6)  # batches of 4 and 2 images
+    whole = nice.gate_parameters(x, batch_size=4)
+
+    ckpt = tmp_path / "per-image.ckpt"
+    undo = interrupt_at_call(monkeypatch, NICE, "_loss", 13)  # the third step of the second batch
+    with pytest.raises(Interrupted):
+        nice.gate_parameters(x, batch_size=4, checkpoint=ckpt)
+    undo()
+    saved = load_state(ckpt)
+    assert (saved["batch"], saved["step"], len(saved["done"])) == (1, 3, 1)
+    assert torch.equal(nice.gate_parameters(x, batch_size=4, resume=ckpt), whole)
+    with pytest.raises(GatelabError, match="cannot resume"):  # the checkpoint belongs to other images
+        nice.gate_parameters(region_images(7), batch_size=4, resume=ckpt)
+
+
+def test_log_dir_gets_the_epoch_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    NICE(RegionClassifier(), NICEConfig(epochs=2, batch_size=10)).fit(region_images(10), quiet=True, log_dir=tmp_path)
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    assert b"data_loss" in events.read_bytes() and b"open_fraction" in events.read_bytes()
+
+
 def test_resume_refuses_a_different_configuration(tmp_path):
     ckpt = tmp_path / "masks.ckpt"
     NICE(RegionClassifier(), NICEConfig(epochs=1, batch_size=20)).fit(region_images(20), quiet=True, checkpoint=ckpt)

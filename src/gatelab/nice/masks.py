@@ -13,6 +13,7 @@ slower, network-free alternative. The classifier's weights never change.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
 from gatelab.evaluation import predict
@@ -28,6 +30,7 @@ from gatelab.gates.estimators import make_estimator
 from gatelab.nice.compress import lowres
 from gatelab.nice.training import train_epochs
 from gatelab.nice.weights import config_from, load_weights, read_weights, save_weights
+from gatelab.progress import bar
 
 MODES = ("amortized", "per_image")
 NICE_ESTIMATORS = ("hard_concrete", "arm")
@@ -262,34 +265,90 @@ class NICE:
         self.mask_net_ = net.eval()
         return self
 
-    def _optimize(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-image mode: Adam on one gate parameter per pixel of each image in ``x``."""
+    def _per_image(self, images: torch.Tensor, batch_size: int, quiet: bool, checkpoint, checkpoint_every, resume):
+        """Per-image mode: Adam on one gate parameter per pixel, ``steps`` steps for each batch of images.
+
+        The checkpoint holds the finished batches' parameters, the current batch's
+        parameters and optimiser, the position and the RNG state; it is tied to
+        these very images (by a digest), so ``resume`` refuses other images.
+        """
         cfg = self.config
-        x = x.to(self.device)
-        target = self._targets(x, None)
-        phi = torch.full(
-            (len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep), device=self.device, requires_grad=True
-        )
-        optimizer = torch.optim.Adam([phi], lr=0.05)
-        for _ in range(cfg.steps):
-            # the per-image loss sums over images so that each image's gates see the usual scale
-            loss, _ = self._loss(phi, x, target)
-            optimizer.zero_grad(set_to_none=True)
-            (loss * len(x)).backward()
-            optimizer.step()
-            self.estimator.constrain_(phi)
-        return phi.detach()
+        batches = images.split(batch_size)
+        digest = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        run = {**asdict(cfg), "images": digest, "batch_size": batch_size}
+        pos: dict = {"batch": 0, "step": 0, "done": [], "phi": None, "optimizer": None}
+        live: dict = {}
+
+        def state() -> dict:
+            return {
+                "format": "nice-per-image",
+                "config": run,
+                "rng": rng_state(),
+                **pos,
+                **({"phi": live["phi"].detach(), "optimizer": live["optimizer"].state_dict()} if live else {}),
+            }
+
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            if resume is not None:
+                saved = load_state(resume, "per-image mask checkpoint")
+                check_resumable(saved, "nice-per-image", run, resume, may_differ=("device",))
+                pos = {k: saved[k] for k in pos}
+                set_rng_state(saved["rng"])
+            done = pos["batch"] * cfg.steps + pos["step"]
+            progress = bar(len(batches) * cfg.steps, "NICE per-image masks", "step", quiet, initial=done)
+            with Checkpointer(checkpoint, checkpoint_every) as ckpt, progress:
+                while pos["batch"] < len(batches):
+                    x = batches[pos["batch"]].to(self.device)
+                    target = self._targets(x, None).to(self.device)
+                    start = (
+                        pos["phi"]
+                        if pos["phi"] is not None
+                        else torch.full((len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep))
+                    )
+                    phi = start.to(self.device).requires_grad_(True)
+                    optimizer = torch.optim.Adam([phi], lr=0.05)
+                    if pos["optimizer"] is not None:
+                        optimizer.load_state_dict(pos["optimizer"])
+                    live.update(phi=phi, optimizer=optimizer)
+                    while pos["step"] < cfg.steps:
+                        # the per-image loss sums over images so that each image's gates see the usual scale
+                        loss, _ = self._loss(phi, x, target)
+                        optimizer.zero_grad(set_to_none=True)
+                        (loss * len(x)).backward()
+                        optimizer.step()
+                        self.estimator.constrain_(phi)
+                        pos["step"] += 1
+                        progress.update()
+                        ckpt.step(state)
+                    live.clear()
+                    pos["done"].append(phi.detach().to(images.device))
+                    pos.update(batch=pos["batch"] + 1, step=0, phi=None, optimizer=None)
+                    ckpt.epoch_end(state)
+        return torch.cat(pos["done"])
 
     # -- using a fitted NICE ------------------------------------------------------------------
-    def gate_parameters(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Per-pixel gate parameters (N, 1, H, W) for ``images``."""
+    def gate_parameters(
+        self,
+        images: torch.Tensor,
+        batch_size: int = 500,
+        *,
+        quiet: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: float = 300.0,
+        resume: str | os.PathLike | None = None,
+    ) -> torch.Tensor:
+        """Per-pixel gate parameters (N, 1, H, W) for ``images``.
+
+        Per-image mode optimises them (seeded by the config, so every call gives the
+        same result); it keeps ``checkpoint`` after each batch and every
+        ``checkpoint_every`` seconds, and continues from ``resume``.
+        """
         images = self._check_images(images)
         if self.config.mode == "per_image":
             if self.input_shape_ is None:
                 self.input_shape_ = tuple(images.shape[1:])
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed(self.config.seed)
-                return torch.cat([self._optimize(b).to(images.device) for b in images.split(batch_size)])
+            return self._per_image(images, batch_size, quiet, checkpoint, checkpoint_every, resume)
         if self.mask_net_ is None:
             raise GatelabError("this NICE is not fitted yet; call fit(images) first")
         with torch.no_grad():
@@ -303,9 +362,12 @@ class NICE:
         """The deterministic test-time gates, binarised: 1 where a pixel keeps full value."""
         return self.explain(images)[0]
 
-    def explain(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mask, saliency)`` from one computation of the gate parameters (per-image mode optimises once)."""
-        phi = self.gate_parameters(images)
+    def explain(self, images: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mask, saliency)`` from one computation of the gate parameters (per-image mode optimises once).
+
+        ``kw`` goes to ``gate_parameters`` (a per-image run's ``checkpoint``, ``resume``, ``quiet``).
+        """
+        phi = self.gate_parameters(images, **kw)
         cells = self._cells(phi)
         mask = self._pixels((self.estimator.deterministic(cells) > 0).float(), phi)
         return mask, self._pixels(self.estimator.prob_open(cells), phi)
