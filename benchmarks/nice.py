@@ -29,6 +29,7 @@ from gatelab.nice import (
     predict,
     train_classifier,
 )
+from gatelab.options import positive_int
 
 
 def _seconds(fn) -> float:
@@ -39,7 +40,7 @@ def _seconds(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000, help="test images to explain (default: 1000)")
+    parser.add_argument("--images", type=positive_int, default=1000, help="test images to explain (default: 1000)")
     parser.add_argument("--classifier", help="classifier file from `gatelab nice train-classifier`")
     parser.add_argument("--masks", help="mask network from `gatelab nice train`")
     args = parser.parse_args()
@@ -48,12 +49,12 @@ def main() -> None:
     if args.classifier:
         classifier, _ = load_classifier(args.classifier)
     else:
-        classifier, _ = train_classifier(ClassifierConfig(epochs=1, train_examples=10000), progress=False)
+        classifier, _ = train_classifier(ClassifierConfig(epochs=1, train_examples=10000), quiet=True)
     if args.masks:
         nice = NICE.load(args.masks, classifier)
     else:
         x, _ = mnist_tensors("mnist", "train")
-        nice = NICE(classifier, NICEConfig(epochs=1, train_examples=10000)).fit(x, progress=False)
+        nice = NICE(classifier, NICEConfig(epochs=1, train_examples=10000)).fit(x, quiet=True)
     xt, _ = mnist_tensors("mnist", "test")
     xt = xt[: args.images]
     predicted = predict(classifier, xt)

@@ -1,28 +1,119 @@
-"""The quick NICE reproductions run end to end and report real measurements."""
+"""The NICE reproductions' plumbing on a tiny setting: stages, checkpoints, validation choices, one test read,
+and a resumed run that skips finished stages."""
 
 import json
+import os
+import signal
 
 import pytest
 
+import gatelab.nice.classifiers as classifiers
+import gatelab.nice.reproductions as reproductions
+from gatelab.checkpoint import Interrupted
+from gatelab.nice import NICE
 from gatelab.reproduce import run
+
+TINY = {
+    "train_examples": 300,
+    "validation": 100,
+    "test_images": 300,
+    "panel_classes": 2,
+    "classifier_epochs": 1,
+    "nice_epochs": 1,
+    "compress_images": 30,
+    "explain_images": 10,
+    "compress_lams": {"mnist": (1.0, 2.0), "fashion-mnist": (1.5,)},
+}
+STAGES = {
+    "nice-mnist": ["classifier", "masks-lowres-lam1", "masks-lowres-lam2", "masks-zeros-lam2"],
+    "nice-fmnist": ["classifier", "masks-lowres-lam1.5", "masks-zeros-lam2"],
+}
+
+
+@pytest.fixture
+def events(monkeypatch, split_reads, one_thread):
+    """The tiny quick setting; ``split_reads`` also records each finished training as "trained"."""
+    monkeypatch.setattr(reproductions, "QUICK", TINY)
+    train, fit = classifiers.train_classifier, NICE.fit
+
+    def train_classifier(*args, **kw):
+        split_reads.append(("train_classifier", kw.get("resume")))
+        return train(*args, **kw)
+
+    def nice_fit(self, *args, **kw):
+        split_reads.append(("fit", kw.get("resume")))
+        return fit(self, *args, **kw)
+
+    monkeypatch.setattr(reproductions, "train_classifier", train_classifier)
+    monkeypatch.setattr(NICE, "fit", nice_fit)
+    return split_reads
 
 
 @pytest.mark.parametrize("name", ["nice-mnist", "nice-fmnist"])
-def test_quick_reproduction(name, tmp_path):
-    folder = run(name, quick=True, out=tmp_path, echo=None)
+def test_quick_reproduction_plumbing(name, tmp_path, events):
+    folder = run(name, quick=True, out=tmp_path, echo=None, quiet=True)
+    # every training happens before the test split is read, and it is read once
+    assert events.count("test") == 1
+    assert events.index("test") > max(i for i, e in enumerate(events) if isinstance(e, tuple))
+    assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == sorted(STAGES[name] + ["wall"])
+    assert sorted(p.stem for p in (folder / "checkpoints").glob("*.pt")) == STAGES[name]
+
     results = json.loads((folder / "results.json").read_text())
-    table = {row["what"]: row["ours"] for row in results["table"]}
-    assert table["classifier test accuracy (%)"] > 70
-    scores = results["results"]["explanation"]["scores"]
-    assert set(scores) == {"NICE", "saliency", "integrated_gradients", "occlusion", "random"}
-    # every explanation, NICE's included, must beat the random control on both curves
-    for name_, s in scores.items():
-        if name_ != "random":
-            assert s["deletion_auc"] < scores["random"]["deletion_auc"], name_
-            assert s["insertion_auc"] > scores["random"]["insertion_auc"], name_
-    for point in results["results"]["compression"]:
-        assert point["plain_bytes"] > 0 and point["mixed_bytes"] > 0
-        assert point["mixed_bytes"] <= point["plain_bytes"]  # subsampling never costs bytes
+    lams = TINY["compress_lams"]["mnist" if name == "nice-mnist" else "fashion-mnist"]
+    validation = results["results"]["validation"]
+    assert [p["lam"] for p in validation["compression"]] == list(lams)
+    assert results["results"]["chosen_lam"] == reproductions.choose_lam(validation["compression"])
+    assert len(validation["classifier"]) == 1 and "validation_error" in validation["classifier"][0]
+    assert len(results["results"]["compression"]) == 2 * len(lams)
+    assert set(results["results"]["explanation"]["scores"]) == {
+        "NICE",
+        "saliency",
+        "integrated_gradients",
+        "occlusion",
+        "random",
+    }
+    # the paper column holds the paper's own claim, beside the strength chosen on validation only
+    with_paper = [r for r in results["table"] if r["paper"] is not None]
+    assert len(with_paper) == 2 and all("chosen on validation" in r["what"] for r in with_paper)
+    assert all(r["reference"] is None for r in results["table"])
+    assert "100, a seeded split" in (folder / "report.md").read_text()
     for png in ("panels.png", "deletion_insertion.png", "tradeoff.png"):
         assert (folder / png).stat().st_size > 1000
-    assert "paper" in (folder / "report.md").read_text()
+
+
+def test_choose_lam_prefers_the_smallest_size_within_the_accuracy_target():
+    def point(lam, ratio, drop):
+        return {"lam": lam, "size_ratio": ratio, "accuracy_original": 0.9, "accuracy_mixed": 0.9 - drop / 100}
+
+    assert reproductions.choose_lam([point(1, 0.8, 0.1), point(2, 0.5, 0.9), point(3, 0.3, 5)]) == 2
+    assert reproductions.choose_lam([point(1, 0.8, 2), point(2, 0.5, 3)]) == 1  # none in target: most accurate
+
+
+def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, monkeypatch, events):
+    loss, calls = NICE._loss, []
+
+    def interrupting_loss(self, *args):
+        calls.append(1)
+        if len(calls) == 6:  # 2 steps a mask network: the explanation's, lambda 1's, then lambda 2's second
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss(self, *args)
+
+    monkeypatch.setattr(NICE, "_loss", interrupting_loss)
+    with pytest.raises(Interrupted) as info:
+        run("nice-mnist", quick=True, out=tmp_path, echo=None, quiet=True)
+    assert "resume with: gatelab reproduce nice-mnist --quick --seed 0 --resume" in info.value.message
+    (work,) = tmp_path.iterdir()
+    assert sorted(p.stem for p in (work / "stages").glob("*.json")) == [
+        "classifier",
+        "masks-lowres-lam1",
+        "masks-zeros-lam2",
+        "wall",
+    ]
+    del events[:]
+
+    monkeypatch.setattr(NICE, "_loss", loss)
+    folder = run("nice-mnist", quick=True, out=tmp_path, resume=work, echo=None, quiet=True)
+    trainings = [e for e in events if isinstance(e, tuple)]
+    assert trainings == [("fit", work / "checkpoints" / "masks-lowres-lam2.pt")]  # the rest were finished
+    assert not work.exists() and (folder / "report.md").is_file()
+    assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == sorted(STAGES["nice-mnist"] + ["wall"])

@@ -10,11 +10,11 @@
 The gates come from ``gatelab.gates`` (hard concrete, as in the authors' code, or ARM).
 """
 
+from gatelab.evaluation import predict
 from gatelab.nice.classifiers import (
     ClassifierConfig,
     accuracy,
     load_classifier,
-    predict,
     save_classifier,
     small_cnn,
     train_classifier,

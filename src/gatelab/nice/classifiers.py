@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_model, save_model
 from torch import nn
-from tqdm.auto import tqdm
 
-from gatelab.data import IMAGE_DATASETS, mnist_tensors
+from gatelab.data import IMAGE_DATASETS, mnist_tensors, validation_split
+from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
-from gatelab.files import atomic_path
+from gatelab.evaluation import classifier_scores
+from gatelab.nice.training import train_epochs
+from gatelab.nice.weights import config_from, load_weights, read_weights, save_weights
+from gatelab.progress import say
 
 
 def small_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
@@ -39,90 +40,116 @@ def small_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
 
 @dataclass
 class ClassifierConfig:
-    """Training of the classifier to explain: Adam, a few epochs on raw [0, 1] pixels (0 is black)."""
+    """Training of the classifier to explain: Adam, a few epochs on raw [0, 1] pixels (0 is black).
+
+    ``validation`` training images (a seeded split) are held out to choose the
+    epoch whose weights are kept; the test split is never read while training.
+    """
 
     dataset: str = "mnist"
     epochs: int = 3
     batch_size: int = 128
     lr: float = 1e-3
     train_examples: int | None = None
+    validation: int = 5000
     seed: int = 0
     device: str = "cpu"
 
     def validate(self) -> "ClassifierConfig":
         check_choice("data set", self.dataset, IMAGE_DATASETS)
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "validation"):
             if getattr(self, name) < 1:
                 raise GatelabError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.train_examples is not None and self.train_examples < 2:
+            raise GatelabError(f"train_examples must be at least 2 (or None for all), got {self.train_examples}")
         if not self.lr > 0:
-            raise GatelabError(f"lr must be positive, got {self.lr}")
+            raise GatelabError(f"lr must be a positive number, got {self.lr}")
         return self
 
 
-@torch.no_grad()
-def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    """The classifier's labels for ``images`` (on the CPU), computed in batches on the classifier's device."""
-    classifier.eval()
-    device = next(classifier.parameters()).device
-    return torch.cat([classifier(b.to(device)).argmax(1).cpu() for b in images.split(batch_size)])
-
-
 def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of ``images`` that ``classifier`` labels correctly."""
-    return (predict(classifier, images) == labels.cpu()).float().mean().item() if len(images) else 0.0
+    """Fraction of ``images`` that ``classifier`` labels correctly (through ``gatelab.evaluation``)."""
+    return 1.0 - classifier_scores(classifier, images, labels)["error"] / 100.0
 
 
-def train_classifier(config: ClassifierConfig, data_root=None, progress: bool = True) -> tuple[nn.Module, float]:
-    """Train ``small_cnn`` on the config's data set; returns the model and its test accuracy."""
+def train_classifier(
+    config: ClassifierConfig,
+    data_root=None,
+    *,
+    quiet: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 300.0,
+    resume: str | os.PathLike | None = None,
+    log_dir: str | os.PathLike | None = None,
+) -> tuple[nn.Module, list[dict]]:
+    """Train ``small_cnn`` on the config's data set; returns the model (eval mode) and the per-epoch history.
+
+    The returned weights are those of the epoch with the lowest error on the
+    validation split (``config.validation`` training images, seeded by
+    ``config.seed``). ``checkpoint`` is kept each epoch and every
+    ``checkpoint_every`` seconds; ``resume`` continues from one.
+    """
     config.validate()
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     x, y = mnist_tensors(config.dataset, "train", data_root)
     if config.train_examples:
         x, y = x[: config.train_examples], y[: config.train_examples]
-    device = torch.device(config.device)
-    x, y = x.to(device), y.to(device)
+    train, held_out = validation_split(len(x), config.validation, config.seed)
+    xv, yv = x[held_out].to(device), y[held_out].to(device)
+    x, y = x[train].to(device), y[train].to(device)
     model = small_cnn().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    steps = config.epochs * -(-len(x) // config.batch_size)
-    bar = tqdm(total=steps, desc=f"classifier {config.dataset}", disable=not progress, leave=False)
-    for _ in range(config.epochs):
-        model.train()
-        for idx in torch.randperm(len(x), device=device).split(config.batch_size):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    bar.close()
-    xt, yt = mnist_tensors(config.dataset, "test", data_root)
-    model.eval()
-    return model, accuracy(model, xt, yt)
+
+    def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        idx = idx.to(device)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach()}
+
+    best = {"error": float("inf"), "epoch": 0, "weights": None}
+
+    def epoch_end(epoch: int, _means: dict) -> dict:
+        error = classifier_scores(model, xv, yv)["error"]
+        if error < best["error"]:
+            best.update(
+                error=error, epoch=epoch + 1, weights={k: v.detach().clone() for k, v in model.state_dict().items()}
+            )
+        return {"validation_error": error, "validation_accuracy": 1 - error / 100}
+
+    history = train_epochs(
+        "nice-classifier",
+        config,
+        model,
+        optimizer,
+        len(x),
+        step,
+        epoch_end=epoch_end,
+        extra=best,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        quiet=quiet,
+        log_dir=log_dir,
+        desc=f"classifier {config.dataset}",
+    )
+    model.load_state_dict(best["weights"])
+    say(f"classifier {config.dataset}: keeping epoch {best['epoch']}, validation error {best['error']:.2f}%", quiet)
+    return model.eval(), history
 
 
 def save_classifier(model: nn.Module, config: ClassifierConfig, path, test_accuracy: float | None = None) -> Path:
     """Weights as safetensors, the training config and test accuracy in its metadata."""
-    path = Path(path)
     meta = {"classifier_config": {**asdict(config), "device": "cpu"}, "test_accuracy": test_accuracy}
-    with atomic_path(path) as tmp:
-        save_model(model, str(tmp), metadata={"gatelab": json.dumps(meta)})
-    return path
+    return save_weights(model, path, meta)
 
 
 def load_classifier(path, device: str = "cpu") -> tuple[nn.Module, ClassifierConfig]:
     """Rebuild a classifier written by ``save_classifier``, in eval mode on ``device``."""
-    path = Path(path)
-    if not path.is_file():
-        raise GatelabError(f"classifier file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {})["gatelab"])
-        config = ClassifierConfig(**meta["classifier_config"])
-    except Exception as exc:
-        raise GatelabError(f"{path} is not a gatelab NICE classifier ({type(exc).__name__}: {exc})") from exc
-    model = small_cnn()
-    try:
-        load_model(model, str(path), device="cpu")
-    except RuntimeError as exc:
-        raise GatelabError(f"{path} holds weights that do not fit small_cnn ({str(exc).splitlines()[0]})") from None
-    return model.to(device).eval(), config
+    what = "NICE classifier"
+    meta, tensors = read_weights(path, what)
+    config = config_from(ClassifierConfig, meta.get("classifier_config"), path, what)
+    model = load_weights(small_cnn(), tensors, path, what)
+    return model.to(resolve_device(device)).eval(), config

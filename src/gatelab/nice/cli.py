@@ -1,8 +1,17 @@
-"""``gatelab nice``: train a classifier, learn its masks, explain images, compress them."""
+"""``gatelab nice``: train a classifier, learn its masks, explain images, compress them.
+
+Trainers keep a checkpoint at ``OUT.ckpt`` (each epoch, and every
+``--checkpoint-every`` seconds) and continue from one with ``--resume``. The
+test split is read once, after training, for the final number. ``explain`` and
+``compress`` fill their output folder under a temporary name and rename it when
+complete, so a failure leaves no half-filled folder.
+"""
 
 from __future__ import annotations
 
 import argparse
+
+from gatelab.options import add_common, add_training, nonnegative_float, positive_float, positive_int
 
 
 def _quality(text: str) -> int:
@@ -14,26 +23,45 @@ def _quality(text: str) -> int:
     return int(text)
 
 
-def _device_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+def checkpoint_path(out: str) -> str:
+    """Where a trainer writing ``out`` keeps its checkpoint."""
+    return f"{out}.ckpt"
 
 
-def _classifier_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--classifier", required=True, help="classifier file from `gatelab nice train-classifier`")
-    _device_argument(p)
+def _training_arguments(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
+    add_training(p)
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default: {epochs})")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"batch size (default: {batch_size})")
+    p.add_argument("--lr", type=positive_float, default=lr, help=f"Adam learning rate (default: {lr})")
+    p.add_argument(
+        "--train-examples", type=positive_int, default=None, help="use only the first N training images (default: all)"
+    )
 
 
-def _mask_arguments(p: argparse.ArgumentParser) -> None:
-    _classifier_arguments(p)
+def _mask_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
+    from gatelab.nice.masks import NICEConfig
+
+    d = NICEConfig()
+    add_common(p)
+    p.add_argument(
+        "--classifier", required=True, help="classifier file from `gatelab nice train-classifier` (required)"
+    )
     p.add_argument(
         "--masks",
-        help="mask network from `gatelab nice train`; without it, masks are optimised "
-        "per image (slower, see --lam and --steps)",
+        help="mask network from `gatelab nice train` (default: none: masks are optimised per image, "
+        "slower, see --lam and --steps)",
     )
-    p.add_argument("--lam", type=float, default=None, help="per-image mode: L0 strength (default: 2)")
-    p.add_argument("--steps", type=int, default=None, help="per-image mode: Adam steps (default: 300)")
-    p.add_argument("--count", type=int, default=1000, help="data set inputs: how many test images (default: 1000)")
-    p.add_argument("--invert", action="store_true", help="image files are dark on light; invert them")
+    p.add_argument(
+        "--lam", type=nonnegative_float, default=d.lam, help=f"per-image mode: L0 strength (default: {d.lam})"
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=d.steps, help=f"per-image mode: Adam steps (default: {d.steps})"
+    )
+    p.add_argument(
+        "--count", type=positive_int, default=1000, help="data set inputs: how many test images (default: 1000)"
+    )
+    p.add_argument("--invert", action="store_true", help="image files are dark on light; invert them (default: off)")
+    p.add_argument("--out", default=default_out, help=f"output folder, replaced when complete (default: {default_out})")
     p.add_argument(
         "inputs",
         nargs="+",
@@ -60,17 +88,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = cmds.add_parser(
         "train-classifier",
         help="train the small CNN to explain on MNIST or Fashion-MNIST",
-        description="Train the small CNN that NICE explains; writes safetensors with its config.",
+        description="Train the small CNN that NICE explains, keeping the epoch with the lowest error on a "
+        "validation split of the training images; writes safetensors with its config and test accuracy.",
     )
+    _training_arguments(t, c.epochs, c.batch_size, c.lr)
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=c.dataset, help=f"data set (default: {c.dataset})")
-    t.add_argument("--epochs", type=int, default=c.epochs, help=f"epochs (default: {c.epochs})")
-    t.add_argument("--batch-size", type=int, default=c.batch_size, help=f"batch size (default: {c.batch_size})")
-    t.add_argument("--lr", type=float, default=c.lr, help=f"Adam learning rate (default: {c.lr})")
-    t.add_argument("--train-examples", type=int, default=None, help="use only the first N training images")
-    t.add_argument("--seed", type=int, default=c.seed, help=f"random seed (default: {c.seed})")
-    _device_argument(t)
+    t.add_argument(
+        "--validation",
+        type=positive_int,
+        default=c.validation,
+        help=f"training images held out to choose the epoch (default: {c.validation})",
+    )
     t.add_argument("--out", default="classifier.safetensors", help="output file (default: classifier.safetensors)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train_classifier)
 
     m = cmds.add_parser(
@@ -79,11 +108,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train the mask network: per-pixel L0 gates against the fixed classifier. "
         "Larger --lam gives sparser masks.",
     )
-    _classifier_arguments(m)
+    _training_arguments(m, d.epochs, d.batch_size, d.lr)
+    m.add_argument(
+        "--classifier", required=True, help="classifier file from `gatelab nice train-classifier` (required)"
+    )
     m.add_argument(
         "--dataset", choices=IMAGE_DATASETS, default=None, help="training images (default: the classifier's data set)"
     )
-    m.add_argument("--lam", type=float, default=d.lam, help=f"L0 strength (default: {d.lam})")
+    m.add_argument("--lam", type=nonnegative_float, default=d.lam, help=f"L0 strength (default: {d.lam})")
     m.add_argument(
         "--estimator",
         choices=NICE_ESTIMATORS,
@@ -99,17 +131,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument(
         "--lowres-factor",
-        type=int,
+        type=positive_int,
         default=d.lowres_factor,
         help=f"cell size of the low-resolution background (default: {d.lowres_factor})",
     )
-    m.add_argument("--cell", type=int, default=d.cell, help=f"gate size in pixels; 1 is per pixel (default: {d.cell})")
-    m.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs})")
-    m.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default: {d.lr})")
-    m.add_argument("--train-examples", type=int, default=None, help="use only the first N training images")
-    m.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
+    m.add_argument(
+        "--cell", type=positive_int, default=d.cell, help=f"gate size in pixels; 1 is per pixel (default: {d.cell})"
+    )
     m.add_argument("--out", default="masks.safetensors", help="output file (default: masks.safetensors)")
-    m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_train_masks)
 
     e = cmds.add_parser(
@@ -118,14 +147,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Explain the classifier's predictions: NICE masks beside Captum baselines, "
         "PNG panels, masks as PNGs, and deletion/insertion scores in scores.json.",
     )
-    _mask_arguments(e)
+    _mask_arguments(e, "nice-explain")
     e.add_argument(
         "--baselines",
         default=",".join(BASELINES),
-        help=f"comma-separated Captum baselines, or none (default: {','.join(BASELINES)})",
+        help=f"comma-separated Captum baselines ({', '.join(BASELINES)}), or none (default: {','.join(BASELINES)})",
     )
-    e.add_argument("--panels", type=int, default=10, help="images drawn in the panel figure (default: 10)")
-    e.add_argument("--out", default="nice-explain", help="output folder (default: nice-explain)")
+    e.add_argument("--panels", type=positive_int, default=10, help="images drawn in the panel figure (default: 10)")
     e.set_defaults(func=_explain)
 
     z = cmds.add_parser(
@@ -134,10 +162,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Keep masked pixels at full resolution, subsample the rest, store as JPEG, "
         "and compare with plain JPEG at the same quality.",
     )
-    _mask_arguments(z)
+    _mask_arguments(z, "nice-compressed")
     z.add_argument("--quality", type=_quality, default=75, help="JPEG quality 1-95 (default: 75)")
     z.add_argument(
-        "--factor", type=int, default=8, help="background subsampling factor (default: 8, JPEG's block size)"
+        "--factor", type=positive_int, default=8, help="background subsampling factor (default: 8, JPEG's block size)"
     )
     z.add_argument(
         "--tables",
@@ -145,12 +173,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="inline",
         help="inline: standalone .jpg files; shared: abbreviated streams plus one tables.jpg (default: inline)",
     )
-    z.add_argument("--out", default="nice-compressed", help="output folder (default: nice-compressed)")
     z.set_defaults(func=_compress)
 
 
 def _train_classifier(args) -> int:
-    from gatelab.nice.classifiers import ClassifierConfig, save_classifier, train_classifier
+    from gatelab.data import mnist_tensors
+    from gatelab.files import check_output_path
+    from gatelab.nice.classifiers import ClassifierConfig, accuracy, save_classifier, train_classifier
 
     config = ClassifierConfig(
         dataset=args.dataset,
@@ -158,20 +187,34 @@ def _train_classifier(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         train_examples=args.train_examples,
+        validation=args.validation,
         seed=args.seed,
         device=args.device,
     ).validate()
-    model, acc = train_classifier(config, progress=not args.quiet)
+    check_output_path(args.out)
+    model, history = train_classifier(
+        config,
+        quiet=args.quiet,
+        checkpoint=checkpoint_path(args.out),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        log_dir=args.log_dir,
+    )
+    xt, yt = mnist_tensors(config.dataset, "test")  # read once, for the final number
+    acc = accuracy(model, xt, yt)
     save_classifier(model, config, args.out, acc)
-    print(f"{config.dataset} classifier: test accuracy {100 * acc:.2f}%  ->  {args.out}")
+    best = min(h["validation_error"] for h in history)
+    print(f"{config.dataset} classifier: validation error {best:.2f}%, test accuracy {100 * acc:.2f}%  ->  {args.out}")
     return 0
 
 
 def _train_masks(args) -> int:
     from gatelab.data import mnist_tensors
+    from gatelab.files import check_output_path
     from gatelab.nice.classifiers import load_classifier
     from gatelab.nice.masks import NICE, NICEConfig
 
+    check_output_path(args.out)
     classifier, cconfig = load_classifier(args.classifier, args.device)
     config = NICEConfig(
         device=args.device,
@@ -181,51 +224,52 @@ def _train_masks(args) -> int:
         lowres_factor=args.lowres_factor,
         cell=args.cell,
         epochs=args.epochs,
+        batch_size=args.batch_size,
         lr=args.lr,
         lr_drop_epoch=max(1, args.epochs // 2),
         train_examples=args.train_examples,
         seed=args.seed,
     ).validate()
-    x, _ = mnist_tensors(args.dataset or cconfig.dataset, "train")
-    nice = NICE(classifier, config).fit(x, progress=not args.quiet)
+    dataset = args.dataset or cconfig.dataset
+    x, _ = mnist_tensors(dataset, "train")
+    nice = NICE(classifier, config).fit(
+        x,
+        quiet=args.quiet,
+        checkpoint=checkpoint_path(args.out),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        log_dir=args.log_dir,
+    )
     nice.save(args.out)
-    xt, _ = mnist_tensors(args.dataset or cconfig.dataset, "test")
-    density = nice.mask(xt[:1000]).mean().item()
+    xt, _ = mnist_tensors(dataset, "test")  # read once, for the final number
+    density = float(nice.mask(xt[:1000]).mean())
     print(f"mask network -> {args.out}; on 1000 test images the masks keep {100 * density:.1f}% of pixels")
     return 0
 
 
 def _nice_for(args):
     """The classifier, a NICE that masks its inputs, and the inputs with labels and names."""
+    from gatelab.files import check_output_path
     from gatelab.nice.classifiers import load_classifier
     from gatelab.nice.images import load_inputs
     from gatelab.nice.masks import NICE, NICEConfig
 
+    check_output_path(args.out, kind="dir")
     classifier, _ = load_classifier(args.classifier, args.device)
     if args.masks:
         nice = NICE.load(args.masks, classifier, args.device)
     else:
-        defaults = NICEConfig()
-        nice = NICE(
-            classifier,
-            NICEConfig(
-                mode="per_image",
-                device=args.device,
-                lam=args.lam if args.lam is not None else defaults.lam,
-                steps=args.steps or defaults.steps,
-            ),
-        )
+        config = NICEConfig(mode="per_image", device=args.device, lam=args.lam, steps=args.steps, seed=args.seed)
+        nice = NICE(classifier, config.validate())
     shape = nice.input_shape_ or (1, 28, 28)
     images, labels, names = load_inputs(args.inputs, shape, args.count, args.invert)
     return classifier, nice, images, labels, names
 
 
 def _explain(args) -> int:
-    from pathlib import Path
-
     from gatelab.errors import GatelabError
-    from gatelab.files import write_json
-    from gatelab.nice.classifiers import predict
+    from gatelab.evaluation import predict
+    from gatelab.files import atomic_dir, write_json
     from gatelab.nice.images import write_png
     from gatelab.nice.metrics import BASELINES, attribute, compare, plot_curves
     from gatelab.nice.plots import explanation_panels
@@ -237,27 +281,33 @@ def _explain(args) -> int:
     classifier, nice, images, _, names = _nice_for(args)
     predictions = predict(classifier, images)
     masks, saliency = nice.explain(images)
-    out = Path(args.out)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    for name, mask in zip(names, masks):
-        write_png(out / "masks" / f"{name}.png", mask)
     shown = slice(0, min(args.panels, len(images)))
     columns = {"NICE mask": masks[shown], "NICE P(open)": saliency[shown]}
     for b in baselines:
         columns[b] = attribute(classifier, images[shown], predictions[shown], b, absolute=True)
-    explanation_panels(
-        out / "panels.png",
-        images[shown],
-        columns,
-        [f"{n} -> {int(p)}" for n, p in zip(names[shown], predictions[shown])],
-    )
     scores = compare(
-        classifier, images, predictions, {"nice": saliency}, methods=baselines, attribute_kw={"absolute": True}
+        classifier,
+        images,
+        predictions,
+        {"nice": saliency},
+        methods=baselines,
+        seed=args.seed,
+        attribute_kw={"absolute": True},
     )
-    plot_curves(scores, out / "deletion_insertion.png")
     summary = {name: {k: v for k, v in s.items() if k != "curves"} for name, s in scores.items()}
-    write_json(out / "scores.json", {"images": len(images), "mask_density": masks.mean().item(), "scores": summary})
-    print(f"{len(images)} images, masks keep {100 * masks.mean().item():.1f}% of pixels; outputs in {out}")
+    density = float(masks.mean())
+    with atomic_dir(args.out) as out:
+        for name, mask in zip(names, masks):
+            write_png(out / "masks" / f"{name}.png", mask)
+        explanation_panels(
+            out / "panels.png",
+            images[shown],
+            columns,
+            [f"{n} -> {int(p)}" for n, p in zip(names[shown], predictions[shown])],
+        )
+        plot_curves(scores, out / "deletion_insertion.png")
+        write_json(out / "scores.json", {"images": len(images), "mask_density": density, "scores": summary})
+    print(f"{len(images)} images, masks keep {100 * density:.1f}% of pixels; outputs in {args.out}")
     print(f"{'method':<22}{'deletion AUC (low)':>20}{'insertion AUC (high)':>22}")
     for name, s in summary.items():
         print(f"{name:<22}{s['deletion_auc']:>20.3f}{s['insertion_auc']:>22.3f}")
@@ -265,16 +315,19 @@ def _explain(args) -> int:
 
 
 def _compress(args) -> int:
-    from gatelab.nice.classifiers import accuracy, predict
+    from gatelab.evaluation import predict
+    from gatelab.files import atomic_dir
+    from gatelab.nice.classifiers import accuracy
     from gatelab.nice.compress import compress, save_jpegs
 
     classifier, nice, images, labels, names = _nice_for(args)
     masks = nice.mask(images)
     result = compress(images, masks, quality=args.quality, factor=args.factor, tables=args.tables)
-    save_jpegs(args.out, result, names)
+    with atomic_dir(args.out) as out:
+        save_jpegs(out, result, names)
     truth = labels if labels is not None else predict(classifier, images)
     what = "accuracy" if labels is not None else "agreement with the prediction on the original"
-    print(f"{len(images)} images, masks keep {100 * masks.mean().item():.1f}% of pixels, JPEG quality {args.quality}")
+    print(f"{len(images)} images, masks keep {100 * float(masks.mean()):.1f}% of pixels, JPEG quality {args.quality}")
     print(
         f"size: {int(result.mixed_bytes.sum())} bytes vs plain JPEG {int(result.plain_bytes.sum())} bytes "
         f"-> ratio {result.size_ratio:.3f}"

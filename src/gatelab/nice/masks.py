@@ -13,21 +13,24 @@ slower, network-free alternative. The classifier's weights never change.
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_model, save_model
 from torch import nn
-from tqdm.auto import tqdm
 
+from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
+from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
-from gatelab.files import atomic_path
+from gatelab.evaluation import predict
 from gatelab.gates.estimators import make_estimator
 from gatelab.nice.compress import lowres
+from gatelab.nice.training import train_epochs
+from gatelab.nice.weights import config_from, load_weights, read_weights, save_weights
+from gatelab.progress import bar
 
 MODES = ("amortized", "per_image")
 NICE_ESTIMATORS = ("hard_concrete", "arm")
@@ -129,7 +132,7 @@ class NICE:
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self.config = (config or NICEConfig()).validate()
-        self.device = torch.device(self.config.device)
+        self.device = resolve_device(self.config.device)
         self.classifier.to(self.device)
         self.estimator = make_estimator(self.config.estimator)
         self.mask_net_: MaskNetwork | None = None
@@ -167,8 +170,7 @@ class NICE:
             if labels is None or len(labels) != len(images):
                 raise GatelabError("target='label' needs one label per image")
             return labels.long()
-        with torch.no_grad():
-            return torch.cat([self.classifier(b.to(self.device)).argmax(1) for b in images.split(1000)])
+        return predict(self.classifier, images, batch_size=1000)
 
     # -- the objective ------------------------------------------------------------------------
     def _cells(self, phi: torch.Tensor) -> torch.Tensor:
@@ -184,7 +186,7 @@ class NICE:
         return gates.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., : like.shape[-2], : like.shape[-1]]
 
     def _loss(self, phi: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Data loss + L0 penalty for gate parameters ``phi``; includes ARM's surrogate when used."""
+        """Data loss + L0 penalty for gate parameters ``phi`` (ARM's surrogate included), and detached statistics."""
         cfg, est = self.config, self.estimator
         fill = background(x, cfg.background, cfg.lowres_factor)
         phi = self._cells(phi)
@@ -199,11 +201,26 @@ class NICE:
                 anti = F.cross_entropy(self.classifier(za * x + (1 - za) * fill), target, reduction="none")
             shape = (-1,) + (1,) * (phi.dim() - 1)
             loss = loss + est.surrogate(phi, u, data.detach().view(shape) / len(x), anti.view(shape) / len(x))
-        return loss, {"data_loss": data.mean().item(), "open_fraction": open_frac.item()}
+        return loss, {"data_loss": data.mean().detach(), "open_fraction": open_frac.detach()}
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, images: torch.Tensor, labels: torch.Tensor | None = None, progress: bool = True) -> "NICE":
-        """Train the amortised mask network on ``images`` (per-image mode needs no fitting)."""
+    def fit(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        quiet: bool = False,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: float = 300.0,
+        resume: str | os.PathLike | None = None,
+        log_dir: str | os.PathLike | None = None,
+    ) -> "NICE":
+        """Train the amortised mask network on ``images`` (per-image mode needs no fitting).
+
+        ``checkpoint`` is kept each epoch and every ``checkpoint_every`` seconds;
+        ``resume`` continues from one (with one thread, exactly as if never stopped).
+        The history (per epoch: data loss, fraction of open gates) is in ``history_``.
+        """
         cfg = self.config
         images = self._check_images(images)
         if cfg.train_examples:
@@ -216,58 +233,122 @@ class NICE:
         targets = self._targets(images, labels).to(self.device)
         net = MaskNetwork(images.shape[1], init_phi=self.estimator.init_phi(cfg.init_keep)).to(self.device)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-        steps_per_epoch = -(-len(images) // cfg.batch_size)
-        bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="NICE masks", disable=not progress, leave=False)
-        self.history_ = []
-        for epoch in range(cfg.epochs):
+
+        def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+            x = images[idx].to(self.device)
+            loss, stats = self._loss(net(x), x, targets[idx.to(self.device)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return stats
+
+        def epoch_start(epoch: int) -> None:
             if epoch == cfg.lr_drop_epoch:
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr / 10
-            net.train()
-            sums = {"data_loss": 0.0, "open_fraction": 0.0}
-            for idx in torch.randperm(len(images)).split(cfg.batch_size):
-                x = images[idx].to(self.device)
-                loss, stats = self._loss(net(x), x, targets[idx.to(self.device)])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for key in sums:
-                    sums[key] += stats[key] / steps_per_epoch
-                bar.update()
-                bar.set_postfix(ce=f"{stats['data_loss']:.3f}", open=f"{stats['open_fraction']:.3f}", refresh=False)
-            self.history_.append({"epoch": epoch + 1, **sums})
-        bar.close()
+
+        self.history_ = train_epochs(
+            "nice-masks",
+            cfg,
+            net,
+            optimizer,
+            len(images),
+            step,
+            epoch_start=epoch_start,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            quiet=quiet,
+            log_dir=log_dir,
+            desc="NICE masks",
+        )
         self.mask_net_ = net.eval()
         return self
 
-    def _optimize(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-image mode: Adam on one gate parameter per pixel of each image in ``x``."""
+    def _per_image(self, images: torch.Tensor, batch_size: int, quiet: bool, checkpoint, checkpoint_every, resume):
+        """Per-image mode: Adam on one gate parameter per pixel, ``steps`` steps for each batch of images.
+
+        The checkpoint holds the finished batches' parameters, the current batch's
+        parameters and optimiser, the position and the RNG state; it is tied to
+        these very images (by a digest), so ``resume`` refuses other images.
+        """
         cfg = self.config
-        x = x.to(self.device)
-        target = self._targets(x, None)
-        phi = torch.full(
-            (len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep), device=self.device, requires_grad=True
-        )
-        optimizer = torch.optim.Adam([phi], lr=0.05)
-        for _ in range(cfg.steps):
-            # the per-image loss sums over images so that each image's gates see the usual scale
-            loss, _ = self._loss(phi, x, target)
-            optimizer.zero_grad(set_to_none=True)
-            (loss * len(x)).backward()
-            optimizer.step()
-            self.estimator.constrain_(phi)
-        return phi.detach()
+        batches = images.split(batch_size)
+        digest = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        run = {**asdict(cfg), "images": digest, "batch_size": batch_size}
+        pos: dict = {"batch": 0, "step": 0, "done": [], "phi": None, "optimizer": None}
+        live: dict = {}
+
+        def state() -> dict:
+            return {
+                "format": "nice-per-image",
+                "config": run,
+                "rng": rng_state(),
+                **pos,
+                **({"phi": live["phi"].detach(), "optimizer": live["optimizer"].state_dict()} if live else {}),
+            }
+
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            if resume is not None:
+                saved = load_state(resume, "per-image mask checkpoint")
+                check_resumable(saved, "nice-per-image", run, resume, may_differ=("device",))
+                pos = {k: saved[k] for k in pos}
+                set_rng_state(saved["rng"])
+            done = pos["batch"] * cfg.steps + pos["step"]
+            progress = bar(len(batches) * cfg.steps, "NICE per-image masks", "step", quiet, initial=done)
+            with Checkpointer(checkpoint, checkpoint_every) as ckpt, progress:
+                while pos["batch"] < len(batches):
+                    x = batches[pos["batch"]].to(self.device)
+                    target = self._targets(x, None).to(self.device)
+                    start = (
+                        pos["phi"]
+                        if pos["phi"] is not None
+                        else torch.full((len(x), 1, *x.shape[2:]), self.estimator.init_phi(cfg.init_keep))
+                    )
+                    phi = start.to(self.device).requires_grad_(True)
+                    optimizer = torch.optim.Adam([phi], lr=0.05)
+                    if pos["optimizer"] is not None:
+                        optimizer.load_state_dict(pos["optimizer"])
+                    live.update(phi=phi, optimizer=optimizer)
+                    while pos["step"] < cfg.steps:
+                        # the per-image loss sums over images so that each image's gates see the usual scale
+                        loss, _ = self._loss(phi, x, target)
+                        optimizer.zero_grad(set_to_none=True)
+                        (loss * len(x)).backward()
+                        optimizer.step()
+                        self.estimator.constrain_(phi)
+                        pos["step"] += 1
+                        progress.update()
+                        ckpt.step(state)
+                    live.clear()
+                    pos["done"].append(phi.detach().to(images.device))
+                    pos.update(batch=pos["batch"] + 1, step=0, phi=None, optimizer=None)
+                    ckpt.epoch_end(state)
+        return torch.cat(pos["done"])
 
     # -- using a fitted NICE ------------------------------------------------------------------
-    def gate_parameters(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Per-pixel gate parameters (N, 1, H, W) for ``images``."""
+    def gate_parameters(
+        self,
+        images: torch.Tensor,
+        batch_size: int = 500,
+        *,
+        quiet: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: float = 300.0,
+        resume: str | os.PathLike | None = None,
+    ) -> torch.Tensor:
+        """Per-pixel gate parameters (N, 1, H, W) for ``images``.
+
+        Per-image mode optimises them (seeded by the config, so every call gives the
+        same result); it keeps ``checkpoint`` after each batch and every
+        ``checkpoint_every`` seconds, and continues from ``resume``.
+        """
         images = self._check_images(images)
         if self.config.mode == "per_image":
             if self.input_shape_ is None:
                 self.input_shape_ = tuple(images.shape[1:])
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed(self.config.seed)
-                return torch.cat([self._optimize(b).to(images.device) for b in images.split(batch_size)])
+            return self._per_image(images, batch_size, quiet, checkpoint, checkpoint_every, resume)
         if self.mask_net_ is None:
             raise GatelabError("this NICE is not fitted yet; call fit(images) first")
         with torch.no_grad():
@@ -281,40 +362,44 @@ class NICE:
         """The deterministic test-time gates, binarised: 1 where a pixel keeps full value."""
         return self.explain(images)[0]
 
-    def explain(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mask, saliency)`` from one computation of the gate parameters (per-image mode optimises once)."""
-        phi = self.gate_parameters(images)
+    def explain(self, images: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mask, saliency)`` from one computation of the gate parameters (per-image mode optimises once).
+
+        ``kw`` goes to ``gate_parameters`` (a per-image run's ``checkpoint``, ``resume``, ``quiet``).
+        """
+        phi = self.gate_parameters(images, **kw)
         cells = self._cells(phi)
         mask = self._pixels((self.estimator.deterministic(cells) > 0).float(), phi)
         return mask, self._pixels(self.estimator.prob_open(cells), phi)
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """The mask network (safetensors) with the config and input shape in its metadata."""
+        """The mask network (safetensors) with the config, input shape and history in its metadata."""
         if self.mask_net_ is None:
             raise GatelabError("only a fitted amortised NICE can be saved; per-image masks have no network")
-        path = Path(path)
         meta = {"nice_config": asdict(self.config), "input_shape": list(self.input_shape_), "history": self.history_}
-        with atomic_path(path) as tmp:
-            save_model(self.mask_net_, str(tmp), metadata={"gatelab": json.dumps(meta)})
-        return path
+        return save_weights(self.mask_net_, path, meta)
 
     @classmethod
     def load(cls, path, classifier: nn.Module, device: str = "cpu") -> "NICE":
         """A fitted NICE from ``save``, explaining ``classifier``, run on ``device``."""
-        path = Path(path)
-        if not path.is_file():
-            raise GatelabError(f"mask network file {path} does not exist")
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = json.loads((fh.metadata() or {})["gatelab"])
-            config = NICEConfig(**{**meta["nice_config"], "device": device})
-        except Exception as exc:
-            raise GatelabError(f"{path} is not a gatelab NICE mask network ({type(exc).__name__}: {exc})") from exc
+        what = "NICE mask network"
+        meta, tensors = read_weights(path, what)
+        config = config_from(NICEConfig, meta.get("nice_config"), path, what)
+        shape, history = meta.get("input_shape"), meta.get("history", [])
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in shape)
+            and shape[0] in (1, 3)
+        ):
+            raise GatelabError(f"{path}: input_shape {shape!r} is not [C, H, W] with C 1 or 3 and positive H, W")
+        if not isinstance(history, list):
+            raise GatelabError(f"{path}: history is not a list")
+        config.device = device
         nice = cls(classifier, config)
-        nice.input_shape_ = tuple(meta["input_shape"])
-        nice.history_ = meta.get("history", [])
-        net = MaskNetwork(nice.input_shape_[0])
-        load_model(net, str(path), device="cpu")
+        nice.input_shape_ = tuple(shape)
+        nice.history_ = history
+        net = load_weights(MaskNetwork(shape[0]), tensors, path, what)
         nice.mask_net_ = net.to(nice.device).eval()
         return nice
