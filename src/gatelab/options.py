@@ -57,10 +57,13 @@ def device_name(text: str) -> str:
     return text
 
 
+seed_int = _number(int, "an integer in [0, 2**32 - 1]", lambda v: 0 <= v < 2**32)
+
+
 def add_common(parser: argparse.ArgumentParser, *, device: bool = True, seed: bool = True) -> None:
     """``--seed``, ``--device`` and ``--quiet``, with the same meaning on every command."""
     if seed:
-        parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: 0)")
+        parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default: 0)")
     if device:
         parser.add_argument(
             "--device", type=device_name, default="cpu", help="torch device: cpu, cuda, cuda:N or mps (default: cpu)"
