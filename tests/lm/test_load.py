@@ -41,14 +41,14 @@ def _edit_config(folder, **changes):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"hidden": "x"}, "'hidden' must be int"),
-        ({"hidden": True}, "'hidden' must be int"),
+        ({"hidden": "x"}, "setting hidden='x' is not of type"),
+        ({"hidden": True}, "setting hidden=True is not of type"),
         ({"hidden": 10**9}, "do not belong together"),
         ({"alpha": 7.0}, "alpha must be in"),
         ({"lr": -1}, "lr must be"),
         ({"cell": "gru"}, "unknown cell"),
         ({"seed": -3}, "seed must be"),
-        ({"hiden": 6}, "unknown config field"),
+        ({"hiden": 6}, r"unknown language-model settings \['hiden'\]"),
         ({"embed": 4}, "do not belong together"),
     ],
 )

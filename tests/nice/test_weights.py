@@ -29,7 +29,7 @@ def load_masks(path):
 
 def parts(path):
     """The tensors and the gatelab metadata of a file."""
-    from gatelab.nice.weights import read_weights
+    from gatelab.weights import read_weights
 
     meta, tensors = read_weights(path, "test")
     return tensors, meta

@@ -28,6 +28,7 @@ from gatelab.lm.optim import RMSProp, clip_grad_norm
 from gatelab.lm.output import LOSSES, make_output
 from gatelab.lm.vocab import Vocab
 from gatelab.progress import ScalarLog, bar, say
+from gatelab.weights import config_from
 
 CHECKPOINT_FORMAT = "gatelab.lm.train"
 LOG_EVERY = 25  # chunks between host syncs: progress bar, finiteness check, TensorBoard scalars
@@ -107,27 +108,9 @@ class LMConfig:
         return self
 
     @classmethod
-    def from_dict(cls, data) -> "LMConfig":
+    def from_dict(cls, data, where: str = "config") -> "LMConfig":
         """The config a ``dataclasses.asdict`` dict describes, every field type-checked (GatelabError if not)."""
-        if not isinstance(data, dict):
-            raise GatelabError(f"a language-model config is a JSON object, got {type(data).__name__}")
-        fields = {f.name: f.type.replace(" ", "").split("|") for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            names = ", ".join(map(repr, unknown))
-            raise GatelabError(f"unknown config field(s) {names}; accepted: {', '.join(fields)}")
-        for name, value in data.items():
-            kinds = fields[name]
-            ok = (
-                (value is None and "None" in kinds)
-                or (isinstance(value, bool) and "bool" in kinds)
-                or (not isinstance(value, bool) and isinstance(value, int) and ("int" in kinds or "float" in kinds))
-                or (isinstance(value, float) and "float" in kinds)
-                or (isinstance(value, str) and "str" in kinds)
-            )
-            if not ok:
-                raise GatelabError(f"config field {name!r} must be {' or '.join(kinds)}, got {value!r}")
-        return cls(**data)
+        return config_from(cls, data, where, "language-model")
 
 
 def build_model(vocab: Vocab, config: LMConfig) -> RNNLM:
@@ -429,10 +412,12 @@ def load_model(
     try:
         meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         if not isinstance(meta, dict) or "config" not in meta:
-            raise GatelabError("no 'config' object")
-        config = LMConfig.from_dict(meta["config"])
+            raise GatelabError(f"{folder / 'config.json'} is malformed (no 'config' object)")
+        config = LMConfig.from_dict(meta["config"], folder / "config.json")
         config.device = device
         config.validate()
+    except GatelabError:
+        raise
     except (ValueError, RecursionError) as exc:  # GatelabError is a ValueError, as are JSON and decoding errors
         raise GatelabError(f"{folder / 'config.json'} is malformed ({str(exc)[:200]})") from None
     saved_vocab = Vocab.load(folder / "vocab.json")

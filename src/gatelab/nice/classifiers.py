@@ -15,8 +15,8 @@ from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
 from gatelab.evaluation import classifier_scores
 from gatelab.nice.training import train_epochs
-from gatelab.nice.weights import config_from, load_weights, read_weights, save_weights
 from gatelab.progress import say
+from gatelab.weights import config_from, load_weights, read_weights, save_weights
 
 
 def small_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:

@@ -29,8 +29,8 @@ from gatelab.evaluation import predict
 from gatelab.gates.estimators import make_estimator
 from gatelab.nice.compress import lowres
 from gatelab.nice.training import train_epochs
-from gatelab.nice.weights import config_from, load_weights, read_weights, save_weights
 from gatelab.progress import bar
+from gatelab.weights import config_from, load_weights, read_weights, save_weights
 
 MODES = ("amortized", "per_image")
 NICE_ESTIMATORS = ("hard_concrete", "arm")

@@ -1,6 +1,7 @@
-"""NICE's model files: safetensors weights with gatelab's JSON metadata, read with every failure made clear.
+"""Model files: safetensors weights with gatelab's JSON metadata, read with every failure made clear.
 
-One writer and one reader for the classifier and the mask network files. The
+One writer and one reader for every subpackage's weight files, and one
+type-checked way to rebuild a config dataclass from saved metadata. The
 reader turns anything a damaged or foreign file can raise (a truncated file,
 a bad header, a renamed tensor, a config field of the wrong type) into a
 GatelabError that names the file.
