@@ -111,22 +111,23 @@ def _gatelab(capsys, *args):
 def test_a_killed_cli_run_resumes_from_its_intact_checkpoint(tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     ckpt = tmp_path / "model.safetensors.ckpt.pt"
-    args = ["gates", "train", "--model", "mlp", "--epochs", "2", "--train-examples", "400", "--val-examples", "100"]
-    args += ["--batch-size", "8", "--checkpoint-every", "0.001", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "gatelab", *args, "--quiet"], stderr=subprocess.DEVNULL)
+    args = ["gates", "train", "--model", "mlp", "--epochs", "2", "--train-examples", "800", "--val-examples", "100"]
+    args += ["--batch-size", "8", "--out", str(out)]  # 100 steps an epoch
+    killed = [sys.executable, "-m", "gatelab", *args, "--checkpoint-every", "0.001", "--quiet"]  # saves every step
+    proc = subprocess.Popen(killed, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)  # mid-epoch: a checkpoint is written after every step
+        proc.send_signal(signal.SIGKILL)  # in the middle of epoch 1
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     state = load_state(ckpt)  # the last checkpoint is intact
-    assert state["epoch"] == 0 and 1 <= state["step"] < 50 and not out.exists()
+    assert state["epoch"] == 0 and 1 <= state["step"] < 100 and not out.exists()
     code, _, err = _gatelab(capsys, *args, "--resume", str(ckpt))
     assert code == 0, err
-    assert f"resuming {ckpt} at epoch 1, step {state['step']} of 50" in err  # not earlier
+    assert f"resuming {ckpt} at epoch 1, step {state['step']} of 100" in err  # not earlier
     assert json.loads(out.with_name(out.name + ".json").read_text())["history"]["epoch"] == [1, 2]
 
 
