@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from gatelab.gates import build_model, export, gates, sparsify, summary, train_step
+from gatelab.options import positive_int
 
 
 def _median_seconds(fn, repeats: int, warmup: int = 3) -> float:
@@ -70,8 +71,11 @@ def pruned_lenet(checkpoint: str | None):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="a LeNet-5 checkpoint from `gatelab gates train --model lenet5`")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration")
+    parser.add_argument(
+        "--checkpoint",
+        help="a LeNet-5 model from `gatelab gates train --model lenet5` (default: the published architecture)",
+    )
+    parser.add_argument("--steps", type=positive_int, default=30, help="timed steps per configuration (default: 30)")
     args = parser.parse_args()
 
     print(

@@ -1,5 +1,6 @@
 """The estimators' gradients against the exact gradient, computed by enumerating every gate state."""
 
+import copy
 import itertools
 import math
 
@@ -108,3 +109,47 @@ def test_deterministic_gate_rule():
     phi = torch.tensor([-0.2, 0.0, 0.3])
     p = torch.sigmoid(7 * phi)
     assert torch.equal(est.deterministic(phi), torch.where(p >= 0.5, p, torch.zeros(3)))
+
+
+def _bn_model():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    return sparsify(model, "structured", "arm", keep_prob=0.5)
+
+
+def test_arm_second_pass_leaves_batchnorm_statistics_alone():
+    """After one ARM step the running statistics are those of one plain forward pass on the same gates."""
+    model = _bn_model()
+    plain = copy.deepcopy(model)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    rng = torch.get_rng_state()
+    train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.0), dataset_size=8)
+    torch.set_rng_state(rng)
+    plain.train()(x)  # draws the same gates (the train step's first draw) and updates the statistics once
+    bn, ref = model[1], plain[1]
+    assert int(bn.num_batches_tracked) == 1
+    assert not torch.equal(bn.running_mean, torch.zeros(4))  # the check is not vacuous
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(bn, name), getattr(ref, name)), name
+
+
+def test_arm_passes_see_the_same_dropout_masks():
+    torch.manual_seed(4)
+    model = sparsify(nn.Sequential(nn.Dropout(0.5), nn.Linear(20, 3)), "neuron", "arm")
+    masks = []
+    model[0].register_forward_hook(lambda module, inputs, output: masks.append(output != 0))
+    x, y = torch.randn(16, 20), torch.randint(0, 3, (16,))
+    train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.1), dataset_size=16)
+    assert len(masks) == 2 and 0.2 < masks[0].float().mean() < 0.8
+    assert torch.equal(masks[0], masks[1])
+    train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.1), dataset_size=16)
+    assert not torch.equal(masks[2], masks[0])  # the next step draws new masks
+
+
+def test_train_step_returns_device_tensors_without_syncing():
+    model, x, y = _problem("arm")
+    out = train_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.1), dataset_size=6)
+    for key in ("loss", "data_loss", "regularizer"):
+        assert torch.is_tensor(out[key]) and out[key].dim() == 0 and not out[key].requires_grad, key
+    assert torch.equal(out["loss"], out["data_loss"] + out["regularizer"])
+    assert out["outputs"].shape == (6, 3)

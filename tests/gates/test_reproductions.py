@@ -1,23 +1,80 @@
-"""The quick L0-ARM reproductions run end to end and report the paper beside ours."""
+"""The L0-ARM reproductions' plumbing, on tiny settings: report columns, stages, checkpoints, resume."""
 
 import json
+import os
+import signal
 
 import pytest
 
+from gatelab.checkpoint import Interrupted
+from gatelab.gates import reproductions
+from gatelab.gates import train as gates_train
 from gatelab.reproduce import run
 
+TINY = {"epochs": 1, "train_examples": 128, "val_examples": 64, "batch_size": 64}
 
-@pytest.mark.parametrize("name,paper_arch", [("l0arm-mlp", "219-214-100"), ("l0arm-lenet5", "20-25-45-462")])
-def test_quick_reproduction(tmp_path, name, paper_arch):
-    folder = run(name, quick=True, out=tmp_path, echo=None)
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Quick settings shrunk to seconds, and the first 500 test images for the final evaluation."""
+    monkeypatch.setattr(reproductions, "QUICK", {"mlp": TINY, "lenet5": TINY})
+    reader = gates_train.mnist_tensors
+
+    def first_test_images(name, split, root=None):
+        x, y = reader(name, split, root)
+        return (x[:500], y[:500]) if split == "test" else (x, y)
+
+    monkeypatch.setattr(gates_train, "mnist_tensors", first_test_images)
+
+
+@pytest.mark.parametrize("name,reference_arch", [("l0arm-mlp", "219-214-100"), ("l0arm-lenet5", "20-25-45-462")])
+def test_quick_reproduction_reports_reference_not_paper(tmp_path, tiny, name, reference_arch):
+    folder = run(name, quick=True, out=tmp_path, echo=None, quiet=True)
     results = json.loads((folder / "results.json").read_text())
     table = {row["what"]: row for row in results["table"]}
-    assert table["L0-ARM: kept architecture"]["paper"] == paper_arch
-    for method in ("arm", "hard_concrete"):
-        error = results["results"][method]["history"]["test_error"][-1]
-        assert 0 <= error < 50  # it learned something in the quick run
+    arch = table["L0-ARM: kept architecture"]
+    assert arch["paper"] is None and arch["reference"] == reference_arch
+    assert arch["reference_source"].startswith("Louizos et al. 2018, Table 1")
+    assert all(row["paper"] is None for row in results["table"])  # nothing the L0-ARM paper states was found
     model_name = name.split("-")[1]
-    assert (folder / f"{model_name}-arm.safetensors").is_file()  # `gatelab gates summary` reads it
+    for method in ("arm", "hard_concrete"):
+        history = results["results"][method]["history"]
+        assert history["epoch"] == [1] and len(history["val_error"]) == 1 and history["test_error"] is not None
+        assert results["settings"][f"{model_name}-{method} config"]["val_examples"] == 64
+        assert (folder / f"{model_name}-{method}.safetensors").is_file()  # `gatelab gates summary` reads it
+        assert (folder / "checkpoints" / f"{model_name}-{method}.pt").is_file()
     assert (folder / "training.png").stat().st_size > 1000
     assert (folder / "architecture.png").stat().st_size > 1000
-    assert "paper" in (folder / "report.md").read_text()
+    assert "reference" in (folder / "report.md").read_text()
+
+
+def test_an_interrupted_reproduction_skips_the_finished_model_and_resumes_the_other(tmp_path, tiny, monkeypatch):
+    fits = []
+    real_fit, real_step = reproductions.fit, gates_train.train_step
+
+    def spy_fit(config, **kwargs):
+        fits.append((config.estimator, kwargs["resume"]))
+        return real_fit(config, **kwargs)
+
+    steps = []
+
+    def step(*args, **kwargs):  # SIGTERM at the second model's first step, as a scheduler would send
+        steps.append(1)
+        if len(steps) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(reproductions, "fit", spy_fit)
+    with monkeypatch.context() as patch:
+        patch.setattr(gates_train, "train_step", step)
+        with pytest.raises(Interrupted) as info:
+            run("l0arm-mlp", quick=True, out=tmp_path, echo=None, quiet=True)
+    (partial,) = tmp_path.glob(".l0arm-mlp-*.partial")
+    assert f"--resume {partial}" in info.value.hint
+    assert fits == [("arm", None), ("hard_concrete", None)]
+    checkpoint = partial / "checkpoints" / "mlp-hard_concrete.pt"
+    assert checkpoint.is_file() and (partial / "stages" / "mlp-arm.json").is_file()
+    folder = run("l0arm-mlp", quick=True, out=tmp_path, resume=partial, echo=None, quiet=True)
+    assert fits[2:] == [("hard_concrete", checkpoint)]  # the finished model is not trained again
+    results = json.loads((folder / "results.json").read_text())
+    assert set(results["results"]) == {"arm", "hard_concrete"}

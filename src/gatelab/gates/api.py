@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,30 +35,41 @@ class GateConfig:
     input_shape: list | None = None  # one example's shape, recorded at the first forward
 
 
-def _per_layer(
-    what: str, value, names: list[str], valid: Callable[[float], bool], accepted: str, known: set[str]
-) -> dict:
-    """Spread a float, a sequence (one per gated layer) or a mapping over the gated layer names.
+def per_layer(
+    what: str,
+    value,
+    names: Sequence[str],
+    valid: Callable[[float], bool] = lambda v: True,
+    accepted: str = "a number",
+    known: Iterable[str] | None = None,
+) -> dict[str, float]:
+    """Spread one number, a sequence (one per layer) or a mapping by name over the layer ``names``.
 
-    A mapping may name layers of the model that are not gated at this granularity (``known``).
+    The one per-layer spreader of gatelab.gates (lambda, keep probabilities, ...).
+    Each value must be a real number passing ``valid``, else a GatelabError says
+    ``accepted``. A mapping may also name the layers in ``known`` (say, layers
+    that are not gated at this granularity); they are ignored.
     """
+    names = list(names)
     if isinstance(value, Mapping):
-        unknown = set(value) - known
+        unknown = set(value) - set(names) - set(known or ())
         if unknown:
             raise GatelabError(f"{what} names unknown layers {sorted(unknown)}; gated layers: {names}")
         missing = [n for n in names if n not in value]
         if missing:
             raise GatelabError(f"{what} gives no value for gated layers {missing}")
-        out = {n: float(value[n]) for n in names}
+        values = [value[n] for n in names]
     elif isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != len(names):
             raise GatelabError(f"{what} has {len(value)} values for {len(names)} gated layers {names}")
-        out = {n: float(v) for n, v in zip(names, value)}
+        values = list(value)
     else:
-        out = {n: float(value) for n in names}
-    for n, v in out.items():
-        if not valid(v):
-            raise GatelabError(f"{what} for {n!r} is {v}; accepted: {accepted}")
+        values = [value] * len(names)
+    out = {}
+    for n, v in zip(names, values):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or not valid(v):
+            raise GatelabError(f"{what} for {n!r} is {v!r}; accepted: {accepted}")
+        out[n] = float(v)
     return out
 
 
@@ -134,8 +147,8 @@ def sparsify(
         )
     names = list(kinds)
     known = set(_candidates(model, "weight"))
-    lams = _per_layer("lam", lam, names, lambda v: v >= 0, "a number >= 0", known)
-    keeps = _per_layer("keep_prob", keep_prob, names, lambda v: 0 < v < 1, "a probability in (0, 1)", known)
+    lams = per_layer("lam", lam, names, lambda v: v >= 0, "a finite number >= 0", known)
+    keeps = per_layer("keep_prob", keep_prob, names, lambda v: 0 < v < 1, "a probability in (0, 1)", known)
     est = make_estimator(estimator, gate_function, k)
     for name, kind in kinds.items():
         layer = modules[name]
@@ -157,12 +170,16 @@ def sparsify(
                     parametrize.register_parametrization(mod, pname, GateMask(gate, 0))
         gate.to(w.device)
     model.gatelab_gates = GateConfig(granularity, estimator, gate_function, k, lams, keeps, skipped)
-    model.register_forward_pre_hook(_before_forward)
+    model.register_forward_pre_hook(before_forward)
     return model
 
 
-def _before_forward(model: nn.Module, args) -> None:
-    """Draw fresh gates for every training forward, unless a train step is steering them."""
+def before_forward(model: nn.Module, args) -> None:
+    """The forward pre-hook that ``sparsify`` registers on the model (``export`` removes it by identity).
+
+    It records the input shape and draws fresh gates for every training forward,
+    unless ``train_step`` is steering them.
+    """
     config = model.gatelab_gates
     if config.input_shape is None and args and torch.is_tensor(args[0]):
         config.input_shape = list(args[0].shape[1:])
@@ -213,6 +230,34 @@ def _set_antithetic(model_gates: list[Gate], value: bool) -> None:
         g.antithetic = value
 
 
+def _same_random_numbers(device: torch.device):
+    """Fork the random generators of ``device`` (and the CPU's): inside the block, draws are undone after it."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device], device_type=device.type)
+
+
+@contextlib.contextmanager
+def _frozen_buffers(model: nn.Module):
+    """Restore every buffer a forward pass may update (BatchNorm running statistics and counters) after the block.
+
+    The layers still normalise with the batch's statistics, as in the main pass;
+    only their running buffers stay as they were. Gates' noise is left alone.
+    """
+    saved = [
+        (buf, buf.clone())
+        for module in model.modules()
+        if not isinstance(module, Gate)
+        for buf in module.buffers(recurse=False)
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
 def train_step(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -224,8 +269,13 @@ def train_step(
     """One optimiser step on data loss + L0 regularizer, with the estimator's gradient for the gates.
 
     ARM runs a second, gradient-free forward pass on the antithetic gates that
-    share the same uniform draw; AR and the relaxations need one pass. Returns
-    the losses as floats and the detached ``outputs`` of the main pass.
+    share the same uniform draw. That pass sees the same random numbers as the
+    main one (so dropout draws the same masks) and leaves the model as it was
+    (BatchNorm normalises with the batch's statistics but its running buffers and
+    ``num_batches_tracked`` are untouched). AR and the relaxations need one pass.
+
+    Returns detached tensors on the model's device (no host synchronisation):
+    ``loss``, ``data_loss``, ``regularizer`` and the main pass's ``outputs``.
     """
     if dataset_size <= 0:
         raise GatelabError(f"dataset_size must be a positive count of training examples, got {dataset_size}")
@@ -238,7 +288,7 @@ def train_step(
         if estimator.passes == 2:
             _set_antithetic(model_gates, True)
             try:
-                with torch.no_grad():
+                with torch.no_grad(), _same_random_numbers(inputs.device), _frozen_buffers(model):
                     f_anti = criterion(model(inputs), targets)
             finally:
                 _set_antithetic(model_gates, False)
@@ -255,9 +305,5 @@ def train_step(
         optimizer.step()
         for g in model_gates:
             estimator.constrain_(g.phi)
-    return {
-        "loss": float(data_loss.detach() + reg.detach()),
-        "data_loss": float(data_loss.detach()),
-        "regularizer": float(reg.detach()),
-        "outputs": outputs.detach(),
-    }
+    data_loss, reg = data_loss.detach(), reg.detach()
+    return {"loss": data_loss + reg, "data_loss": data_loss, "regularizer": reg, "outputs": outputs.detach()}

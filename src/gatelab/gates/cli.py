@@ -5,15 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS
-
-
-def _floats(text: str) -> float | list[float]:
-    """'0.1' or '10,0.5,0.1,10' (one per gated layer)."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
-    return values[0] if len(values) == 1 else values
+from gatelab.options import add_training, float_list, nonnegative_float, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = cmds.add_parser(
         "train",
         help="train a gated MLP, LeNet-5-Caffe or ResNet on MNIST/Fashion-MNIST",
-        description="Train a gated classifier with the papers' settings and save a checkpoint "
-        "(safetensors, config in its metadata, plus CHECKPOINT.json).",
+        description="Train a gated classifier with the papers' settings and save it (safetensors, config in "
+        "its metadata, plus OUT.json with the history). A validation split carved from the training images "
+        "is measured every epoch; the test split is read once, at the end. The training checkpoint "
+        "OUT.ckpt.pt is saved every epoch and every --checkpoint-every seconds; --resume continues from it.",
     )
     t.add_argument("--model", choices=sorted(MODELS), default=d.model, help=f"network (default: {d.model})")
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=d.dataset, help=f"data set (default: {d.dataset})")
@@ -49,35 +43,53 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=GRANULARITIES,
         default=d.granularity,
         help="what a gate switches: weight, neuron (Linear inputs), channel (Conv2d outputs) "
-        "or structured (both; default)",
+        f"or structured (both) (default: {d.granularity})",
     )
     t.add_argument(
         "--lam",
-        type=_floats,
+        type=float_list,
         default=None,
-        help="L0 strength per N examples: one number or one per gated layer "
+        help="L0 strength per N examples, >= 0: one number or one per gated layer "
         "(default: the paper's, e.g. 0.1,0.1,0.1 for mlp and 10,0.5,0.1,10 for lenet5)",
     )
-    t.add_argument("--keep-prob", type=_floats, default=None, help="initial P(gate open) (default: the paper's)")
+    t.add_argument(
+        "--keep-prob",
+        type=float_list,
+        default=None,
+        help="initial P(gate open), in (0, 1): one number or one per gated layer (default: the paper's)",
+    )
     t.add_argument(
         "--gate-function",
         choices=sorted(GATE_FUNCTIONS),
         default=d.gate_function,
         help=f"g(phi) for Bernoulli gates (default: {d.gate_function})",
     )
-    t.add_argument("--k", type=float, default=d.k, help=f"slope k of g(phi) = sigmoid(k phi) (default: {d.k})")
-    t.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs}, the paper's)")
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default: {d.batch_size})")
-    t.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default: {d.lr})")
-    t.add_argument("--train-examples", type=int, default=None, help="use only the first N training images")
-    t.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
-    t.add_argument("--device", default=d.device, help="torch device, e.g. cpu or cuda (default: cpu)")
-    t.add_argument("--out", default="gated.safetensors", help="checkpoint path (default: gated.safetensors)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--k", type=nonnegative_float, default=d.k, help=f"slope k of g(phi) = sigmoid(k phi) (default: {d.k})"
+    )
+    t.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"epochs (default: {d.epochs}, the paper's)")
+    t.add_argument(
+        "--batch-size", type=positive_int, default=d.batch_size, help=f"batch size (default: {d.batch_size})"
+    )
+    t.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default: {d.lr})")
+    t.add_argument(
+        "--train-examples",
+        type=positive_int,
+        default=None,
+        help="train on only the first N training images outside the validation split (default: all of them)",
+    )
+    t.add_argument(
+        "--val-examples",
+        type=positive_int,
+        default=d.val_examples,
+        help=f"validation images carved from the training split, chosen by --seed (default: {d.val_examples})",
+    )
+    t.add_argument("--out", default="gated.safetensors", help="trained model path (default: gated.safetensors)")
+    add_training(t)
     t.set_defaults(func=_train)
 
     s = cmds.add_parser("summary", help="kept gates per layer, parameters and FLOPs of a checkpoint")
-    s.add_argument("checkpoint", help="a checkpoint written by `gatelab gates train`")
+    s.add_argument("checkpoint", help="a model written by `gatelab gates train`")
     s.set_defaults(func=_summary)
 
     e = cmds.add_parser(
@@ -86,19 +98,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export a checkpoint to a plain model with pruned neurons and channels removed, "
         "saved as TorchScript (torch.jit.load reads it without gatelab).",
     )
-    e.add_argument("checkpoint", help="a checkpoint written by `gatelab gates train`")
-    e.add_argument("--out", required=True, help="output .pt path")
+    e.add_argument("checkpoint", help="a model written by `gatelab gates train`")
+    e.add_argument("--out", required=True, help="output .pt path (required; no default)")
     e.set_defaults(func=_export)
+
+
+def checkpoint_path(out) -> str:
+    """Where ``gatelab gates train --out OUT`` keeps its training checkpoint."""
+    return f"{out}.ckpt.pt"
 
 
 def _train(args) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from gatelab.files import write_json
+    from gatelab.files import check_output_path, write_json
     from gatelab.gates.export import summary
     from gatelab.gates.train import TrainConfig, fit, save_checkpoint
 
+    out = check_output_path(args.out)
     config = TrainConfig(
         model=args.model,
         dataset=args.dataset,
@@ -112,15 +130,25 @@ def _train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         train_examples=args.train_examples,
+        val_examples=args.val_examples,
         seed=args.seed,
         device=args.device,
     ).validate()
-    model, history = fit(config, progress=not args.quiet)
-    path = save_checkpoint(model.cpu(), config, args.out)
+    model, history = fit(
+        config,
+        checkpoint=checkpoint_path(out),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        quiet=args.quiet,
+        log_dir=args.log_dir,
+    )
+    path = save_checkpoint(model.cpu(), config, out)
     write_json(Path(f"{path}.json"), {"config": asdict(config), "history": asdict(history)})
     print(summary(model))
-    print(f"test error   {history.test_error[-1]:.2f}% after {config.epochs} epochs")
-    print(f"checkpoint   {path}")
+    print(f"validation error {history.val_error[-1]:.2f}% ({config.val_examples} images carved from training)")
+    print(f"test error       {history.test_error:.2f}% after {config.epochs} epochs")
+    print(f"model            {path}")
+    print(f"checkpoint       {checkpoint_path(out)} (continue training with --resume and more --epochs)")
     return 0
 
 
@@ -135,16 +163,20 @@ def _summary(args) -> int:
 
 
 def _export(args) -> int:
+    import io
+
     import torch
 
-    from gatelab.files import atomic_path
+    from gatelab.files import check_output_path, write_bytes
     from gatelab.gates.export import export
     from gatelab.gates.train import load_checkpoint
 
+    out = check_output_path(args.out)
     model, _ = load_checkpoint(args.checkpoint)
     small = export(model)
     scripted = torch.jit.trace(small, torch.zeros(1, 1, 28, 28))
-    with atomic_path(args.out) as tmp:
-        torch.jit.save(scripted, str(tmp))
-    print(f"exported {sum(p.numel() for p in small.parameters()):,} parameters to {args.out}")
+    buffer = io.BytesIO()  # serialise in memory: a failing disk then fails in Python, not in a C++ destructor
+    torch.jit.save(scripted, buffer)
+    write_bytes(out, buffer.getvalue())
+    print(f"exported {sum(p.numel() for p in small.parameters()):,} parameters to {out}")
     return 0

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from gatelab.errors import GatelabError
-from gatelab.gates.api import _before_forward, gates
+from gatelab.gates.api import before_forward, gates
 from gatelab.gates.graph import PRUNABLE, trace, unit_groups
 
 
@@ -27,7 +27,7 @@ def _strip(model: nn.Module, leave_gated: bool) -> nn.Module:
             for name in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=leave_gated)
     for key, hook in list(plain._forward_pre_hooks.items()):
-        if hook is _before_forward:
+        if hook is before_forward:
             del plain._forward_pre_hooks[key]
     del plain.gatelab_gates
     return plain

@@ -1,27 +1,40 @@
-"""Training gated classifiers on MNIST-like data with the papers' settings, and their checkpoints."""
+"""Training gated classifiers on MNIST-like data with the papers' settings, and their checkpoints.
+
+``fit`` carves a seeded validation split from the training images, reports
+the validation error every epoch and reads the test split once, after the last
+epoch. It checkpoints (model, Adam, RNG states, position in the epoch and the
+epoch's order, history, config) at each epoch's end and every
+``checkpoint_every`` seconds, and ``resume=PATH`` continues exactly where that
+checkpoint stopped.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
+import numbers
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Mapping
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
-from tqdm.auto import tqdm
 
+from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
 from gatelab.data import IMAGE_DATASETS, mnist_tensors
-from gatelab.errors import GatelabError, check_choice
+from gatelab.data.splits import validation_split
+from gatelab.devices import resolve_device
+from gatelab.errors import GatelabError
+from gatelab.evaluation import classifier_scores
 from gatelab.files import atomic_path
 from gatelab.gates.api import GRANULARITIES, expected_l0, sparsify, train_step
-from gatelab.gates.estimators import ESTIMATORS
+from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS
 from gatelab.gates.export import summary
 from gatelab.gates.models import MODELS, build_model
+from gatelab.progress import ScalarLog, bar, say
 
 # The authors' settings (l0-arm and L0_regularization code): lambda per gated layer, in units of 1/N,
 # and the initial keep probability (1 - the initial drop rate).
@@ -32,10 +45,54 @@ PAPER_LAMBDA = {
 }
 PAPER_KEEP_PROB = {"mlp": {"fc1": 0.8, "fc2": 0.5, "fc3": 0.5}, "lenet5": 0.5, "resnet": 0.5}
 
+FORMAT = "gatelab.gates.fit"  # the kind of the training checkpoints that ``fit`` writes
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _choice(names) -> tuple:
+    return (lambda v: v in names, "one of " + ", ".join(sorted(names)))
+
+
+_COUNT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+_PER_LAYER = (
+    lambda v: v is None or _is_number(v) or isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_is_number, v)),
+    "null (the paper's), a number, or a list of numbers (one per gated layer)",
+)
+# What each TrainConfig field accepts: the type and the range, checked by ``validate``.
+_ACCEPTED = {
+    "model": _choice(MODELS),
+    "dataset": _choice(IMAGE_DATASETS),
+    "granularity": _choice(GRANULARITIES),
+    "estimator": _choice(ESTIMATORS),
+    "lam": _PER_LAYER,
+    "keep_prob": _PER_LAYER,
+    "gate_function": _choice(GATE_FUNCTIONS),
+    "k": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "epochs": _COUNT,
+    "batch_size": _COUNT,
+    "lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "train_examples": (lambda v: v is None or _is_int(v) and v >= 1, "null (all) or an integer >= 1"),
+    "val_examples": _COUNT,
+    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "device": (lambda v: isinstance(v, str), "a device name such as cpu or cuda"),
+}
+
 
 @dataclass
 class TrainConfig:
-    """One gated training run. Defaults are the papers': Adam 1e-3, batch 128, 200 epochs, k = 7."""
+    """One gated training run. Defaults are the papers': Adam 1e-3, batch 128, 200 epochs, k = 7.
+
+    ``val_examples`` images are carved from the training split (seeded by
+    ``seed``) for the per-epoch validation error; ``train_examples`` then keeps
+    only the first n of the remaining training images (quick runs).
+    """
 
     model: str = "lenet5"
     dataset: str = "mnist"
@@ -48,50 +105,48 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
-    train_examples: int | None = None  # use only the first n training images (quick runs)
+    train_examples: int | None = None  # None: every training image outside the validation split
+    val_examples: int = 5000
     seed: int = 0
     device: str = "cpu"
 
     def validate(self) -> "TrainConfig":
-        check_choice("model", self.model, MODELS)
-        check_choice("data set", self.dataset, IMAGE_DATASETS)
-        check_choice("granularity", self.granularity, GRANULARITIES)
-        check_choice("estimator", self.estimator, ESTIMATORS)
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise GatelabError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise GatelabError(f"lr must be a positive number, got {self.lr}")
-        lams = self.lam if isinstance(self.lam, (list, tuple)) else [self.lam]
-        if any(v is not None and v < 0 for v in lams):
-            raise GatelabError(f"lam must be >= 0, got {self.lam}")
-        if self.train_examples is not None and self.train_examples < 1:
-            raise GatelabError(f"train_examples must be at least 1, got {self.train_examples}")
+        """Check every field's type and range; a GatelabError names the field and what it accepts."""
+        for name, (ok, accepted) in _ACCEPTED.items():
+            value = getattr(self, name)
+            try:
+                good = ok(value)
+            except TypeError:  # an unhashable value tested against a set of names
+                good = False
+            if not good:
+                raise GatelabError(f"config field {name!r} is {value!r}; accepted: {accepted}")
         return self
+
+    @classmethod
+    def from_dict(cls, data) -> "TrainConfig":
+        """A validated config from a mapping (say, JSON from a checkpoint); unknown fields are refused."""
+        if not isinstance(data, Mapping):
+            raise GatelabError(f"a training config must be a mapping of fields, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise GatelabError(f"unknown config fields {unknown}; accepted: {', '.join(known)}")
+        return cls(**data).validate()
 
 
 @dataclass
 class History:
-    """Per-epoch numbers of a run."""
+    """Per-epoch numbers of a run, and the test error read once after training."""
 
     epoch: list[int] = field(default_factory=list)
-    test_error: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_error: list[float] = field(default_factory=list)
     expected_l0: list[float] = field(default_factory=list)
+    kept_units: list[int] = field(default_factory=list)
     architecture: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
-
-
-@torch.no_grad()
-def test_error(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
-    """Classification error in percent, with the deterministic test-time gates."""
-    model.eval()
-    device = next(model.parameters()).device
-    wrong = 0
-    for i in range(0, len(x), batch_size):
-        pred = model(x[i : i + batch_size].to(device)).argmax(1)
-        wrong += int((pred.cpu() != y[i : i + batch_size]).sum())
-    return 100.0 * wrong / len(x)
+    test_error: float | None = None
 
 
 def build_gated(config: TrainConfig) -> torch.nn.Module:
@@ -109,57 +164,142 @@ def build_gated(config: TrainConfig) -> torch.nn.Module:
         gate_function=config.gate_function,
         k=config.k,
     )
-    return model.to(config.device)
+    device = resolve_device(config.device)
+    model = model.to(device)
+    with torch.no_grad():  # records the input shape, without drawing gates
+        model.eval()(torch.zeros(1, 1, 28, 28, device=device))
+    return model.train()
+
+
+def training_data(config: TrainConfig, data_root=None) -> tuple[torch.Tensor, ...]:
+    """``(x_train, y_train, x_val, y_val)``: the config's validation split carved from the training split."""
+    x, y = mnist_tensors(config.dataset, "train", data_root)
+    train, val = validation_split(len(x), config.val_examples, config.seed)
+    if config.train_examples is not None:
+        if config.train_examples > len(train):
+            raise GatelabError(
+                f"train_examples {config.train_examples} is more than the {len(train)} training images "
+                f"left after the {config.val_examples}-image validation split; give at most {len(train)}"
+            )
+        train = train[: config.train_examples]
+    return x[train], y[train], x[val], y[val]
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
 
 
 def fit(
     config: TrainConfig,
     data_root=None,
-    progress: bool = True,
-    on_epoch: Callable[[int, torch.nn.Module, History], None] | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 300.0,
+    resume: str | os.PathLike | None = None,
+    quiet: bool = False,
+    log_dir: str | os.PathLike | None = None,
 ) -> tuple[torch.nn.Module, History]:
-    """Train a gated model on MNIST or Fashion-MNIST; returns the model and its per-epoch history."""
+    """Train a gated model on MNIST or Fashion-MNIST; returns the model and its history.
+
+    checkpoint: where to keep the training checkpoint (each epoch's end, and every
+      ``checkpoint_every`` seconds); None keeps none. SIGINT/SIGTERM save it and
+      raise ``gatelab.checkpoint.Interrupted``.
+    resume: a checkpoint of an earlier run with the same config (``epochs`` and
+      ``device`` may differ) to continue from; with one thread and the same
+      device the result equals an uninterrupted run's exactly.
+    quiet: no progress bar and no per-epoch lines; log_dir: TensorBoard scalars.
+
+    The validation error is measured every epoch; the test split is read once,
+    after training, for ``history.test_error``.
+    """
     config.validate()
+    device = resolve_device(config.device)
+    state = None
+    if resume is not None:
+        state = load_state(resume, "gates training checkpoint")
+        check_resumable(state, FORMAT, asdict(config), resume, may_differ=("epochs", "device"))
     torch.manual_seed(config.seed)
-    x_train, y_train = mnist_tensors(config.dataset, "train", data_root)
-    x_test, y_test = mnist_tensors(config.dataset, "test", data_root)
-    if config.train_examples:
-        x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
     model = build_gated(config)
-    model(x_train[:1].to(config.device))  # records the input shape
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    x_train, y_train, x_val, y_val = training_data(config, data_root)
+    x_train, y_train = x_train.to(device), y_train.to(device)
     n = len(x_train)
-    history = History()
-    start = time.perf_counter()
     steps_per_epoch = math.ceil(n / config.batch_size)
-    bar = tqdm(
-        total=config.epochs * steps_per_epoch,
-        disable=not (progress and sys.stderr.isatty()),
-        unit="step",
-        dynamic_ncols=True,
-    )
-    for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(n)
-        total = 0.0
-        for i in range(0, n, config.batch_size):
-            idx = order[i : i + config.batch_size]
-            out = train_step(
-                model, x_train[idx].to(config.device), y_train[idx].to(config.device), optimizer, dataset_size=n
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history = History()
+    done, step, order = 0, 0, None  # finished epochs, steps into the next one, and its order
+    loss_sum = torch.zeros((), device=device)  # the epoch's summed loss, read once at its end
+    seconds_before = 0.0
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history = History(**state["history"])
+            done, step, order, seconds_before = state["epoch"], state["step"], state["order"], state["seconds"]
+            loss_sum = state["loss_sum"].to(device)
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise GatelabError(f"{resume} does not hold a resumable gates run ({_reason(exc)})") from None
+        say(f"resuming {resume} at epoch {done + 1}, step {step} of {steps_per_epoch}", quiet)
+    start = time.perf_counter()
+
+    def snapshot() -> dict:
+        return {
+            "format": FORMAT,
+            "config": asdict(config),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(),
+            "epoch": done,
+            "step": step,
+            "order": order,
+            "loss_sum": loss_sum.detach().cpu(),
+            "history": asdict(history),
+            "seconds": seconds_before + time.perf_counter() - start,
+        }
+
+    progress = bar(config.epochs * steps_per_epoch, "training", "step", quiet, initial=done * steps_per_epoch + step)
+    with progress, Checkpointer(checkpoint, every=checkpoint_every) as ckpt, ScalarLog(log_dir) as scalars:
+        for epoch in range(done + 1, config.epochs + 1):
+            if order is None:
+                order = torch.randperm(n)
+            for begin in range(step * config.batch_size, n, config.batch_size):
+                idx = order[begin : begin + config.batch_size].to(device)
+                out = train_step(model, x_train[idx], y_train[idx], optimizer, dataset_size=n)
+                loss_sum += out["loss"] * len(idx)
+                step += 1
+                progress.update(1)
+                ckpt.step(snapshot)
+            val = classifier_scores(model, x_val, y_val)
+            s = summary(model)
+            history.epoch.append(epoch)
+            history.train_loss.append(float(loss_sum) / n)
+            history.val_loss.append(val["loss"])
+            history.val_error.append(val["error"])
+            history.expected_l0.append(float(expected_l0(model).detach()))
+            history.kept_units.append(sum(r.kept for r in s.layers))
+            history.architecture.append(s.architecture)
+            history.seconds.append(seconds_before + time.perf_counter() - start)
+            done, step, order, loss_sum = epoch, 0, None, torch.zeros((), device=device)
+            say(
+                f"epoch {epoch}/{config.epochs}: loss {history.train_loss[-1]:.4f}, "
+                f"validation error {val['error']:.2f}%, expected L0 {history.expected_l0[-1]:,.0f}, "
+                f"kept {s.architecture} ({history.seconds[-1]:.0f} s)",
+                quiet,
             )
-            total += out["loss"] * len(idx)
-            bar.update(1)
-        err = test_error(model, x_test, y_test)
-        s = summary(model)
-        history.epoch.append(epoch)
-        history.test_error.append(err)
-        history.train_loss.append(total / n)
-        history.expected_l0.append(float(expected_l0(model).detach()))
-        history.architecture.append(s.architecture)
-        history.seconds.append(time.perf_counter() - start)
-        bar.set_postfix(epoch=epoch, err=f"{err:.2f}%", arch=s.architecture)
-        if on_epoch:
-            on_epoch(epoch, model, history)
-    bar.close()
+            scalars.add(
+                epoch,
+                **{
+                    "train/loss": history.train_loss[-1],
+                    "validation/loss": val["loss"],
+                    "validation/error": val["error"],
+                    "gates/expected_l0": history.expected_l0[-1],
+                    "gates/kept_units": history.kept_units[-1],
+                },
+            )
+            ckpt.epoch_end(snapshot)
+    x_test, y_test = mnist_tensors(config.dataset, "test", data_root)
+    history.test_error = classifier_scores(model, x_test, y_test)["error"]
+    say(f"test error {history.test_error:.2f}% (test split, read once after training)", quiet)
     return model, history
 
 
@@ -172,19 +312,31 @@ def save_checkpoint(model: torch.nn.Module, config: TrainConfig, path) -> Path:
 
 
 def load_checkpoint(path) -> tuple[torch.nn.Module, TrainConfig]:
-    """Rebuild a gated model saved by ``save_checkpoint``."""
+    """Rebuild a gated model saved by ``save_checkpoint``, on the CPU.
+
+    Any fault (not safetensors, truncated, no or malformed config, a config
+    field of the wrong type, renamed or missing tensors, wrong shapes) raises a
+    GatelabError naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise GatelabError(f"checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
-        config = TrainConfig(**json.loads(meta["gatelab"])["train_config"])
-    except Exception as exc:
-        raise GatelabError(f"{path} is not a gatelab gates checkpoint ({type(exc).__name__}: {exc})") from exc
-    config.device = "cpu"
-    model = build_gated(config)
-    load_model(model, str(path), device="cpu")
-    model.eval()
-    model(torch.zeros(1, 1, 28, 28))  # records the input shape
-    return model, config
+        data = json.loads(meta["gatelab"])["train_config"]
+    except Exception as exc:  # safetensors, JSON and lookups raise many kinds
+        raise GatelabError(f"{path} is not a gatelab gates checkpoint ({_reason(exc)})") from None
+    try:
+        config = TrainConfig.from_dict({**data, "device": "cpu"} if isinstance(data, Mapping) else data)
+        model = build_gated(config)
+    except GatelabError as exc:
+        raise GatelabError(f"{path} holds a config that cannot be used: {exc}") from None
+    try:
+        load_model(model, str(path), device="cpu")
+    except Exception as exc:  # renamed or missing tensors, wrong shapes, a truncated file
+        raise GatelabError(
+            f"{path} does not hold the weights of a gated {config.model} ({_reason(exc)}); "
+            "it may be truncated or edited: use a file written by `gatelab gates train`"
+        ) from None
+    return model.eval(), config
