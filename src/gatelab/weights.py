@@ -69,8 +69,13 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path, what:
 
 
 def _fits(value: Any, hint: Any) -> bool:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
         return any(_fits(value, h) for h in typing.get_args(hint))
+    if origin in (list, tuple):  # JSON has lists only; every element must fit
+        return isinstance(value, list) and all(_fits(v, typing.get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
     if hint is type(None):
         return value is None
     if hint is float:

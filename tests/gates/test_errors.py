@@ -155,10 +155,10 @@ def _metadata(path):
     "change,message",
     [
         (dict(rename=("fc1.parametrizations.weight.original", "fc1.weight")), "does not hold the weights"),
-        (dict(config={"epochs": "x"}), "'epochs' is 'x'; accepted: an integer >= 1"),
-        (dict(config={"lam": [0.1, "a"]}), "'lam' is"),
+        (dict(config={"epochs": "x"}), "setting epochs='x' is not of type"),
+        (dict(config={"lam": [0.1, "a"]}), r"setting lam=\[0.1, 'a'\] is not of type"),
         (dict(config={"model": "lenet5"}), "does not hold the weights of a gated lenet5"),
-        (dict(config={"hidden": 3}), "unknown config fields"),
+        (dict(config={"hidden": 3}), r"unknown gates training settings \['hidden'\]"),
         (dict(config={"lam": [0.1, 0.1]}), "2 values for 3 gated layers"),
     ],
 )

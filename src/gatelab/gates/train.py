@@ -15,12 +15,10 @@ import math
 import numbers
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
@@ -35,6 +33,7 @@ from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS
 from gatelab.gates.export import summary
 from gatelab.gates.models import MODELS, build_model
 from gatelab.progress import ScalarLog, bar, say
+from gatelab.weights import config_from, read_weights
 
 # The authors' settings (l0-arm and L0_regularization code): lambda per gated layer, in units of 1/N,
 # and the initial keep probability (1 - the initial drop rate).
@@ -123,15 +122,9 @@ class TrainConfig:
         return self
 
     @classmethod
-    def from_dict(cls, data) -> "TrainConfig":
-        """A validated config from a mapping (say, JSON from a checkpoint); unknown fields are refused."""
-        if not isinstance(data, Mapping):
-            raise GatelabError(f"a training config must be a mapping of fields, got {type(data).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise GatelabError(f"unknown config fields {unknown}; accepted: {', '.join(known)}")
-        return cls(**data).validate()
+    def from_dict(cls, data, where: str = "config") -> "TrainConfig":
+        """A validated config from a mapping (say, JSON from a checkpoint); wrong types, unknown fields refused."""
+        return config_from(cls, data, where, "gates training")
 
 
 @dataclass
@@ -321,17 +314,10 @@ def load_checkpoint(path) -> tuple[torch.nn.Module, TrainConfig]:
     path = Path(path)
     if not path.is_file():
         raise GatelabError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        data = json.loads(meta["gatelab"])["train_config"]
-    except Exception as exc:  # safetensors, JSON and lookups raise many kinds
-        raise GatelabError(f"{path} is not a gatelab gates checkpoint ({_reason(exc)})") from None
-    try:
-        config = TrainConfig.from_dict({**data, "device": "cpu"} if isinstance(data, Mapping) else data)
-        model = build_gated(config)
-    except GatelabError as exc:
-        raise GatelabError(f"{path} holds a config that cannot be used: {exc}") from None
+    meta, _ = read_weights(path, "gates checkpoint")
+    data = meta.get("train_config")
+    config = TrainConfig.from_dict({**data, "device": "cpu"} if isinstance(data, dict) else data, path)
+    model = build_gated(config)
     try:
         load_model(model, str(path), device="cpu")
     except Exception as exc:  # renamed or missing tensors, wrong shapes, a truncated file
