@@ -82,6 +82,7 @@ DEFECTS = ("TRACEBACK", "NONSENSE", "MULTILINE", "TIMEOUT")
 CHEAP = {
     "--epochs": "1",
     "--train-examples": "64",
+    "--val-size": "64",
     "--count": "2",
     "--steps": "2",
     "--panels": "1",

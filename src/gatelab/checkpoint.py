@@ -160,7 +160,8 @@ class Checkpointer:
     def __enter__(self) -> "Checkpointer":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # an ignored signal (nohup, `&`) stays ignored
+                    self._previous[sig] = signal.signal(sig, self._handle)
         self._last = time.monotonic()
         return self
 

@@ -39,6 +39,18 @@ fraction = _number(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1)
 unit_interval = _number(float, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 
 
+def count_or_fraction(text: str) -> int | float:
+    """A count (an integer >= 1) or a fraction in (0, 1): how much of the training data to hold out."""
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        return probability(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a count >= 1 or a fraction in (0, 1), got {text!r}") from None
+
+
 def float_list(text: str) -> float | list[float]:
     """A finite number, or comma-separated finite numbers (one per layer): ``0.1`` or ``10,0.5,0.1,10``."""
     parse = _number(float, "a finite number or comma-separated finite numbers", lambda v: True)

@@ -75,6 +75,7 @@ def test_resume_refuses_another_kind_or_config():
 def test_a_signal_saves_and_stops_at_the_next_step(tmp_path, signum):
     path = tmp_path / "c.pt"
     steps = []
+    before = signal.signal(signum, signal.default_int_handler)  # as in a foreground process
     with pytest.raises(Interrupted) as info:
         with Checkpointer(path, every=3600) as ckpt:
             for step in range(10):
@@ -85,7 +86,19 @@ def test_a_signal_saves_and_stops_at_the_next_step(tmp_path, signum):
     assert steps == [0, 1, 2, 3] and load_state(path)["step"] == 4
     assert info.value.exit_code == 128 + signum
     assert f"checkpoint saved to {path}; resume with --resume {path}" in info.value.message
-    assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)  # handlers restored
+    assert signal.getsignal(signum) is signal.default_int_handler  # handler restored
+    signal.signal(signum, before)
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path):
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as under nohup
+    try:
+        with Checkpointer(tmp_path / "c.pt") as ckpt:
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert not ckpt.stop_requested
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_saves_every_epoch_and_when_due(tmp_path, monkeypatch):

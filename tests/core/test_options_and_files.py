@@ -85,3 +85,10 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
         (tmp / "c.txt").write_text("3")
     assert sorted(p.name for p in out.iterdir()) == ["c.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_held_out_size_is_a_count_or_a_fraction():
+    assert options.count_or_fraction("64") == 64 and options.count_or_fraction("0.1") == 0.1
+    for bad in ("0", "1.5", "-3", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="a count >= 1 or a fraction in"):
+            options.count_or_fraction(bad)

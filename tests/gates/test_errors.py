@@ -94,7 +94,7 @@ def _run(capsys, *args):
         (["--keep-prob", "0.5,2,0.5"], "accepted: a probability in (0, 1)"),
         (["--estimator", "nope"], "invalid choice"),
         (["--train-examples", "0"], "expected an integer >= 1"),
-        (["--val-examples", "-5"], "expected an integer >= 1"),
+        (["--val-size", "-5"], "expected an integer >= 1"),
         (["--epochs", "0"], "expected an integer >= 1"),
         (["--lr", "nan"], "expected a finite number > 0"),
         (["--k", "-1"], "expected a finite number >= 0"),

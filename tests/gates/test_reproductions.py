@@ -11,7 +11,7 @@ from gatelab.gates import reproductions
 from gatelab.gates import train as gates_train
 from gatelab.reproduce import run
 
-TINY = {"epochs": 1, "train_examples": 128, "val_examples": 64, "batch_size": 64}
+TINY = {"epochs": 1, "train_examples": 128, "val_size": 64, "batch_size": 64}
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_quick_reproduction_reports_reference_not_paper(tmp_path, tiny, name, re
     for method in ("arm", "hard_concrete"):
         history = results["results"][method]["history"]
         assert history["epoch"] == [1] and len(history["val_error"]) == 1 and history["test_error"] is not None
-        assert results["settings"][f"{model_name}-{method} config"]["val_examples"] == 64
+        assert results["settings"][f"{model_name}-{method} config"]["val_size"] == 64
         assert (folder / f"{model_name}-{method}.safetensors").is_file()  # `gatelab gates summary` reads it
         assert (folder / "checkpoints" / f"{model_name}-{method}.pt").is_file()
     assert (folder / "training.png").stat().st_size > 1000

@@ -17,7 +17,7 @@ from gatelab.gates import export, summary
 from gatelab.gates import train as gates_train
 from gatelab.gates.train import TrainConfig, fit, load_checkpoint
 
-TINY = dict(model="mlp", epochs=2, train_examples=256, val_examples=100, batch_size=32)  # 8 steps an epoch
+TINY = dict(model="mlp", epochs=2, train_examples=256, val_size=100, batch_size=32)  # 8 steps an epoch
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_short_arm_run_learns_while_pruning():
 
     (Measured: 8.9% validation and 8.55% test error, 49% of the weights, 784-151-75 kept.)
     """
-    config = TrainConfig(model="mlp", estimator="arm", epochs=2, train_examples=20000, val_examples=2000, lr=3e-3)
+    config = TrainConfig(model="mlp", estimator="arm", epochs=2, train_examples=20000, val_size=2000, lr=3e-3)
     model, history = fit(config, quiet=True)
     s = summary(model)
     assert history.val_error[-1] < 10.5 and history.test_error < 10.5, history
@@ -111,7 +111,7 @@ def _gatelab(capsys, *args):
 def test_a_killed_cli_run_resumes_from_its_intact_checkpoint(tmp_path, capsys):
     out = tmp_path / "model.safetensors"
     ckpt = tmp_path / "model.safetensors.ckpt.pt"
-    args = ["gates", "train", "--model", "mlp", "--epochs", "2", "--train-examples", "800", "--val-examples", "100"]
+    args = ["gates", "train", "--model", "mlp", "--epochs", "2", "--train-examples", "800", "--val-size", "100"]
     args += ["--batch-size", "8", "--out", str(out)]  # 100 steps an epoch
     killed = [sys.executable, "-m", "gatelab", *args, "--checkpoint-every", "0.001", "--quiet"]  # saves every step
     proc = subprocess.Popen(killed, stderr=subprocess.DEVNULL)
@@ -135,13 +135,13 @@ def test_cli_train_summary_export_round_trip(tmp_path, capsys):
     ckpt = tmp_path / "mlp.safetensors"
     logs = tmp_path / "logs"
     args = ["--model", "mlp", "--dataset", "fashion-mnist", "--epochs", "1", "--train-examples", "500"]
-    args += ["--val-examples", "200", "--out", str(ckpt), "--log-dir", str(logs)]
+    args += ["--val-size", "200", "--out", str(ckpt), "--log-dir", str(logs)]
     code, out, err = _gatelab(capsys, "gates", "train", *args)
     assert code == 0, err
     assert "epoch 1/1: loss" in err and "validation error" in err and "test error" in out
     assert list(logs.glob("events.out.tfevents.*"))  # TensorBoard scalars
     meta = json.loads((tmp_path / "mlp.safetensors.json").read_text())
-    assert meta["config"]["dataset"] == "fashion-mnist" and meta["config"]["val_examples"] == 200
+    assert meta["config"]["dataset"] == "fashion-mnist" and meta["config"]["val_size"] == 200
     assert len(meta["history"]["val_error"]) == 1 and meta["history"]["test_error"] is not None
     code, out, _ = _gatelab(capsys, "gates", "summary", str(ckpt))
     assert code == 0 and "architecture" in out and "fc1" in out

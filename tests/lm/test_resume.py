@@ -35,7 +35,7 @@ def _without_timing(history):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_run_interrupted_mid_epoch_resumes_exactly(tiny_text, tmp_path, monkeypatch, cell):
-    corpus = load_corpus(str(tiny_text), valid_size=0.1, seed=0)
+    corpus = load_corpus(str(tiny_text), val_size=0.1, seed=0)
     cfg = LMConfig(loss="blackout", cell=cell, samples=5, hidden=16, epochs=2, batch_size=4, bptt=8, lr=0.02, seed=3)
     whole, history = train(corpus, cfg)
 

@@ -148,7 +148,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_text, tmp_path, capsys):
         model + ["--lr-decay", "-1"],
         model + ["--lr", "nan"],
         model + ["--samples", "0"],
-        model + ["--valid-size", "0"],
+        model + ["--val-size", "0"],
         model + ["--test", str(tmp_path / "missing.txt")],
         model + ["--device", "tpu"],
         ["lm", "train", str(tiny_text), "--out", str(a_file)],  # --out is a file: refused before training
@@ -181,13 +181,13 @@ def test_cli_failure_leaves_no_output_folder(tiny_text, tmp_path, monkeypatch):
 def test_validation_is_carved_from_training_text_with_a_seed(tiny_text):
     lines = [f"w{i} w{i + 1} common" for i in range(200)]
     tiny_text.write_text("\n".join(lines) + "\n")
-    corpus = load_corpus(str(tiny_text), valid_size=0.1, seed=4)
+    corpus = load_corpus(str(tiny_text), val_size=0.1, seed=4)
     assert corpus.vocab.counts[0] == 180  # the vocabulary counts the 180 training sentences only
     assert corpus.valid.eq(0).sum() == 20 + 1 and "20 of the 200 sentences" in corpus.valid_source
     valid_words = {corpus.vocab.words[i] for i in corpus.valid.tolist()}
     train_words = {corpus.vocab.words[i] for i in corpus.train.tolist()}
     assert train_words | valid_words >= {"common", "</s>"}
-    again = load_corpus(str(tiny_text), valid_size=0.1, seed=4)
+    again = load_corpus(str(tiny_text), val_size=0.1, seed=4)
     assert torch.equal(again.valid, corpus.valid) and torch.equal(again.train, corpus.train)
-    assert not torch.equal(load_corpus(str(tiny_text), valid_size=0.1, seed=5).valid, corpus.valid)
+    assert not torch.equal(load_corpus(str(tiny_text), val_size=0.1, seed=5).valid, corpus.valid)
     assert load_corpus(str(tiny_text), read_test=False, test=str(tiny_text)).test is None

@@ -20,7 +20,7 @@ from gatelab.nice import ClassifierConfig, accuracy, load_classifier, load_jpegs
 
 @pytest.fixture(scope="module")
 def classifier_file(tmp_path_factory):
-    config = ClassifierConfig(dataset="mnist", epochs=1, batch_size=32, lr=3e-3, train_examples=4000, validation=500)
+    config = ClassifierConfig(dataset="mnist", epochs=1, batch_size=32, lr=3e-3, train_examples=4000, val_size=500)
     model, _ = train_classifier(config, quiet=True)
     xt, yt = mnist_tensors("mnist", "test")
     acc = accuracy(model, xt, yt)
@@ -105,7 +105,7 @@ def test_train_classifier_reads_the_test_split_once_after_training(tmp_path, mon
         classifiers, "train_classifier", lambda *a, **k: (trained(*a, **k), split_reads.append("done"))[0]
     )
     out = tmp_path / "clf.safetensors"
-    argv = ["nice", "train-classifier", "--train-examples", "300", "--validation", "100", "--epochs", "1"]
+    argv = ["nice", "train-classifier", "--train-examples", "300", "--val-size", "100", "--epochs", "1"]
     assert run([*argv, "--out", str(out), "--quiet"]) == 0
     assert split_reads == ["train", "done", "test"]
     assert "test accuracy" in capsys.readouterr().out
@@ -113,7 +113,7 @@ def test_train_classifier_reads_the_test_split_once_after_training(tmp_path, mon
     assert run([*argv, "--out", str(tmp_path / "c"), "--resume", str(out), "--quiet"]) == 2
     assert "is not a gatelab classifier mnist checkpoint" in capsys.readouterr().err
     _, config = load_classifier(out)
-    assert config.validation == 100
+    assert config.val_size == 100
 
 
 def test_bad_input_prints_one_line_and_exits_2(classifier_file, tmp_path, capsys, monkeypatch):
@@ -172,7 +172,7 @@ def test_every_option_states_its_default():
 def test_killed_training_resumes_from_its_intact_checkpoint(tmp_path, capsys):
     """SIGKILL mid-epoch (no chance to save), then --resume: it finishes, starting where the checkpoint was."""
     out, ckpt = tmp_path / "clf.safetensors", tmp_path / "clf.safetensors.ckpt"
-    argv = ["nice", "train-classifier", "--train-examples", "2200", "--validation", "200", "--epochs", "2"]
+    argv = ["nice", "train-classifier", "--train-examples", "2200", "--val-size", "200", "--epochs", "2"]
     argv += ["--batch-size", "50", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     command = [sys.executable, "-m", "gatelab", *argv, "--checkpoint-every", "0.2"]

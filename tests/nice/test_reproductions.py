@@ -14,8 +14,8 @@ from gatelab.nice import NICE
 from gatelab.reproduce import run
 
 TINY = {
-    "train_examples": 300,
-    "validation": 100,
+    "train_examples": 200,
+    "val_size": 100,
     "test_images": 300,
     "panel_classes": 2,
     "classifier_epochs": 1,

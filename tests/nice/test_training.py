@@ -92,7 +92,7 @@ def test_resume_refuses_a_different_configuration(tmp_path):
 
 
 def test_classifier_resumes_exactly_and_keeps_the_best_validation_epoch(tmp_path, monkeypatch, one_thread, split_reads):
-    config = ClassifierConfig(epochs=2, batch_size=100, train_examples=600, validation=100)
+    config = ClassifierConfig(epochs=2, batch_size=100, train_examples=500, val_size=100)
     whole, history = train_classifier(config, quiet=True)
     assert [h["epoch"] for h in history] == [1, 2] and all(0 <= h["validation_error"] <= 100 for h in history)
 

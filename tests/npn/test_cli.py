@@ -83,7 +83,7 @@ def test_bad_values_and_outputs_are_refused_before_training(tmp_path, capsys):
     for flags, message in (
         (["--out", str(tmp_path / "file")], "is an existing file; name a folder"),
         (["--out", str(tmp_path / "file" / "run")], "is a file, not a folder"),
-        (["--lam", "-1", "--out", str(tmp_path / "a")], "lam for 'fc1' is -1.0; accepted: a number >= 0"),
+        (["--lam", "-1", "--out", str(tmp_path / "a")], "lam for 'fc1' is -1.0; accepted: a finite number >= 0"),
         (["--lam", "1,2", "--out", str(tmp_path / "a")], "lam has 2 values for 3 gated layers"),
         (["--harden-from", "9", "--out", str(tmp_path / "a")], "never hardens within 6 epochs"),
     ):

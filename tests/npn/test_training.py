@@ -145,7 +145,7 @@ def test_bad_configs(cached_mnist):
     for bad, match in (
         (dict(train_examples=0), "train_examples must be an integer >= 1"),
         (dict(val_size=-5), "val_size must be an integer >= 1"),
-        (dict(lam=float("nan")), "lam for 'fc1' is nan; accepted: a number >= 0"),
+        (dict(lam=float("nan")), "lam for 'fc1' is nan; accepted: a finite number >= 0"),
         (dict(init_active=0.0), r"init_active must be a fraction in \(0, 1\]"),
     ):
         with pytest.raises(GatelabError, match=match):

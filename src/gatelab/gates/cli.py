@@ -79,10 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train on only the first N training images outside the validation split (default: all of them)",
     )
     t.add_argument(
-        "--val-examples",
+        "--val-size",
         type=positive_int,
-        default=d.val_examples,
-        help=f"validation images carved from the training split, chosen by --seed (default: {d.val_examples})",
+        default=d.val_size,
+        help=f"validation images carved from the training split, chosen by --seed (default: {d.val_size})",
     )
     t.add_argument("--out", default="gated.safetensors", help="trained model path (default: gated.safetensors)")
     add_training(t)
@@ -130,7 +130,7 @@ def _train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         train_examples=args.train_examples,
-        val_examples=args.val_examples,
+        val_size=args.val_size,
         seed=args.seed,
         device=args.device,
     ).validate()
@@ -145,7 +145,7 @@ def _train(args) -> int:
     path = save_checkpoint(model.cpu(), config, out)
     write_json(Path(f"{path}.json"), {"config": asdict(config), "history": asdict(history)})
     print(summary(model))
-    print(f"validation error {history.val_error[-1]:.2f}% ({config.val_examples} images carved from training)")
+    print(f"validation error {history.val_error[-1]:.2f}% ({config.val_size} images carved from training)")
     print(f"test error       {history.test_error:.2f}% after {config.epochs} epochs")
     print(f"model            {path}")
     print(f"checkpoint       {checkpoint_path(out)} (continue training with --resume and more --epochs)")

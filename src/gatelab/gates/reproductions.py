@@ -98,11 +98,11 @@ def _run(report: Report, model: str, quick: bool, seed: int) -> None:
         f"here. Reference column: {REFERENCE_SOURCE} (hard concrete L0), compared with both methods."
     )
     report.note(
-        f"Validation: {config.val_examples} training images carved out (seeded) and measured every epoch; "
+        f"Validation: {config.val_size} training images carved out (seeded) and measured every epoch; "
         "the test split is read once per model, after its last epoch."
     )
     report.settings["epochs"] = config.epochs
-    report.settings["validation images"] = config.val_examples
+    report.settings["validation images"] = config.val_size
     _plots(report, model, {e: r["history"] for e, r in results.items()}, ref)
 
 

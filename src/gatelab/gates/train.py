@@ -78,7 +78,7 @@ _ACCEPTED = {
     "batch_size": _COUNT,
     "lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     "train_examples": (lambda v: v is None or _is_int(v) and v >= 1, "null (all) or an integer >= 1"),
-    "val_examples": _COUNT,
+    "val_size": _COUNT,
     "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "device": (lambda v: isinstance(v, str), "a device name such as cpu or cuda"),
 }
@@ -88,7 +88,7 @@ _ACCEPTED = {
 class TrainConfig:
     """One gated training run. Defaults are the papers': Adam 1e-3, batch 128, 200 epochs, k = 7.
 
-    ``val_examples`` images are carved from the training split (seeded by
+    ``val_size`` images are carved from the training split (seeded by
     ``seed``) for the per-epoch validation error; ``train_examples`` then keeps
     only the first n of the remaining training images (quick runs).
     """
@@ -105,7 +105,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     train_examples: int | None = None  # None: every training image outside the validation split
-    val_examples: int = 5000
+    val_size: int = 5000
     seed: int = 0
     device: str = "cpu"
 
@@ -167,12 +167,12 @@ def build_gated(config: TrainConfig) -> torch.nn.Module:
 def training_data(config: TrainConfig, data_root=None) -> tuple[torch.Tensor, ...]:
     """``(x_train, y_train, x_val, y_val)``: the config's validation split carved from the training split."""
     x, y = mnist_tensors(config.dataset, "train", data_root)
-    train, val = validation_split(len(x), config.val_examples, config.seed)
+    train, val = validation_split(len(x), config.val_size, config.seed)
     if config.train_examples is not None:
         if config.train_examples > len(train):
             raise GatelabError(
                 f"train_examples {config.train_examples} is more than the {len(train)} training images "
-                f"left after the {config.val_examples}-image validation split; give at most {len(train)}"
+                f"left after the {config.val_size}-image validation split; give at most {len(train)}"
             )
         train = train[: config.train_examples]
     return x[train], y[train], x[val], y[val]

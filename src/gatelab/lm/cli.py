@@ -16,6 +16,7 @@ from pathlib import Path
 from gatelab.options import (
     add_common,
     add_training,
+    count_or_fraction,
     finite_float,
     nonnegative_float,
     positive_float,
@@ -61,13 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--valid",
         help="validation text for the learning-rate schedule and the best epoch (default: PTB's valid "
-        "split for ptb; otherwise a seeded split of the training text, see --valid-size)",
+        "split for ptb; otherwise a seeded split of the training text, see --val-size)",
     )
     t.add_argument(
-        "--valid-size",
-        type=probability,
+        "--val-size",
+        type=count_or_fraction,
         default=0.05,
-        help="without --valid: the fraction of training sentences held out for validation (default: 0.05)",
+        help="without --valid: training sentences held out for validation, a count or a fraction (default: 0.05)",
     )
     t.add_argument(
         "--test",
@@ -215,7 +216,7 @@ def _train(args) -> int:
         args.valid,
         min_count=args.min_count,
         max_vocab=args.max_vocab,
-        valid_size=args.valid_size,
+        val_size=args.val_size,
         seed=args.seed,
         read_test=False,
     )

@@ -136,14 +136,14 @@ def load_corpus(
     max_vocab: int | None = None,
     vocab: Vocab | None = None,
     root=None,
-    valid_size: int | float = 0.05,
+    val_size: int | float = 0.05,
     seed: int = 0,
     read_test: bool = True,
 ) -> Corpus:
     """Build (or reuse) a vocabulary from ``train`` and encode the texts.
 
     ``train`` may be ``"ptb"``; then valid and test default to PTB's own splits.
-    Without a validation text, a seeded validation split of ``valid_size``
+    Without a validation text, a seeded validation split of ``val_size``
     sentences (a count, or a fraction of the training sentences) is carved
     from the training text before the vocabulary is built, so that the
     learning-rate schedule and the choice of the best epoch never see the test
@@ -159,12 +159,12 @@ def load_corpus(
         sentences = list(LineCorpus(train_path))
         if not sentences:
             raise EmptyCorpusError(f"{train_path}: the corpus is empty (no line with a token in it)")
-        keep, held = validation_split(len(sentences), valid_size, seed)
+        keep, held = validation_split(len(sentences), val_size, seed)
         train_text = [sentences[i] for i in keep.tolist()]
         valid_text = [sentences[i] for i in held.tolist()]
         source = (
             f"{len(valid_text)} of the {len(sentences)} sentences of {train_path} "
-            f"(valid_size={valid_size}, seed={seed}), held out from training"
+            f"(val_size={val_size}, seed={seed}), held out from training"
         )
     else:
         train_text, valid_text = LineCorpus(train_path), None

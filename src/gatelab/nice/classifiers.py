@@ -42,8 +42,9 @@ def small_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
 class ClassifierConfig:
     """Training of the classifier to explain: Adam, a few epochs on raw [0, 1] pixels (0 is black).
 
-    ``validation`` training images (a seeded split) are held out to choose the
-    epoch whose weights are kept; the test split is never read while training.
+    ``val_size`` training images (a seeded split) are held out to choose the
+    epoch whose weights are kept; ``train_examples`` then keeps only the first N
+    of the rest. The test split is never read while training.
     """
 
     dataset: str = "mnist"
@@ -51,13 +52,13 @@ class ClassifierConfig:
     batch_size: int = 128
     lr: float = 1e-3
     train_examples: int | None = None
-    validation: int = 5000
+    val_size: int = 5000
     seed: int = 0
     device: str = "cpu"
 
     def validate(self) -> "ClassifierConfig":
         check_choice("data set", self.dataset, IMAGE_DATASETS)
-        for name in ("epochs", "batch_size", "validation"):
+        for name in ("epochs", "batch_size", "val_size"):
             if getattr(self, name) < 1:
                 raise GatelabError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.train_examples is not None and self.train_examples < 2:
@@ -85,7 +86,7 @@ def train_classifier(
     """Train ``small_cnn`` on the config's data set; returns the model (eval mode) and the per-epoch history.
 
     The returned weights are those of the epoch with the lowest error on the
-    validation split (``config.validation`` training images, seeded by
+    validation split (``config.val_size`` training images, seeded by
     ``config.seed``). ``checkpoint`` is kept each epoch and every
     ``checkpoint_every`` seconds; ``resume`` continues from one.
     """
@@ -93,9 +94,9 @@ def train_classifier(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     x, y = mnist_tensors(config.dataset, "train", data_root)
+    train, held_out = validation_split(len(x), config.val_size, config.seed)
     if config.train_examples:
-        x, y = x[: config.train_examples], y[: config.train_examples]
-    train, held_out = validation_split(len(x), config.validation, config.seed)
+        train = train[: config.train_examples]
     xv, yv = x[held_out].to(device), y[held_out].to(device)
     x, y = x[train].to(device), y[train].to(device)
     model = small_cnn().to(device)

@@ -94,10 +94,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _training_arguments(t, c.epochs, c.batch_size, c.lr)
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=c.dataset, help=f"data set (default: {c.dataset})")
     t.add_argument(
-        "--validation",
+        "--val-size",
         type=positive_int,
-        default=c.validation,
-        help=f"training images held out to choose the epoch (default: {c.validation})",
+        default=c.val_size,
+        help=f"training images held out to choose the epoch (default: {c.val_size})",
     )
     t.add_argument("--out", default="classifier.safetensors", help="output file (default: classifier.safetensors)")
     t.set_defaults(func=_train_classifier)
@@ -187,7 +187,7 @@ def _train_classifier(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         train_examples=args.train_examples,
-        validation=args.validation,
+        val_size=args.val_size,
         seed=args.seed,
         device=args.device,
     ).validate()

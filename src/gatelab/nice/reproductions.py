@@ -36,11 +36,11 @@ EXPLAIN_LAM = 2.0  # L0 strength of the explanation masks (closed gates show bla
 # A fully subsampled image already keeps much of the evidence, so the useful range is narrow.
 COMPRESS_LAMS = {"mnist": (1.0, 1.5, 2.0, 3.0), "fashion-mnist": (1.0, 1.25, 1.5, 2.0)}
 
-# train_examples: the training pool (None: all 60,000); validation: images held out of it for every choice;
+# val_size: training images held out for every choice; train_examples: the first N of the rest (None: all);
 # test_images: the test images scored (None: all 10,000); panel_classes: rows of the panel figure, one a class
 QUICK = {
     "train_examples": 10000,
-    "validation": 1000,
+    "val_size": 1000,
     "test_images": None,
     "panel_classes": 10,
     "classifier_epochs": 3,
@@ -51,7 +51,7 @@ QUICK = {
 }
 FULL = {
     "train_examples": None,
-    "validation": 5000,
+    "val_size": 5000,
     "test_images": None,
     "panel_classes": 10,
     "classifier_epochs": 3,
@@ -124,16 +124,16 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     s = _settings(dataset, quick)
     report.settings.update(s, dataset=dataset, jpeg_quality=QUALITY)
     report.settings["validation images"] = (
-        f"{s['validation']}, a seeded split of the training images, held out of every training; "
+        f"{s['val_size']}, a seeded split of the training images, held out of every training; "
         "it chooses the classifier's epoch, the headline lambda and the masks drawn in the panels"
     )
     device = report.device
 
     # The training pool and its validation split: the classifier carves the same split from the same pool.
     x, y = mnist_tensors(dataset, "train")
+    train_idx, val_idx = validation_split(len(x), s["val_size"], seed)
     if s["train_examples"]:
-        x, y = x[: s["train_examples"]], y[: s["train_examples"]]
-    train_idx, val_idx = validation_split(len(x), s["validation"], seed)
+        train_idx = train_idx[: s["train_examples"]]
     xv, yv = x[val_idx][: s["compress_images"]], y[val_idx][: s["compress_images"]]
     x = x[train_idx]
 
@@ -141,7 +141,7 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
         dataset=dataset,
         epochs=s["classifier_epochs"],
         train_examples=s["train_examples"],
-        validation=s["validation"],
+        val_size=s["val_size"],
         seed=seed,
         device=device,
     )
