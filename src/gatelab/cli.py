@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("gatelab: error: out of memory; try a smaller batch, model or data set", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # torch reports a failed allocation as a RuntimeError
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        print("gatelab: error: out of memory; try a smaller batch, model or data set", file=sys.stderr)
+        return 2
     except OSError as exc:  # a full disk, a read-only folder, a vanished file: one line, never a traceback
         where = f" {exc.filename}" if exc.filename else ""
         print(f"gatelab: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)

@@ -129,9 +129,11 @@ def check_output_path(path: str | os.PathLike, kind: str = "file") -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise GatelabError(f"cannot create {path}: {probe} is a file, not a folder")
-    try:  # a real write, since permission bits do not tell root about read-only mounts
-        with tempfile.TemporaryFile(dir=probe):
-            pass
+    try:  # a real write, since permission bits do not tell root about read-only mounts or a full disk
+        with tempfile.TemporaryFile(dir=probe) as fh:
+            fh.write(b"\0")
+            fh.flush()
+            os.fsync(fh.fileno())
     except OSError as exc:
         raise GatelabError(f"cannot write {path}: folder {probe} is not writable ({exc.strerror})") from None
     return path

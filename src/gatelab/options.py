@@ -29,8 +29,9 @@ def _number(cast: type, accepted: str, ok: Callable[[float], bool]) -> Callable[
     return parse
 
 
-positive_int = _number(int, "an integer >= 1", lambda v: v >= 1)
-nonnegative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
+INT_MAX = 2**31 - 1  # beyond this a count is a typo, and C and numba integers overflow
+positive_int = _number(int, "an integer in [1, 2**31 - 1]", lambda v: 1 <= v <= INT_MAX)
+nonnegative_int = _number(int, "an integer in [0, 2**31 - 1]", lambda v: 0 <= v <= INT_MAX)
 positive_float = _number(float, "a finite number > 0", lambda v: v > 0)
 nonnegative_float = _number(float, "a finite number >= 0", lambda v: v >= 0)
 finite_float = _number(float, "a finite number", lambda v: True)
@@ -56,6 +57,26 @@ def float_list(text: str) -> float | list[float]:
     parse = _number(float, "a finite number or comma-separated finite numbers", lambda v: True)
     values = [parse(v) for v in text.split(",")]
     return values[0] if len(values) == 1 else values
+
+
+def output_folder(text: str) -> str:
+    """An argparse type: a folder that can be created or written (checked now, before any work)."""
+    return _checked_output(text, "dir")
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file that can be created or replaced (checked now, before any work)."""
+    return _checked_output(text, "file")
+
+
+def _checked_output(text: str, kind: str) -> str:
+    from gatelab.files import check_output_path
+
+    try:
+        check_output_path(text, kind=kind)
+    except GatelabError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def device_name(text: str) -> str:
@@ -102,6 +123,7 @@ def add_training(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-dir",
+        type=output_folder,
         default=None,
         metavar="DIR",
         help="also write TensorBoard scalars here (needs the tensorboard extra; default: off)",

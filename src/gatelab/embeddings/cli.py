@@ -9,7 +9,14 @@ from pathlib import Path
 from gatelab import distributed
 from gatelab.embeddings.word2vec import Word2VecConfig
 from gatelab.files import check_output_path
-from gatelab.options import add_training, nonnegative_float, nonnegative_int, positive_float, positive_int
+from gatelab.options import (
+    add_training,
+    nonnegative_float,
+    nonnegative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
 
 
 def register(subparsers) -> None:
@@ -137,7 +144,9 @@ def register(subparsers) -> None:
     e.add_argument("vectors", help="word2vec text or binary file (format detected)")
     e.add_argument("--data-dir", default=None, help="data folder (default: $GATELAB_DATA, else ~/.cache/gatelab)")
     e.add_argument("--sections", action="store_true", help="also print every analogy section (default: off)")
-    e.add_argument("--json", default=None, help="also write the results to this JSON file (default: none)")
+    e.add_argument(
+        "--json", type=output_file, default=None, help="also write the results to this JSON file (default: none)"
+    )
     e.set_defaults(func=_eval)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

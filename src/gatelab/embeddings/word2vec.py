@@ -79,12 +79,12 @@ class Word2VecConfig:
         need(self.vector_size >= 1, f"vector_size must be >= 1, got {self.vector_size}")
         need(self.window >= 1, f"window must be >= 1, got {self.window}")
         need(self.negative >= 1, f"negative must be >= 1 (only negative sampling is implemented), got {self.negative}")
-        need(self.sample >= 0, f"sample must be >= 0, got {self.sample}")
+        need(0 <= self.sample < 1, f"sample must be a frequency threshold in [0, 1), got {self.sample}")
         need(self.min_count >= 1, f"min_count must be >= 1, got {self.min_count}")
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         need(
-            self.alpha > 0 and self.min_alpha >= 0,
-            f"alpha must be > 0 and min_alpha >= 0, got {self.alpha}, {self.min_alpha}",
+            0 < self.alpha <= 1 and 0 <= self.min_alpha <= self.alpha,
+            f"alpha must be in (0, 1] and min_alpha in [0, alpha], got {self.alpha}, {self.min_alpha}",
         )
         need(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         need(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

@@ -93,11 +93,13 @@ class LMConfig:
             need(name, lambda v: v >= 1, "at least 1")
         for name in ("embed", "max_train_words"):
             need(name, lambda v: v is None or v >= 1, "at least 1 (or None)")
-        for name in ("lr", "rmsprop_eps", "lr_decay", "lr_plateau_decay", "init_range"):
+        for name in ("lr", "init_range"):
             need(name, lambda v: v > 0, "a finite number > 0")
+        for name in ("rmsprop_eps", "lr_decay", "lr_plateau_decay"):  # shrink factors and a small constant
+            need(name, lambda v: 0 < v <= 1, "in (0, 1]")
         need("clip", lambda v: v >= 0, "a finite number >= 0 (0: no clipping)")
         need("rmsprop_decay", lambda v: 0 <= v < 1, "in [0, 1)")
-        need("nce_log_z", lambda v: True, "a finite number")
+        need("nce_log_z", lambda v: abs(v) <= 100, "a log normaliser in [-100, 100]")
         need("seed", lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)")
         if vocab_size is not None and self.loss != "softmax" and self.samples > vocab_size:
             raise GatelabError(

@@ -96,6 +96,11 @@ def train_classifier(
     x, y = mnist_tensors(config.dataset, "train", data_root)
     train, held_out = validation_split(len(x), config.val_size, config.seed)
     if config.train_examples:
+        if config.train_examples > len(train):
+            raise GatelabError(
+                f"train_examples {config.train_examples} is more than the {len(train)} training images "
+                f"outside the validation split"
+            )
         train = train[: config.train_examples]
     xv, yv = x[held_out].to(device), y[held_out].to(device)
     x, y = x[train].to(device), y[train].to(device)

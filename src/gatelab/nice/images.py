@@ -99,8 +99,8 @@ def load_inputs(
         x, y = mnist_tensors(sources[0], "test", data_root)
         if tuple(x.shape[1:]) != tuple(shape):
             raise GatelabError(f"{sources[0]} images are {tuple(x.shape[1:])}; the classifier takes {tuple(shape)}")
-        if count < 1:
-            raise GatelabError(f"count must be at least 1, got {count}")
+        if not 1 <= count <= len(x):
+            raise GatelabError(f"count must be in [1, {len(x)}] (the {sources[0]} test images), got {count}")
         return x[:count], y[:count], [f"{sources[0]}-{i:05d}" for i in range(min(count, len(x)))]
     if not sources:
         raise GatelabError(f"name image files or one data set ({', '.join(IMAGE_DATASETS)})")

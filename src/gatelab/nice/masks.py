@@ -76,6 +76,10 @@ class NICEConfig:
                 raise GatelabError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise GatelabError(f"lr must be positive, got {self.lr}")
+        if self.lowres_factor > 64 or self.cell > 64:
+            raise GatelabError(
+                f"lowres_factor and cell are block sizes in pixels, at most 64; got {self.lowres_factor}, {self.cell}"
+            )
         return self
 
 
@@ -224,6 +228,8 @@ class NICE:
         cfg = self.config
         images = self._check_images(images)
         if cfg.train_examples:
+            if cfg.train_examples > len(images):
+                raise GatelabError(f"train_examples {cfg.train_examples} is more than the {len(images)} images given")
             images = images[: cfg.train_examples]
             labels = labels[: cfg.train_examples] if labels is not None else None
         self.input_shape_ = tuple(images.shape[1:])
