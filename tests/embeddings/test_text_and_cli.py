@@ -39,6 +39,8 @@ def test_open_corpus_errors():
         open_corpus("no-such-corpus")
     with pytest.raises(GatelabError, match="zipf:N_TOKENS"):
         open_corpus("zipf:many")
+    with pytest.raises(GatelabError, match="out of range"):
+        open_corpus("zipf:1e30")
     with pytest.raises(GatelabError, match="unknown PTB split"):
         ptb_corpus("dev")
 

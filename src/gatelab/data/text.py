@@ -328,6 +328,10 @@ def open_corpus(spec: str, root: str | os.PathLike | None = None, lowercase: boo
             raise GatelabError(f"bad synthetic corpus {spec!r}; expected zipf:N_TOKENS[:VOCAB_SIZE]") from None
         if not 1 <= len(values) <= 2:
             raise GatelabError(f"bad synthetic corpus {spec!r}; expected zipf:N_TOKENS[:VOCAB_SIZE]")
+        if not 1 <= values[0] <= 10**11 or len(values) == 2 and not 1 <= values[1] <= 10**8:
+            raise GatelabError(
+                f"synthetic corpus {spec!r} is out of range: 1 to 10^11 tokens over 1 to 10^8 words are accepted"
+            )
         return ZipfCorpus(values[0], *(values[1:]))
     path = Path(spec)
     if path.suffix == ".zip":
