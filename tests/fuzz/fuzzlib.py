@@ -152,6 +152,81 @@ def read_w2v(binary: bool | None):
     return read
 
 
+# --- model files: a gates checkpoint, a language-model folder's two files, a training checkpoint ------
+@functools.lru_cache(maxsize=None)
+def _lm_folder() -> Path:
+    import tempfile
+
+    import torch
+
+    from gatelab.lm import LMConfig, Vocab, build_model, save_model
+
+    torch.manual_seed(0)
+    vocab = Vocab.build([["the", "cat", "sat"], ["a", "dog", "ran"]])
+    config = LMConfig(hidden=4, samples=2)
+    folder = Path(tempfile.mkdtemp(prefix="gatelab-fuzz-lm-")) / "model"
+    return save_model(build_model(vocab, config), vocab, config, folder)
+
+
+def lm_file(name: str) -> bytes:
+    return (_lm_folder() / name).read_bytes()
+
+
+def read_lm_file(name: str):
+    def read(path: Path) -> None:
+        import shutil
+
+        from gatelab.lm import load_model
+
+        folder = path.parent / "model"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(_lm_folder(), folder)
+        shutil.copy(path, folder / name)
+        load_model(folder)
+
+    return read
+
+
+@functools.lru_cache(maxsize=None)
+def gates_checkpoint() -> bytes:
+    import tempfile
+
+    import torch
+
+    from gatelab.gates.train import TrainConfig, build_gated, save_checkpoint
+
+    torch.manual_seed(0)
+    config = TrainConfig(model="mlp", epochs=1)
+    model = build_gated(config)
+    model(torch.zeros(1, 1, 28, 28))
+    path = Path(tempfile.mkdtemp(prefix="gatelab-fuzz-gates-")) / "model.safetensors"
+    return save_checkpoint(model, config, path).read_bytes()
+
+
+def read_gates_checkpoint(path: Path) -> None:
+    from gatelab.gates.train import load_checkpoint
+
+    load_checkpoint(path)
+
+
+@functools.lru_cache(maxsize=None)
+def training_state() -> bytes:
+    import torch
+
+    from gatelab.checkpoint import rng_state
+
+    state = {"format": "fuzz", "model": {"w": torch.randn(8, 4)}, "rng": rng_state(), "position": {"epoch": 1}}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def read_training_state(path: Path) -> None:
+    from gatelab.checkpoint import load_state
+
+    load_state(path)
+
+
 def gzipped(content: bytes) -> bytes:
     return gzip.compress(content, compresslevel=1, mtime=0)
 
@@ -177,5 +252,10 @@ READERS = {
     "w2v-text": ("vectors.txt", lambda: w2v_bytes(False), 8, read_w2v(None)),
     "w2v-binary": ("vectors.bin", lambda: w2v_bytes(True), 8, read_w2v(None)),
     "w2v-binary-forced": ("vectors.bin", lambda: w2v_bytes(True), 8, read_w2v(True)),
+    "gates-checkpoint": ("gates.safetensors", gates_checkpoint, 64, read_gates_checkpoint),
+    "lm-weights": ("model.safetensors", lambda: lm_file("model.safetensors"), 64, read_lm_file("model.safetensors")),
+    "lm-config": ("config.json", lambda: lm_file("config.json"), 64, read_lm_file("config.json")),
+    "lm-vocab": ("vocab.json", lambda: lm_file("vocab.json"), 32, read_lm_file("vocab.json")),
+    "training-checkpoint": ("state.pt", training_state, 64, read_training_state),
 }
 READERS = {name: Reader(*spec) for name, spec in READERS.items()}
