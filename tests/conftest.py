@@ -1,4 +1,4 @@
-"""Shared test settings: the real data folder, and deterministic seeds."""
+"""Shared test settings: the real data folder, deterministic seeds, and one torch thread where exactness needs it."""
 
 import os
 from pathlib import Path
@@ -14,3 +14,12 @@ if "GATELAB_DATA" not in os.environ and _SHARED.is_dir():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, so that runs compared bit for bit (say, resumed against uninterrupted) are deterministic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,3 +15,4 @@ def _cached(name, split, root=None):
 @pytest.fixture(autouse=True)
 def _mnist_once(monkeypatch):
     monkeypatch.setattr("gatelab.gates.train.mnist_tensors", _cached)
+    monkeypatch.setattr("gatelab.data.splits.mnist_tensors", _cached)

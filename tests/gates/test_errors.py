@@ -100,7 +100,7 @@ def _run(capsys, *args):
         (["--k", "-1"], "expected a finite number >= 0"),
         (["--device", "tpu"], "unknown device"),
         (["--checkpoint-every", "0"], "expected a finite number > 0"),
-        (["--train-examples", "60000"], "give at most 55000"),
+        (["--train-examples", "60000"], "train_examples 60000 is outside [1, 55000]"),
     ],
 )
 def test_cli_train_refuses_bad_numbers_with_one_line(capsys, tmp_path, args, message):

@@ -20,14 +20,6 @@ from gatelab.gates.train import TrainConfig, fit, load_checkpoint
 TINY = dict(model="mlp", epochs=2, train_examples=256, val_size=100, batch_size=32)  # 8 steps an epoch
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_short_arm_run_learns_while_pruning():
     """313 ARM steps of the paper's MLP on 20,000 images (lr 3e-3): under 10.5% error with at most 55% of the weights.
 
@@ -53,6 +45,7 @@ def test_the_test_split_is_read_once_after_training(monkeypatch):
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(gates_train, "mnist_tensors", reader)
+    monkeypatch.setattr("gatelab.data.splits.mnist_tensors", reader)
     monkeypatch.setattr(gates_train, "train_step", step)
     _, history = fit(TrainConfig(**TINY), quiet=True)
     assert reads == [("train", 0), ("test", 16)]  # the test split only after the 16th and last step

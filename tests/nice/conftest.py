@@ -1,15 +1,6 @@
-"""Fixtures shared by the NICE tests: one torch thread, and a record of which MNIST splits are read."""
+"""Fixtures shared by the NICE tests: a record of which MNIST splits are read."""
 
 import pytest
-import torch
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

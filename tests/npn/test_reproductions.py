@@ -80,6 +80,7 @@ def test_quick_mnist_plumbing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(reproductions, "quick_config", tiny)
     monkeypatch.setattr(npn_train, "mnist_tensors", reader)
+    monkeypatch.setattr("gatelab.data.splits.mnist_tensors", reader)
     folder = run("npn-mnist", quick=True, out=tmp_path, echo=None, quiet=True)
     results = json.loads((folder / "results.json").read_text())
     keys = [f"mnist-{m}-{s}" for m in ("mlp", "lenet5") for s in ("0.1", "1", "dense")]

@@ -17,14 +17,6 @@ from gatelab.npn import K_HARD, KSchedule, make_plastic, train_plastic
 from gatelab.npn.train import NPNConfig, dense_baseline, fit_npn
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _moons(**kw):
     """Six epochs on 200 points (7 batches each): ordinary, plastic with expansion steps, hardening."""
     torch.manual_seed(0)
@@ -107,7 +99,9 @@ def test_resume_refuses_another_configuration_or_a_broken_file(tmp_path):
 def cached_mnist(monkeypatch):
     """Decode each MNIST file once in a test that trains several times."""
     cache, real = {}, npn_train.mnist_tensors
-    monkeypatch.setattr(npn_train, "mnist_tensors", lambda *a: cache.get(a) or cache.setdefault(a, real(*a)))
+    cached = lambda *a: cache.get(a) or cache.setdefault(a, real(*a))  # noqa: E731
+    monkeypatch.setattr(npn_train, "mnist_tensors", cached)
+    monkeypatch.setattr("gatelab.data.splits.mnist_tensors", cached)
 
 
 def _tiny(**kw):
@@ -124,6 +118,7 @@ def test_fit_npn_chooses_on_validation_and_reads_the_test_split_once_at_the_end(
         return real(name, split, root)
 
     monkeypatch.setattr(npn_train, "mnist_tensors", reader)
+    monkeypatch.setattr("gatelab.data.splits.mnist_tensors", reader)
     model, log = fit_npn(_tiny(), quiet=True, on_epoch=lambda e, m, lg: events.append(f"epoch {e}"))
     assert events == ["train", "epoch 1", "epoch 2", "epoch 3", "test"]
     assert all(round(e * 5) == e * 5 for e in log.val_error)  # percentages of the 500 validation images
@@ -150,7 +145,7 @@ def test_bad_configs(cached_mnist):
     ):
         with pytest.raises(GatelabError, match=match):
             fit_npn(_tiny(**bad))
-    with pytest.raises(GatelabError, match="only 4999 training images are left"):
+    with pytest.raises(GatelabError, match=r"train_examples 5000 is outside \[1, 4999\]"):
         fit_npn(_tiny(train_examples=5000, val_size=55001))
 
 

@@ -7,7 +7,7 @@ from its official location with a checksum when it is missing.
 
 from gatelab.data.mnist import DATASETS as IMAGE_DATASETS
 from gatelab.data.mnist import load_mnist, mnist_tensors
-from gatelab.data.splits import validation_split
+from gatelab.data.splits import image_splits, validation_split
 from gatelab.data.store import DataChecksumError, RemoteFile, data_dir, fetch
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "mnist_tensors",
     "IMAGE_DATASETS",
     "validation_split",
+    "image_splits",
 ]

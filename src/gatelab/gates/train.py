@@ -22,8 +22,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
-from gatelab.data import IMAGE_DATASETS, mnist_tensors
-from gatelab.data.splits import validation_split
+from gatelab.data import IMAGE_DATASETS, image_splits, mnist_tensors
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
 from gatelab.evaluation import classifier_scores
@@ -166,16 +165,7 @@ def build_gated(config: TrainConfig) -> torch.nn.Module:
 
 def training_data(config: TrainConfig, data_root=None) -> tuple[torch.Tensor, ...]:
     """``(x_train, y_train, x_val, y_val)``: the config's validation split carved from the training split."""
-    x, y = mnist_tensors(config.dataset, "train", data_root)
-    train, val = validation_split(len(x), config.val_size, config.seed)
-    if config.train_examples is not None:
-        if config.train_examples > len(train):
-            raise GatelabError(
-                f"train_examples {config.train_examples} is more than the {len(train)} training images "
-                f"left after the {config.val_size}-image validation split; give at most {len(train)}"
-            )
-        train = train[: config.train_examples]
-    return x[train], y[train], x[val], y[val]
+    return image_splits(config.dataset, config.val_size, config.seed, config.train_examples, data_root)
 
 
 def _reason(exc: BaseException) -> str:

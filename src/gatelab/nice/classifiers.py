@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatelab.data import IMAGE_DATASETS, mnist_tensors, validation_split
+from gatelab.data import IMAGE_DATASETS, image_splits
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
 from gatelab.evaluation import classifier_scores
@@ -93,17 +93,8 @@ def train_classifier(
     config.validate()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    x, y = mnist_tensors(config.dataset, "train", data_root)
-    train, held_out = validation_split(len(x), config.val_size, config.seed)
-    if config.train_examples:
-        if config.train_examples > len(train):
-            raise GatelabError(
-                f"train_examples {config.train_examples} is more than the {len(train)} training images "
-                f"outside the validation split"
-            )
-        train = train[: config.train_examples]
-    xv, yv = x[held_out].to(device), y[held_out].to(device)
-    x, y = x[train].to(device), y[train].to(device)
+    x, y, xv, yv = image_splits(config.dataset, config.val_size, config.seed, config.train_examples, data_root)
+    x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
     model = small_cnn().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 

@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 import torch
 
-from gatelab.data import mnist_tensors, validation_split
+from gatelab.data import image_splits, mnist_tensors
 from gatelab.evaluation import predict
 from gatelab.nice.classifiers import ClassifierConfig, accuracy, load_classifier, save_classifier, train_classifier
 from gatelab.nice.compress import compress
@@ -130,12 +130,8 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     device = report.device
 
     # The training pool and its validation split: the classifier carves the same split from the same pool.
-    x, y = mnist_tensors(dataset, "train")
-    train_idx, val_idx = validation_split(len(x), s["val_size"], seed)
-    if s["train_examples"]:
-        train_idx = train_idx[: s["train_examples"]]
-    xv, yv = x[val_idx][: s["compress_images"]], y[val_idx][: s["compress_images"]]
-    x = x[train_idx]
+    x, _, xv, yv = image_splits(dataset, s["val_size"], seed, s["train_examples"])
+    xv, yv = xv[: s["compress_images"]], yv[: s["compress_images"]]
 
     cconfig = ClassifierConfig(
         dataset=dataset,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from gatelab.data import IMAGE_DATASETS, mnist_tensors, validation_split
+from gatelab.data import IMAGE_DATASETS, image_splits, mnist_tensors
 from gatelab.errors import GatelabError, check_choice
 from gatelab.evaluation import classifier_scores
 from gatelab.gates import PAPER_LAMBDA
@@ -71,16 +71,8 @@ class NPNConfig:
 
 def training_splits(config: NPNConfig, data_root=None) -> tuple[tuple, tuple]:
     """``(train, val)``: the training images minus a seeded validation split of ``val_size``, and that split."""
-    x, y = mnist_tensors(config.dataset, "train", data_root)
-    train_idx, val_idx = validation_split(len(x), config.val_size, config.seed)
-    if config.train_examples is not None:
-        if config.train_examples > len(train_idx):
-            raise GatelabError(
-                f"train_examples={config.train_examples}, but only {len(train_idx)} training images are left "
-                f"after the validation split of {config.val_size}"
-            )
-        train_idx = train_idx[: config.train_examples]
-    return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
+    x, y, xv, yv = image_splits(config.dataset, config.val_size, config.seed, config.train_examples, data_root)
+    return (x, y), (xv, yv)
 
 
 def fit_npn(
