@@ -44,8 +44,7 @@ def _arch_params(model: str, arch: str) -> int:
 
 def _train(report: Report, key: str, config: TrainConfig) -> dict:
     """Train one model (resuming its checkpoint if a previous session left one); its JSON-able results."""
-    ckpt = report.checkpoint(key)
-    trained, history = fit(config, checkpoint=ckpt, resume=ckpt if ckpt.is_file() else None, quiet=report.quiet)
+    trained, history = fit(config, **report.trainer_options(key))
     save_checkpoint(trained.cpu(), config, report.folder / f"{key}.safetensors")  # `gatelab gates summary` reads it
     return {"summary": summary(trained).to_dict(), "history": asdict(history)}
 

@@ -85,10 +85,7 @@ def _run(report, quick: bool, seed: int) -> None:
 
     def fit(loss: str) -> dict:
         cfg = dataclasses.replace(base, loss=loss)
-        ckpt = report.checkpoint(loss)
-        model, history = train(
-            corpus, cfg, quiet=report.quiet, checkpoint=ckpt, resume=ckpt if ckpt.is_file() else None
-        )
+        model, history = train(corpus, cfg, **report.trainer_options(loss))
         save_model(model, corpus.vocab, cfg, report.folder / "models" / loss)
         words = sum(h["words"] for h in history)
         return {

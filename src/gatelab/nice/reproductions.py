@@ -82,10 +82,7 @@ def _masks(report: Report, key: str, classifier, x: torch.Tensor, s: dict, lam: 
     path = report.folder / f"{key}.safetensors"
 
     def train() -> dict:
-        ckpt = report.checkpoint(key)
-        nice = NICE(classifier, config).fit(
-            x, quiet=report.quiet, checkpoint=ckpt, resume=ckpt if ckpt.is_file() else None
-        )
+        nice = NICE(classifier, config).fit(x, **report.trainer_options(key))
         nice.save(path)
         return {"history": nice.history_, **(after(nice) if after else {})}
 
@@ -145,10 +142,7 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     classifier_path = report.folder / "classifier.safetensors"
 
     def train_clf() -> dict:
-        ckpt = report.checkpoint("classifier")
-        model, history = train_classifier(
-            cconfig, quiet=report.quiet, checkpoint=ckpt, resume=ckpt if ckpt.is_file() else None
-        )
+        model, history = train_classifier(cconfig, **report.trainer_options("classifier"))
         save_classifier(model, cconfig, classifier_path)
         return {"history": history}
 

@@ -75,9 +75,7 @@ def npn_moons(report: Report, quick: bool, seed: int) -> None:
             expand_fill=p["fill"],
             harden=True,
             device=report.device,
-            quiet=report.quiet,
-            checkpoint=path,
-            resume=path if path.is_file() else None,
+            **report.trainer_options(f"moons-{mode}"),
             config={"mode": mode, "seed": seed},
             on_epoch=keep_snapshot,
         )
@@ -132,12 +130,8 @@ def npn_mnist(report: Report, quick: bool, seed: int) -> None:
             return quick_config(model_name, init, seed, device=report.device)
         return NPNConfig(model=model_name, init_active=init, seed=seed, device=report.device)
 
-    def training(key: str) -> dict:
-        path = report.checkpoint(key)
-        return dict(quiet=report.quiet, checkpoint=path, resume=path if path.is_file() else None)
-
     def fit(key: str, cfg: NPNConfig) -> dict:
-        model, log = fit_npn(cfg, **training(key))
+        model, log = fit_npn(cfg, **report.trainer_options(key))
         s = summary(model.cpu())
         return {
             "config": asdict(cfg.resolved()),
@@ -148,7 +142,7 @@ def npn_mnist(report: Report, quick: bool, seed: int) -> None:
         }
 
     def dense(key: str, cfg: NPNConfig) -> dict:
-        _, log = dense_baseline(cfg, **training(key))
+        _, log = dense_baseline(cfg, **report.trainer_options(key))
         return {"config": asdict(cfg.resolved()), "log": asdict(log)}
 
     logs = {}

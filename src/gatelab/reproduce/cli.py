@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gatelab.options import add_common
+from gatelab.options import add_common, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "kept, the one in progress resumes from its checkpoint (default: start afresh)",
     )
     add_common(p)
+    p.add_argument(
+        "--checkpoint-every",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="inside an epoch, each model's checkpoint is saved at most this often (default: 300)",
+    )
     p.set_defaults(func=_main)
 
 
@@ -57,5 +64,6 @@ def _main(args) -> int:
             device=args.device,
             resume=args.resume,
             quiet=args.quiet,
+            checkpoint_every=args.checkpoint_every,
         )
     return 0

@@ -71,6 +71,7 @@ def run(
     device: str = "cpu",
     resume: str | os.PathLike | None = None,
     quiet: bool = False,
+    checkpoint_every: float = 300.0,
     echo: Callable[[str], None] | None = print,
 ) -> Path:
     """Run reproduction ``name`` into a fresh folder under ``out`` and return that folder.
@@ -104,7 +105,17 @@ def run(
         work = final.with_name(f".{final.name}.partial")
         work.mkdir(parents=True)
         write_json(work / "run.json", settings)
-    report = Report(rep.name, rep.title, rep.paper, work, quick=quick, seed=seed, device=device, quiet=quiet)
+    report = Report(
+        rep.name,
+        rep.title,
+        rep.paper,
+        work,
+        quick=quick,
+        seed=seed,
+        device=device,
+        quiet=quiet,
+        checkpoint_every=checkpoint_every,
+    )
     try:
         rep.fn(report, quick, seed)
     except Interrupted as exc:

@@ -57,10 +57,12 @@ class Report:
         seed: int,
         device: str = "cpu",
         quiet: bool = False,
+        checkpoint_every: float = 300.0,
     ):
         self.name, self.title, self.paper = name, title, paper
         self.folder = Path(folder)
         self.quick, self.seed, self.device, self.quiet = quick, seed, device, quiet
+        self.checkpoint_every = checkpoint_every
         self.rows: list[dict] = []
         self.settings: dict = {}
         self.results: dict = {}
@@ -105,6 +107,13 @@ class Report:
         path = self.folder / "checkpoints" / f"{key}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def trainer_options(self, key: str) -> dict:
+        """The keyword arguments every trainer takes, for stage ``key``: its checkpoint (resumed from if a
+        previous session left one), the checkpoint interval and ``quiet``."""
+        path = self.checkpoint(key)
+        resume = path if path.is_file() else None
+        return {"checkpoint": path, "resume": resume, "checkpoint_every": self.checkpoint_every, "quiet": self.quiet}
 
     def note(self, text: str) -> None:
         """A sentence for the report, e.g. where and why a target was missed."""
