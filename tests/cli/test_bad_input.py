@@ -134,3 +134,21 @@ def test_cases_cover_every_command():
     assert probed == set(commands)
     with_out = {c for c, p in commands.items() if any(a.dest == "out" for a in p._actions)}
     assert with_out <= {c for c, _, w in CASES if w == "out"}
+
+
+def test_every_option_states_its_default():
+    """Every optional flag of every command says in its help what happens when it is not given."""
+    missing = []
+
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*prefix, name])
+            elif action.option_strings and not action.required and action.help != argparse.SUPPRESS:
+                if not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                    if "default" not in (action.help or "").lower():
+                        missing.append(f"{' '.join(prefix)} {action.option_strings[0]}")
+
+    walk(build_parser(), [])
+    assert not missing

@@ -132,8 +132,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="train on this prefix of the training text only (default: all of it)",
     )
-    t.add_argument("--exclude-unk", action="store_true", help="do not count <unk> targets in perplexity")
-    t.add_argument("--no-reset", action="store_true", help="carry the state across sentence boundaries")
+    t.add_argument(
+        "--exclude-unk", action="store_true", help="do not count <unk> targets in perplexity (default: they count)"
+    )
+    t.add_argument(
+        "--no-reset",
+        action="store_true",
+        help="carry the state across sentence boundaries (default: reset at each </s>)",
+    )
     t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     add_training(t)
     t.set_defaults(func=_train)
@@ -149,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--split", default="test", choices=("train", "valid", "test"), help="PTB split when TEXT is ptb (default: test)"
     )
     e.add_argument("--vocab", help="a vocab.json the model must match (default: no check beyond the model's own)")
-    e.add_argument("--exclude-unk", action="store_true", help="do not count <unk> targets")
+    e.add_argument("--exclude-unk", action="store_true", help="do not count <unk> targets (default: they count)")
     e.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     add_common(e, seed=False)
     e.set_defaults(func=_eval)

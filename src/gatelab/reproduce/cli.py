@@ -15,9 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and PNG plots into a fresh folder under --out.",
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="reproductions to run (see --list)")
-    p.add_argument("--list", action="store_true", help="list the reproductions and exit")
-    p.add_argument("--all", action="store_true", help="run every reproduction")
-    p.add_argument("--quick", action="store_true", help="a few-minute version of the experiment")
+    p.add_argument("--list", action="store_true", help="list the reproductions and exit (default: off)")
+    p.add_argument("--all", action="store_true", help="run every reproduction (default: only those named)")
+    p.add_argument(
+        "--quick", action="store_true", help="a few-minute version of the experiment (default: the full one)"
+    )
     p.add_argument("--out", default="runs", help="folder for run folders (default: runs)")
     p.add_argument(
         "--resume",
