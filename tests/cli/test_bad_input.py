@@ -136,19 +136,36 @@ def test_cases_cover_every_command():
     assert with_out <= {c for c, _, w in CASES if w == "out"}
 
 
-def test_every_option_states_its_default():
-    """Every optional flag of every command says in its help what happens when it is not given."""
-    missing = []
+def test_one_vocabulary_and_every_default_stated():
+    """Every optional flag of every command says what happens when it is not given; every trainer takes
+    the same run flags; --lam is never also --lambda."""
+    missing, commands = [], {}
 
     def walk(parser, prefix):
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for name, sub in action.choices.items():
                     walk(sub, [*prefix, name])
-            elif action.option_strings and not action.required and action.help != argparse.SUPPRESS:
+        if prefix and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            commands[" ".join(prefix)] = set(parser._option_string_actions)
+        for action in parser._actions:
+            if action.option_strings and not action.required:
                 if not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
                     if "default" not in (action.help or "").lower():
                         missing.append(f"{' '.join(prefix)} {action.option_strings[0]}")
 
     walk(build_parser(), [])
     assert not missing
+    trainers = [c for c in commands if c.split()[-1] in ("train", "train-classifier")]
+    assert sorted(trainers) == [
+        "gates train",
+        "lm train",
+        "nice train",
+        "nice train-classifier",
+        "npn train",
+        "word2vec train",
+    ]
+    run_flags = {"--seed", "--device", "--quiet", "--out", "--resume", "--checkpoint-every", "--log-dir"}
+    assert all(run_flags <= commands[c] for c in trainers), {c: run_flags - commands[c] for c in trainers}
+    assert all({"--seed", "--device", "--quiet"} <= commands[c] for c in ("nice explain", "nice compress"))
+    assert not [c for c, flags in commands.items() if "--lambda" in flags]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gatelab.checkpoint import Interrupted, load_state
-from gatelab.cli import build_parser, main
+from gatelab.cli import main
 from gatelab.errors import GatelabError
 from gatelab.gates import export, summary
 from gatelab.gates import train as gates_train
@@ -147,14 +147,3 @@ def test_cli_train_summary_export_round_trip(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(export(model)(x), model(x), rtol=1e-4, atol=1e-5)
-
-
-def test_every_train_option_states_its_default():
-    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["gates"]
-    train = next(a for a in sub._actions if a.dest == "gates_command").choices["train"]
-    options = [a for a in train._actions if a.option_strings and a.dest not in ("help", "quiet")]
-    assert {"--lam", "--resume", "--checkpoint-every", "--log-dir", "--seed", "--device"} <= {
-        a.option_strings[0] for a in options
-    }
-    assert not [a.option_strings[0] for a in options if "default" not in a.help]
-    assert not [a.option_strings[0] for a in options if "lambda" in a.option_strings[0]]

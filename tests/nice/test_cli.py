@@ -157,18 +157,6 @@ def test_bad_input_prints_one_line_and_exits_2(classifier_file, tmp_path, capsys
         assert message in err and "\n" not in err, (argv, err)
 
 
-def test_every_option_states_its_default():
-    from gatelab.cli import build_parser
-
-    nice = build_parser()._subparsers._group_actions[0].choices["nice"]
-    for name, command in nice._subparsers._group_actions[0].choices.items():
-        for action in command._actions:
-            if action.option_strings and action.dest not in ("help", "quiet") and not action.required:
-                assert "default:" in (action.help or ""), (name, action.option_strings)
-                assert "--lambda" not in action.option_strings
-        assert "--seed" in command._option_string_actions and "--device" in command._option_string_actions, name
-
-
 def test_killed_training_resumes_from_its_intact_checkpoint(tmp_path, capsys):
     """SIGKILL mid-epoch (no chance to save), then --resume: it finishes, starting where the checkpoint was."""
     out, ckpt = tmp_path / "clf.safetensors", tmp_path / "clf.safetensors.ckpt"
