@@ -1,13 +1,10 @@
 """The NPN reproductions' plumbing, on tiny settings: stages, checkpoints, resume, report."""
 
 import json
-import os
-import signal
 
 import pytest
 import torch
 
-import gatelab.npn.plasticity as plasticity
 import gatelab.npn.reproductions as reproductions
 import gatelab.npn.train as npn_train
 from gatelab.checkpoint import Interrupted
@@ -26,25 +23,13 @@ def tiny_moons(monkeypatch):
     torch.set_num_threads(threads)
 
 
-def _count_steps(monkeypatch, signal_at=None):
-    calls, real = [], plasticity.train_step
-
-    def step(*args, **kw):
-        out = real(*args, **kw)
-        calls.append(1)
-        if len(calls) == signal_at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(plasticity, "train_step", step)
-    return calls
-
-
-def test_an_interrupted_reproduction_resumes_its_stage_and_skips_finished_ones(tmp_path, monkeypatch, tiny_moons):
+def test_an_interrupted_reproduction_resumes_its_stage_and_skips_finished_ones(
+    tmp_path, monkeypatch, tiny_moons, count_steps
+):
     whole = json.loads((run("npn-moons", quick=True, out=tmp_path / "whole", echo=None) / "results.json").read_text())
 
     with monkeypatch.context() as m:
-        _count_steps(m, signal_at=16 + 6)  # all 16 steps of expansion, then 6 of pruning (its 2nd epoch)
+        count_steps(m, signal_at=16 + 6)  # all 16 steps of expansion, then 6 of pruning (its 2nd epoch)
         with pytest.raises(Interrupted) as info:
             run("npn-moons", quick=True, out=tmp_path / "cut", echo=None)
     (work,) = (tmp_path / "cut").iterdir()
@@ -52,7 +37,7 @@ def test_an_interrupted_reproduction_resumes_its_stage_and_skips_finished_ones(t
     assert work.name.endswith(".partial") and (work / "stages" / "moons-expansion.json").is_file()
     assert not (work / "stages" / "moons-pruning.json").exists()
 
-    calls = _count_steps(monkeypatch)
+    calls = count_steps(monkeypatch)
     folder = run("npn-moons", quick=True, out=tmp_path / "cut", resume=work, echo=None)
     assert len(calls) == 16 - 6  # expansion skipped; pruning continued from its checkpoint
     resumed = json.loads((folder / "results.json").read_text())

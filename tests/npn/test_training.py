@@ -7,7 +7,6 @@ from dataclasses import asdict
 import pytest
 import torch
 
-import gatelab.npn.plasticity as plasticity
 import gatelab.npn.train as npn_train
 from gatelab.checkpoint import Interrupted, load_state
 from gatelab.data.synthetic import two_moons
@@ -32,28 +31,13 @@ def _moons(**kw):
     return model, log
 
 
-def _signal_at_step(monkeypatch, n):
-    """Make the n-th training step send SIGTERM to this process, as a scheduler's kill would."""
-    calls, real = [], plasticity.train_step
-
-    def step(*args, **kw):
-        out = real(*args, **kw)
-        calls.append(1)
-        if len(calls) == n:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return out
-
-    monkeypatch.setattr(plasticity, "train_step", step)
-    return calls
-
-
 @pytest.mark.parametrize(
     "where, position",
     [(("step", 17), (3, 3)), (("step", 7), (1, 7)), (("epoch", 3), (4, 0))],
     ids=["mid-epoch", "last-step", "epoch-end"],
 )
 def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(
-    tmp_path, monkeypatch, one_thread, where, position
+    tmp_path, monkeypatch, one_thread, count_steps, where, position
 ):
     whole, whole_log = _moons()
     assert whole_log.stage == ["ordinary"] + ["plastic"] * 4 + ["hardening"]
@@ -63,7 +47,7 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(
     with monkeypatch.context() as m:
         on_epoch = None
         if where[0] == "step":
-            _signal_at_step(m, where[1])
+            count_steps(m, signal_at=where[1])
         else:
             on_epoch = lambda epoch, model, log: epoch == where[1] and os.kill(os.getpid(), signal.SIGTERM)  # noqa: E731
         with pytest.raises(Interrupted) as info:
@@ -72,7 +56,7 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(
     saved = load_state(path)
     assert (saved["epoch"], saved["step"]) == position
 
-    calls = _signal_at_step(monkeypatch, -1)  # count the steps the resumed run takes
+    calls = count_steps(monkeypatch)  # count the steps the resumed run takes
     resumed, resumed_log = _moons(checkpoint=path, resume=path)
     assert len(calls) == 6 * 7 - ((position[0] - 1) * 7 + position[1])  # it starts where the checkpoint stopped
     assert asdict(resumed_log) == asdict(whole_log)
