@@ -1,9 +1,9 @@
 """Training, evaluation, saving and sampling for RNN language models, top to bottom.
 
-corpus = load_corpus("ptb")
+corpus = load_corpus("ptb", read_test=False)
 config = LMConfig(loss="blackout", samples=100, alpha=0.4, epochs=2)
 model, history = train(corpus, config, checkpoint="run.pt")   # resume=... continues it
-print(perplexity(model, corpus.test))
+print(perplexity(model, encode_test("ptb", None, corpus.vocab)))   # the test split, read once
 """
 
 from __future__ import annotations
