@@ -27,7 +27,7 @@ CW_LR = {0.2: 6.0, 0.25: 8.0, 0.3: 10.0, 0.35: 12.0}
 """CW-L2 learning rate per "ε" label, as in the released Defense-VAE code. CW-L2 is not an ε-ball attack: its ε is
 only the name of a setting, and this table is what the name means."""
 
-CW_CONFIDENCE = 100.0
+CW_C = 100.0
 """The paper's initial constant c of CW-L2 (weight of the misclassification term against the L2 distance)."""
 
 CW_STEPS = 100
@@ -132,7 +132,7 @@ def library_attack(model: nn.Module, name: str, eps: float, **kw):
     if name == "fgsm":
         cls, params = ta.FGSM, {"eps": eps}
     elif name == "cw":
-        cls, params = ta.CW, {"c": CW_CONFIDENCE, "kappa": 0.0, "steps": CW_STEPS, "lr": kw.pop("lr", None)}
+        cls, params = ta.CW, {"c": CW_C, "kappa": 0.0, "steps": CW_STEPS, "lr": kw.pop("lr", None)}
         params["lr"] = cw_lr(eps) if params["lr"] is None else params["lr"]
     elif name == "pgd":
         cls, params = ta.PGD, {"eps": eps, "alpha": PGD_ALPHA, "steps": PGD_STEPS, "random_start": True}
