@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test]'
+	# gatelab.defense's attacks; --no-deps because its declared torchvision (unused by its code) breaks beside this torch.
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	touch $@
 
 run: $(VENV)/.installed

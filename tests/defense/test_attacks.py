@@ -1,0 +1,190 @@
+"""The defense attacks against their definitions, their validation, and their effect on a trained MNIST classifier."""
+
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatelab.data.mnist import mnist_tensors
+from gatelab.defense.attacks import (
+    CW_LR,
+    INSTALL,
+    attack,
+    library_attack,
+    rand_fgsm_start,
+)
+from gatelab.errors import GatelabError
+
+
+@pytest.fixture
+def ta():
+    """torchattacks, which CI installs through the Makefile; skip only where it is absent."""
+    return pytest.importorskip("torchattacks", reason=f"torchattacks not installed: {INSTALL}")
+
+
+def linear(classes=3, pixels=16):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(pixels, classes))
+    with torch.no_grad():
+        model[1].weight.mul_(20)
+    return model
+
+
+def batch(n=8, classes=3):
+    x = torch.rand(n, 1, 4, 4)
+    x[:, :, 0] = 0.0  # some pixels on the border of [0, 1], where the clip must act
+    x[:, :, 1] = 1.0
+    return x, torch.randint(0, classes, (n,))
+
+
+def test_fgsm_is_eps_sign_grad_clipped(ta):
+    model, (x, y) = linear(), batch()
+    eps = 0.3
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(xg), y), xg)
+    expected = (x + eps * grad.sign()).clamp(0, 1)
+    adv = attack(model, x, y, "fgsm", eps)
+    assert torch.equal(adv, expected)
+    moved = (adv - x).abs()
+    assert math.isclose(moved.max().item(), eps, rel_tol=1e-6)  # interior pixels move by exactly eps
+    assert bool((moved[:, :, :2] < eps).any())  # the clip cut some border pixels short
+
+
+def test_rand_fgsm_is_fgsm_after_a_seeded_sign_step(ta):
+    model, (x, y) = linear(), batch(64)
+    eps = 0.3
+    adv = attack(model, x, y, "rand_fgsm", eps, seed=3)
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert (adv - x).abs().max() <= eps + 1e-6
+    start = rand_fgsm_start(x, 0.05, seed=3)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(start, (x + 0.05 * noise.sign()).clamp(0, 1))
+    assert torch.equal(adv, attack(model, start, y, "fgsm", eps - 0.05))
+    assert torch.equal(adv, attack(model, x, y, "rand_fgsm", eps, seed=3))
+    assert not torch.equal(adv, attack(model, x, y, "rand_fgsm", eps, seed=4))
+    with pytest.raises(GatelabError, match="eps >= 0.05"):
+        attack(model, x, y, "rand_fgsm", 0.04)
+
+
+@pytest.mark.parametrize("eps", sorted(CW_LR))
+def test_cw_paper_settings_reach_torchattacks(ta, eps):
+    atk = library_attack(linear(), "cw", eps)
+    assert isinstance(atk, ta.CW)
+    assert (atk.c, atk.kappa, atk.steps, atk.lr) == (100.0, 0.0, 100, {0.2: 6, 0.25: 8, 0.3: 10, 0.35: 12}[eps])
+
+
+def test_cw_settings_can_be_overridden_and_unknown_labels_need_lr(ta):
+    atk = library_attack(linear(), "cw", 0.27, lr=1.5, steps=7, c=3.0)
+    assert (atk.c, atk.steps, atk.lr) == (3.0, 7, 1.5)
+    with pytest.raises(GatelabError, match="pass lr="):
+        library_attack(linear(), "cw", 0.27)
+    with pytest.raises(GatelabError, match="no setting eot_iter"):
+        library_attack(linear(), "cw", 0.3, eot_iter=2)
+
+
+def test_cw_runs_and_stays_in_the_image_box(ta):
+    model, (x, y) = linear(), batch()
+    adv = attack(model, x, y, "cw", 0.3, steps=10)
+    assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
+
+
+@pytest.mark.parametrize("name", ["pgd", "eot_pgd"])
+def test_pgd_madry_settings_ball_and_seed(ta, name):
+    atk = library_attack(linear(), name, 0.3)
+    assert (atk.eps, atk.alpha, atk.steps, atk.random_start) == (0.3, 0.01, 40, True)
+    model, (x, y) = linear(), batch()
+    adv = attack(model, x, y, name, 0.1, steps=5)
+    assert adv.min() >= 0 and adv.max() <= 1 and (adv - x).abs().max() <= 0.1 + 1e-6
+    assert torch.equal(adv, attack(model, x, y, name, 0.1, steps=5))  # same seed, same random start
+    assert not torch.equal(adv, attack(model, x, y, name, 0.1, steps=5, seed=1))
+
+
+def test_eot_pgd_iterations_reach_torchattacks(ta):
+    assert library_attack(linear(), "eot_pgd", 0.3, eot_iter=4).eot_iter == 4
+
+
+class Reshaper(nn.Module):
+    """A classifier that returns its logits in a wrong shape."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.inner, self.shape = linear(), shape
+
+    def forward(self, x):
+        return self.shape(self.inner(x))
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (dict(name="deepfool"), "accepted: fgsm, rand_fgsm, cw, pgd, eot_pgd"),
+        (dict(eps=-0.1), r"eps must be a number in \[0, 1\]"),
+        (dict(eps=1.5), r"eps must be a number in \[0, 1\]"),
+        (dict(eps=float("nan")), r"eps must be a number in \[0, 1\]"),
+        (dict(eps="0.3"), r"eps must be a number in \[0, 1\]"),
+        (dict(x=torch.rand(8, 1, 4, 4) + 0.5), r"must lie in \[0, 1\]"),
+        (dict(x=torch.rand(8, 1, 4, 4) - 0.5), r"must lie in \[0, 1\]"),
+        (dict(x=torch.full((8, 1, 4, 4), float("nan"))), r"must lie in \[0, 1\]"),
+        (dict(x=torch.rand(8, 4, 4)), r"shape \(N, C, H, W\)"),
+        (dict(x=torch.rand(0, 1, 4, 4)), r"shape \(N, C, H, W\)"),
+        (dict(x=torch.randint(0, 2, (8, 1, 4, 4))), "floating-point"),
+        (dict(y=torch.zeros(7, dtype=torch.long)), "labels must be an int64 tensor of shape"),
+        (dict(y=torch.zeros(8)), "labels must be an int64 tensor of shape"),
+        (dict(y=torch.full((8,), 3)), r"labels must lie in \[0, 3\)"),
+        (dict(model=Reshaper(lambda t: t.sum(1))), r"logits of shape \(N, classes\)"),
+        (dict(model=Reshaper(lambda t: t.reshape(8, 3, 1))), r"logits of shape \(N, classes\)"),
+        (dict(model=Reshaper(lambda t: t[:4])), r"logits of shape \(N, classes\)"),
+        (dict(model=Reshaper(lambda t: (t,))), r"logits of shape \(N, classes\)"),
+    ],
+)
+def test_bad_input_is_refused(args, match):
+    x, y = batch()
+    call = dict(model=linear(), x=x, y=y, name="fgsm", eps=0.3) | args
+    with pytest.raises(GatelabError, match=match):
+        attack(**call)
+
+
+def test_validation_does_not_move_batchnorm_or_the_mode():
+    model = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(16, 3)).train()
+    before = model[0].running_mean.clone()
+    with pytest.raises(GatelabError):
+        attack(model, *batch(), "fgsm", 2.0)  # refused on eps before the model runs
+    with pytest.raises(GatelabError):
+        attack(model, batch()[0], torch.full((8,), 5), "fgsm", 0.3)  # refused after the probe
+    assert model.training and torch.equal(model[0].running_mean, before)
+
+
+def test_missing_torchattacks_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # makes `import torchattacks` raise ImportError
+    with pytest.raises(GatelabError, match=r"pip install --no-deps torchattacks==3\.5\.1"):
+        attack(linear(), *batch(), "fgsm", 0.3)
+
+
+@pytest.fixture(scope="module")
+def mnist_softmax():
+    """A softmax classifier trained for a moment on 4,000 MNIST training images, and 1,000 held-out training images."""
+    x, y = mnist_tensors("mnist", "train")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(x[:4000]), y[:4000]).backward()
+        opt.step()
+    return model, x[50000:51000], y[50000:51000]
+
+
+@pytest.mark.parametrize("name", ["fgsm", "rand_fgsm", "cw", "pgd"])
+def test_attacks_break_a_trained_mnist_softmax(ta, mnist_softmax, name):
+    """About 88% clean; every attack at eps 0.3 (CW at the paper's settings) leaves under 5% (measured: 0-1.5%)."""
+    model, x, y = mnist_softmax
+    kw = {"steps": 10, "alpha": 0.05} if name == "pgd" else {}
+    n = 200 if name in ("cw", "pgd") else len(x)
+    clean = (model(x[:n]).argmax(1) == y[:n]).float().mean().item()
+    adv = attack(model, x[:n], y[:n], name, 0.3, **kw)
+    robust = (model(adv).argmax(1) == y[:n]).float().mean().item()
+    assert clean > 0.85
+    assert robust < 0.05, f"{name}: accuracy {clean:.3f} clean, {robust:.3f} attacked"
