@@ -8,7 +8,7 @@ export GATELAB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 
 .PHONY: run test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test]'

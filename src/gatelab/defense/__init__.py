@@ -1,19 +1,25 @@
-"""Defense-VAE: purge adversarial perturbations with a VAE before classifying (IN PROGRESS: models only so far).
+"""Defense-VAE: purge adversarial perturbations with a VAE before classifying (IN PROGRESS: models and attacks).
 
     net = classifier("A")                   # Defense-GAN's models A-D, and E (the black-box substitute); logits
     vae = VAE18(latent=128)                 # encoder/decoder of the paper; forward -> (recon, mu, logvar)
     cost = loss(recon, x_clean, mu, logvar, r=0.0)   # summed BCE + r * KL (r = 0 in the released code)
     clean = vae.purify(x_adv)               # decode(mu), BatchNorm in eval mode
+    x_adv = attack(net, x, y, "rand_fgsm", eps=0.3)  # fgsm, rand_fgsm, cw, pgd, eot_pgd (torchattacks)
 
-Training, attacks, the three defence modes, the CLI and the reproductions are still to come.
+Training on (adversarial, clean) pairs, the three defence modes, the projection baseline, the CLI
+and the reproductions are still to come.
 
 Defense-VAE: Li & Ji, ECML-PKDD 2019 (arXiv:1812.06570). Classifiers from Defense-GAN, Samangouei et al., ICLR 2018.
 """
 
+from gatelab.defense.attacks import ATTACKS, attack, library_attack
 from gatelab.defense.models import CLASSES, IMAGE_SHAPE, KEEP, NAMES, Classifier, classifier, same_padding
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
 
 __all__ = [
+    "ATTACKS",
+    "attack",
+    "library_attack",
     "CLASSES",
     "IMAGE_SHAPE",
     "KEEP",
