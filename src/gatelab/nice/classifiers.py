@@ -14,8 +14,8 @@ from gatelab.data import IMAGE_DATASETS, image_splits
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
 from gatelab.evaluation import classifier_scores
-from gatelab.nice.training import train_epochs
 from gatelab.progress import say
+from gatelab.training import train_epochs
 from gatelab.weights import config_from, load_weights, read_weights, save_weights
 
 

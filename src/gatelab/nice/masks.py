@@ -28,8 +28,8 @@ from gatelab.errors import GatelabError, check_choice
 from gatelab.evaluation import predict
 from gatelab.gates.estimators import make_estimator
 from gatelab.nice.compress import lowres
-from gatelab.nice.training import train_epochs
 from gatelab.progress import bar
+from gatelab.training import train_epochs
 from gatelab.weights import config_from, load_weights, read_weights, save_weights
 
 MODES = ("amortized", "per_image")

@@ -1,7 +1,7 @@
-"""The epoch loop both NICE trainers share: shuffled minibatches, checkpoints, resume, progress and scalars.
+"""An epoch loop for trainers: shuffled minibatches, checkpoints, resume, progress and scalars.
 
-One loop so that the classifier and the mask network checkpoint, resume and
-report the same way. A checkpoint holds the model, the optimiser, the RNG
+One loop so that trainers (NICE's classifier and mask network, Defense-VAE's
+classifiers and VAE) checkpoint, resume and report the same way. A checkpoint holds the model, the optimiser, the RNG
 states, the position (epoch, step, and the epoch's permutation), the partial
 sums of the epoch's statistics, the history, the config and whatever the
 trainer keeps in ``extra`` (say, the best weights so far), so that with one
