@@ -13,6 +13,13 @@ Defense-VAE: Li & Ji, ECML-PKDD 2019 (arXiv:1812.06570). Classifiers from Defens
 """
 
 from gatelab.defense.attacks import ATTACKS, attack, library_attack
+from gatelab.defense.classifiers import (
+    ClassifierConfig,
+    accuracy,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from gatelab.defense.models import CLASSES, IMAGE_SHAPE, KEEP, NAMES, Classifier, classifier, same_padding
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
 
@@ -27,7 +34,12 @@ __all__ = [
     "VAE18",
     "Classifier",
     "VAEConfig",
+    "ClassifierConfig",
+    "accuracy",
     "classifier",
+    "load_classifier",
+    "save_classifier",
+    "train_classifier",
     "kl_divergence",
     "loss",
     "same_padding",
