@@ -3,11 +3,16 @@
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save as save_tensors
 
+import gatelab
 import gatelab.defense.classifiers as classifiers
 from gatelab.checkpoint import Interrupted, load_state
 from gatelab.data.mnist import mnist_tensors
@@ -74,6 +79,31 @@ def test_interrupted_training_resumes_exactly_and_keeps_the_best_epoch(tmp_path,
 
     with pytest.raises(GatelabError, match="cannot resume"):  # another model's checkpoint
         train_classifier(ClassifierConfig(**{**vars(config), "model": "E"}), quiet=True, resume=ckpt)
+
+
+def test_a_killed_run_resumes_from_its_intact_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "clf.ckpt"
+    config = ClassifierConfig(model="D", epochs=2, batch_size=8, train_examples=800, val_size=100)  # 100 steps
+    script = (
+        "from gatelab.defense import ClassifierConfig, train_classifier\n"
+        f"train_classifier({config!r}, quiet=True, checkpoint={str(ckpt)!r}, checkpoint_every=0.001)"  # every step
+    )
+    src = str(Path(gatelab.__file__).parents[1])  # this checkout's gatelab, not an installed one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)  # in the middle of epoch 1: no chance to save
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    state = load_state(ckpt)  # the last checkpoint is intact
+    assert state["epoch"] == 0 and 1 <= state["step"] < 100
+    _, history = train_classifier(config, checkpoint=ckpt, resume=ckpt)
+    assert f"resuming {ckpt} at epoch 1, step {state['step']}" in capsys.readouterr().err  # not earlier
+    assert [h["epoch"] for h in history] == [1, 2]
 
 
 @pytest.mark.parametrize("name", ["A", "B", "E"])
