@@ -1,4 +1,5 @@
-"""Shared test settings: the real data folder, deterministic seeds, and one torch thread where exactness needs it."""
+"""Shared test settings: the real data folder, deterministic seeds, one torch thread where exactness needs it,
+and a record of which MNIST splits are read."""
 
 import os
 from pathlib import Path
@@ -23,3 +24,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def split_reads(monkeypatch):
+    """Every MNIST split read from disk, in order ("train", "test"); tests add their own events to it."""
+    import gatelab.data.mnist as mnist
+
+    reads, original = [], mnist.load_mnist
+
+    def recording(name, split="train", root=None):
+        reads.append(split)
+        return original(name, split, root)
+
+    monkeypatch.setattr(mnist, "load_mnist", recording)
+    return reads

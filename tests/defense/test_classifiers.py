@@ -21,21 +21,6 @@ from gatelab.errors import GatelabError
 from gatelab.weights import read_weights
 
 
-@pytest.fixture
-def split_reads(monkeypatch):
-    """Every MNIST split read from disk, in order ("train", "test")."""
-    import gatelab.data.mnist as mnist
-
-    reads, original = [], mnist.load_mnist
-
-    def recording(name, split="train", root=None):
-        reads.append(split)
-        return original(name, split, root)
-
-    monkeypatch.setattr(mnist, "load_mnist", recording)
-    return reads
-
-
 def test_model_d_learns_mnist_without_reading_the_test_split(one_thread, split_reads):
     config = ClassifierConfig(model="D", epochs=3, train_examples=5000, val_size=1000)
     model, history = train_classifier(config, quiet=True)

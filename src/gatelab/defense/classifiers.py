@@ -2,7 +2,8 @@
 
 Defaults follow Defense-GAN's ``whitebox.py`` (``kabkabm/defensegan``), which trained the models whose checkpoints
 Defense-VAE ships: ``nb_epochs`` 10 and ``learning_rate`` 0.001 (its flags), batch size 50 (``BATCH_SIZE`` of
-``experiments/cfgs/gans/default.yml``, which ``FLAGS.batch_size`` reads), and Adam (cleverhans' ``model_train``).
+``experiments/cfgs/gans/default.yml``, which ``FLAGS.batch_size`` reads), and Adam (our choice: cleverhans'
+``model_train`` is thought to use it, not checked in its code).
 Unlike that code, the weights kept are those of the epoch with the lowest error on a seeded validation split carved
 from the training images; the test split is never read here.
 """
