@@ -1,6 +1,6 @@
-"""Defense-VAE: purge adversarial perturbations with a VAE before classifying (IN PROGRESS: models and attacks).
+"""Defense-VAE: purge adversarial perturbations with a VAE before classifying (IN PROGRESS: the library pieces).
 
-    net = classifier("A")                   # Defense-GAN's models A-D, and E (the black-box substitute); logits
+    net, history = train_classifier(ClassifierConfig(model="A"))   # Defense-GAN's models A-D, and E (substitute)
     vae = VAE18(latent=128)                 # encoder/decoder of the paper; forward -> (recon, mu, logvar)
     cost = loss(recon, x_clean, mu, logvar, r=0.0)   # summed BCE + r * KL (r = 0 in the released code)
     clean = vae.purify(x_adv)               # decode(mu), BatchNorm in eval mode
