@@ -23,10 +23,13 @@ from gatelab.defense.classifiers import (
     train_classifier,
 )
 from gatelab.defense.models import CLASSES, IMAGE_SHAPE, KEEP, NAMES, Classifier, classifier, same_padding
+from gatelab.defense.pairs import load_pairs, make_pairs
 from gatelab.defense.purifier import Defended, DefenseVAE
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
 
 __all__ = [
+    "load_pairs",
+    "make_pairs",
     "ATTACKS",
     "attack",
     "library_attack",
