@@ -22,12 +22,16 @@ from gatelab.defense.classifiers import (
     save_classifier,
     train_classifier,
 )
+from gatelab.defense.evaluate import ADAPTIVE, accuracy_table_png, evaluate
 from gatelab.defense.models import CLASSES, IMAGE_SHAPE, KEEP, NAMES, Classifier, classifier, same_padding
 from gatelab.defense.pairs import load_pairs, make_pairs
 from gatelab.defense.purifier import Defended, DefenseVAE
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
 
 __all__ = [
+    "ADAPTIVE",
+    "accuracy_table_png",
+    "evaluate",
     "load_pairs",
     "make_pairs",
     "ATTACKS",
