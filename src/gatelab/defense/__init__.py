@@ -23,6 +23,7 @@ from gatelab.defense.classifiers import (
     train_classifier,
 )
 from gatelab.defense.models import CLASSES, IMAGE_SHAPE, KEEP, NAMES, Classifier, classifier, same_padding
+from gatelab.defense.projection import ProjectionPurifier, project, project_restarts
 from gatelab.defense.purifier import Defended, DefenseVAE
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
 
@@ -36,6 +37,7 @@ __all__ = [
     "IMAGE_SHAPE",
     "KEEP",
     "NAMES",
+    "ProjectionPurifier",
     "VAE18",
     "Classifier",
     "VAEConfig",
@@ -47,5 +49,7 @@ __all__ = [
     "train_classifier",
     "kl_divergence",
     "loss",
+    "project",
+    "project_restarts",
     "same_padding",
 ]
