@@ -1,15 +1,16 @@
 """Defense-VAE: purge adversarial perturbations with a VAE before classifying (IN PROGRESS: the library pieces).
 
     net, history = train_classifier(ClassifierConfig(model="A"))   # Defense-GAN's models A-D, and E (substitute)
-    vae = VAE18(latent=128)                 # encoder/decoder of the paper; forward -> (recon, mu, logvar)
-    cost = loss(recon, x_clean, mu, logvar, r=0.0)   # summed BCE + r * KL (r = 0 in the released code)
-    clean = vae.purify(x_adv)               # decode(mu), BatchNorm in eval mode
-    purifier = DefenseVAE(VAEConfig()).fit(x_adv, x_clean)   # trains VAE18 on pairs (tensors, numpy, memmaps)
-    logits = Defended(net, purifier)(x)     # net(decode(mu(x))), differentiable for adaptive attacks
     x_adv = attack(net, x, y, "rand_fgsm", eps=0.3)  # fgsm, rand_fgsm, cw, pgd, eot_pgd (torchattacks)
+    make_pairs(net, x, y, "pairs/")                  # every attack x eps on every image, uint8 shards, resumable
+    purifier = DefenseVAE(VAEConfig()).fit(*load_pairs("pairs/"))   # VAE18 on (adversarial, clean) pairs
+    clean = purifier.purify(x_adv)                   # decode(mu), BatchNorm in eval mode
+    logits = Defended(net, purifier)(x)              # net(decode(mu(x))), differentiable for adaptive attacks
+    table = evaluate(net, xt, yt, ATTACKS, purifier=purifier, adaptive=True)   # accuracy per attack
+    baseline = ProjectionPurifier(purifier).purify(x_adv)   # Defense-GAN-style projection, L=200, R=10
 
-Generating the training pairs at scale, the three defence modes, the projection baseline, the CLI
-and the reproductions are still to come.
+Modes 2 and 3 (a classifier retrained on purified images, end-to-end fine-tuning), adversarial
+training as a peer, the CLI and the reproductions are still to come.
 
 Defense-VAE: Li & Ji, ECML-PKDD 2019 (arXiv:1812.06570). Classifiers from Defense-GAN, Samangouei et al., ICLR 2018.
 """
@@ -25,6 +26,7 @@ from gatelab.defense.classifiers import (
 from gatelab.defense.evaluate import ADAPTIVE, accuracy_table_png, evaluate
 from gatelab.defense.models import CLASSES, IMAGE_SHAPE, KEEP, NAMES, Classifier, classifier, same_padding
 from gatelab.defense.pairs import load_pairs, make_pairs
+from gatelab.defense.projection import ProjectionPurifier, project, project_restarts
 from gatelab.defense.purifier import Defended, DefenseVAE
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
 
@@ -43,6 +45,7 @@ __all__ = [
     "IMAGE_SHAPE",
     "KEEP",
     "NAMES",
+    "ProjectionPurifier",
     "VAE18",
     "Classifier",
     "VAEConfig",
@@ -54,5 +57,7 @@ __all__ = [
     "train_classifier",
     "kl_divergence",
     "loss",
+    "project",
+    "project_restarts",
     "same_padding",
 ]
