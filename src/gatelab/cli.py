@@ -13,6 +13,7 @@ COMMANDS = (
     "gatelab.gates.cli",
     "gatelab.npn.cli",
     "gatelab.nice.cli",
+    "gatelab.defense.cli",
     "gatelab.embeddings.cli",
     "gatelab.lm.cli",
     "gatelab.reproduce.cli",

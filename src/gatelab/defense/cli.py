@@ -1,0 +1,352 @@
+"""``gatelab defense``: train a classifier, fit Defense-VAE on adversarial pairs, evaluate under attack, purify.
+
+Trainers keep a checkpoint at ``OUT.ckpt`` (each epoch, and every ``--checkpoint-every`` seconds) and continue from
+one with ``--resume``; ``train`` also keeps its (adversarial, clean) pairs in resumable shards (``--pairs``). The test
+split is read once, after training, for the final number. ``evaluate`` and ``purify`` fill their output folder under
+a temporary name and rename it when complete, so a failure leaves no half-filled folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from gatelab.options import add_common, add_training, nonnegative_float, positive_float, positive_int, unit_interval
+
+
+def checkpoint_path(out: str) -> str:
+    """Where a trainer writing ``out`` keeps its checkpoint."""
+    return f"{out}.ckpt"
+
+
+def _training_arguments(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
+    add_training(p)
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default: {epochs})")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"batch size (default: {batch_size})")
+    p.add_argument("--lr", type=positive_float, default=lr, help=f"Adam learning rate (default: {lr})")
+    p.add_argument(
+        "--train-examples", type=positive_int, default=None, help="use only the first N training images (default: all)"
+    )
+
+
+def _attack_arguments(p: argparse.ArgumentParser, attacks: tuple[str, ...], eps: tuple[float, ...]) -> None:
+    from gatelab.defense import ATTACKS
+
+    p.add_argument(
+        "--attacks",
+        nargs="+",
+        choices=ATTACKS,
+        default=list(attacks),
+        metavar="ATTACK",
+        help=f"attacks, white-box on the classifier ({', '.join(ATTACKS)}) (default: {' '.join(attacks)})",
+    )
+    p.add_argument(
+        "--eps",
+        nargs="+",
+        type=unit_interval,
+        default=list(eps),
+        help=f"attack strengths in [0, 1] (images are in [0, 1]) (default: {' '.join(map(str, eps))})",
+    )
+
+
+def _check_attacks(attacks: list[str], eps: list[float]) -> None:
+    """Refuse, before any work, an attack that cannot run at one of the eps (the library would only find out
+    partway through)."""
+    from gatelab.defense.attacks import RAND_FGSM_ALPHA, cw_lr
+    from gatelab.errors import GatelabError
+
+    if "rand_fgsm" in attacks and min(eps) < RAND_FGSM_ALPHA:
+        raise GatelabError(
+            f"rand_fgsm takes a random step of {RAND_FGSM_ALPHA} first, so every eps must be >= {RAND_FGSM_ALPHA}; "
+            f"got {' '.join(map(str, eps))}"
+        )
+    if "cw" in attacks:
+        for e in eps:
+            cw_lr(e)
+
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--classifier", required=True, help="classifier file from `gatelab defense train-classifier` (required)"
+    )
+    p.add_argument("--vae", required=True, help="purifier file from `gatelab defense train` (required)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from gatelab.data import IMAGE_DATASETS
+    from gatelab.defense import ATTACKS, NAMES, ClassifierConfig, VAEConfig
+    from gatelab.defense.pairs import PAPER_ATTACKS, PAPER_EPS
+
+    c, v = ClassifierConfig(), VAEConfig()
+    defense = sub.add_parser(
+        "defense",
+        help="Defense-VAE: purge adversarial perturbations with a VAE before classifying",
+        description="Defense-VAE (Li & Ji, arXiv:1812.06570): a VAE trained on (adversarial, clean) pairs purifies "
+        "images before an unchanged classifier sees them.",
+    )
+    cmds = defense.add_subparsers(dest="defense_command", metavar="COMMAND", required=True)
+
+    t = cmds.add_parser(
+        "train-classifier",
+        help="train one of Defense-GAN's classifiers A-E on MNIST or Fashion-MNIST",
+        description="Train a classifier to defend, keeping the epoch with the lowest error on a validation split of "
+        "the training images; writes safetensors with its config and test accuracy.",
+    )
+    _training_arguments(t, c.epochs, c.batch_size, c.lr)
+    t.add_argument("--model", choices=NAMES, default=c.model, help=f"classifier architecture (default: {c.model})")
+    t.add_argument("--dataset", choices=IMAGE_DATASETS, default=c.dataset, help=f"data set (default: {c.dataset})")
+    t.add_argument(
+        "--val-size",
+        type=positive_int,
+        default=c.val_size,
+        help=f"training images held out to choose the epoch (default: {c.val_size})",
+    )
+    t.add_argument("--out", default="classifier.safetensors", help="output file (default: classifier.safetensors)")
+    t.set_defaults(func=_train_classifier)
+
+    m = cmds.add_parser(
+        "train",
+        help="generate (adversarial, clean) pairs against a classifier and fit Defense-VAE on them",
+        description="Attack every training image with each attack at each eps (shards kept in --pairs, so a killed "
+        "run continues), then fit the VAE18 purifier on the pairs.",
+    )
+    _training_arguments(m, v.epochs, v.batch_size, v.lr)
+    m.add_argument(
+        "--classifier", required=True, help="classifier file from `gatelab defense train-classifier` (required)"
+    )
+    m.add_argument(
+        "--dataset", choices=IMAGE_DATASETS, default=None, help="training images (default: the classifier's data set)"
+    )
+    _attack_arguments(m, PAPER_ATTACKS, PAPER_EPS)
+    m.add_argument("--latent", type=positive_int, default=v.latent, help=f"latent size (default: {v.latent})")
+    m.add_argument("--r", type=nonnegative_float, default=v.r, help=f"KL weight (default: {v.r}, as the authors' code)")
+    m.add_argument(
+        "--pairs", default=None, metavar="DIR", help="folder of the resumable pair shards (default: OUT.pairs)"
+    )
+    m.add_argument("--out", default="defense-vae.safetensors", help="output file (default: defense-vae.safetensors)")
+    m.set_defaults(func=_train_vae)
+
+    e = cmds.add_parser(
+        "evaluate",
+        help="accuracy under attack, undefended and through the purifier; JSON and PNG",
+        description="Accuracy on the first --count test images: clean and under each attack at each eps, crafted "
+        "white-box on the classifier, undefended and through Defense-VAE; with --adaptive also PGD through the "
+        "purifier. Writes results.json and accuracy.png.",
+    )
+    add_common(e)
+    _model_arguments(e)
+    e.add_argument(
+        "--dataset", choices=IMAGE_DATASETS, default=None, help="test images (default: the classifier's data set)"
+    )
+    e.add_argument("--count", type=positive_int, default=1000, help="first N test images (default: 1000)")
+    _attack_arguments(e, PAPER_ATTACKS, (0.3,))
+    e.add_argument(
+        "--adaptive", action="store_true", help="also PGD (40 steps) through purifier and classifier (default: off)"
+    )
+    e.add_argument(
+        "--out", default="defense-eval", help="output folder, replaced when complete (default: defense-eval)"
+    )
+    e.set_defaults(func=_evaluate)
+
+    p = cmds.add_parser(
+        "purify",
+        help="purified images and a panel: clean, adversarial, purified, with predictions",
+        description="Purify image files or a data set's first --count test images (optionally their adversarial "
+        "versions, --attack) and draw a panel with the classifier's predictions.",
+    )
+    add_common(p)
+    _model_arguments(p)
+    p.add_argument(
+        "--attack", choices=ATTACKS, default=None, help="purify this attack's adversarial images (default: none)"
+    )
+    p.add_argument("--eps", type=unit_interval, default=0.3, help="strength of --attack, in [0, 1] (default: 0.3)")
+    p.add_argument("--count", type=positive_int, default=10, help="data set inputs: how many test images (default: 10)")
+    p.add_argument("--invert", action="store_true", help="image files are dark on light; invert them (default: off)")
+    p.add_argument("--panels", type=positive_int, default=10, help="images drawn in the panel figure (default: 10)")
+    p.add_argument(
+        "--out", default="defense-purified", help="output folder, replaced when complete (default: defense-purified)"
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_DATASET",
+        help=f"image files, or one data set name ({', '.join(IMAGE_DATASETS)}) for its test images",
+    )
+    p.set_defaults(func=_purify)
+
+
+def _train_classifier(args) -> int:
+    from gatelab.data import mnist_tensors
+    from gatelab.defense import ClassifierConfig, accuracy, save_classifier, train_classifier
+    from gatelab.files import check_output_path
+
+    config = ClassifierConfig(
+        model=args.model,
+        dataset=args.dataset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        train_examples=args.train_examples,
+        val_size=args.val_size,
+        seed=args.seed,
+        device=args.device,
+    ).validate()
+    check_output_path(args.out)
+    model, history = train_classifier(
+        config,
+        quiet=args.quiet,
+        checkpoint=checkpoint_path(args.out),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        log_dir=args.log_dir,
+    )
+    xt, yt = mnist_tensors(config.dataset, "test")  # read once, for the final number
+    acc = accuracy(model, xt.to(args.device), yt.to(args.device))
+    save_classifier(model, config, args.out, acc)
+    best = max(h["validation_accuracy"] for h in history)
+    print(
+        f"model {config.model} on {config.dataset}: validation accuracy {100 * best:.2f}%, "
+        f"test accuracy {100 * acc:.2f}%  ->  {args.out}"
+    )
+    return 0
+
+
+def _train_vae(args) -> int:
+    from dataclasses import asdict
+
+    from gatelab.checkpoint import check_resumable, load_state
+    from gatelab.data import mnist_tensors
+    from gatelab.defense import DefenseVAE, VAEConfig, load_classifier, load_pairs, make_pairs
+    from gatelab.errors import GatelabError
+    from gatelab.files import check_output_path
+    from gatelab.training import RESUMABLE_CHANGES
+
+    _check_attacks(args.attacks, args.eps)
+    if len(set(args.attacks)) != len(args.attacks) or len(set(args.eps)) != len(args.eps):
+        raise GatelabError(f"--attacks and --eps must not repeat; got {args.attacks} and {args.eps}")
+    config = VAEConfig(
+        latent=args.latent, r=args.r, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs
+    ).validate()
+    pairs = args.pairs or f"{args.out}.pairs"
+    check_output_path(args.out)
+    check_output_path(pairs, kind="dir")
+    if args.resume:  # refuse a wrong checkpoint now, not after generating the pairs
+        state = load_state(args.resume, "Defense-VAE checkpoint")
+        check_resumable(state, "defense-vae", asdict(config), args.resume, may_differ=RESUMABLE_CHANGES)
+    classifier, cconfig = load_classifier(args.classifier, args.device)
+    x, y = mnist_tensors(args.dataset or cconfig.dataset, "train")
+    if args.train_examples is not None:
+        x, y = x[: args.train_examples], y[: args.train_examples]
+    make_pairs(classifier, x, y, pairs, args.attacks, args.eps, seed=args.seed, quiet=args.quiet)
+    adversarial, clean = load_pairs(pairs)
+    purifier = DefenseVAE(config, seed=args.seed, device=args.device).fit(
+        adversarial,
+        clean,
+        checkpoint=checkpoint_path(args.out),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        quiet=args.quiet,
+        log_dir=args.log_dir,
+    )
+    purifier.save(args.out)
+    last = purifier.history_[-1]["loss"]
+    print(f"Defense-VAE on {len(adversarial)} pairs (in {pairs}): final loss {last:.2f} per pair  ->  {args.out}")
+    return 0
+
+
+def _models(args):
+    """The classifier (with its config) and the purifier named by ``--classifier`` and ``--vae``."""
+    from gatelab.defense import DefenseVAE, load_classifier
+
+    classifier, cconfig = load_classifier(args.classifier, args.device)
+    return classifier, cconfig, DefenseVAE.load(args.vae, args.device)
+
+
+def _evaluate(args) -> int:
+    from gatelab.data import mnist_tensors
+    from gatelab.defense import accuracy_table_png, evaluate
+    from gatelab.errors import GatelabError
+    from gatelab.files import atomic_dir, check_output_path, write_json
+
+    _check_attacks(args.attacks, args.eps)
+    check_output_path(args.out, kind="dir")
+    classifier, cconfig, purifier = _models(args)
+    dataset = args.dataset or cconfig.dataset
+    x, y = mnist_tensors(dataset, "test")
+    if args.count > len(x):
+        raise GatelabError(f"--count must be in [1, {len(x)}] (the {dataset} test images), got {args.count}")
+    x, y = x[: args.count], y[: args.count]
+    table = {}
+    for eps in dict.fromkeys(args.eps):
+        rows = evaluate(
+            classifier,
+            x,
+            y,
+            tuple(dict.fromkeys(args.attacks)),
+            eps,
+            purifier,
+            args.adaptive,
+            seed=args.seed,
+            quiet=args.quiet,
+        )
+        table.setdefault("clean", rows.pop("clean"))
+        table.update({f"{row} eps={eps:g}": accs for row, accs in rows.items()})
+    results = {
+        "dataset": dataset,
+        "count": args.count,
+        "classifier": str(args.classifier),
+        "vae": str(args.vae),
+        "attacks": list(dict.fromkeys(args.attacks)),
+        "eps": list(dict.fromkeys(args.eps)),
+        "adaptive": args.adaptive,
+        "seed": args.seed,
+        "accuracy": table,
+    }
+    with atomic_dir(args.out) as out:
+        write_json(out / "results.json", results)
+        accuracy_table_png(table, out / "accuracy.png")
+    print(f"accuracy (%) on the first {args.count} {dataset} test images, attacks white-box on the classifier")
+    print(f"{'row':<24}{'undefended':>12}{'defense-vae':>13}")
+    for row, accs in table.items():
+        undefended = f"{100 * accs['undefended']:.2f}" if "undefended" in accs else "-"
+        print(f"{row:<24}{undefended:>12}{100 * accs['defense_vae']:>13.2f}")
+    print(f"results.json and accuracy.png in {args.out}")
+    return 0
+
+
+def _purify(args) -> int:
+    from gatelab.defense import IMAGE_SHAPE, attack
+    from gatelab.evaluation import predict
+    from gatelab.files import atomic_dir, check_output_path
+    from gatelab.nice.images import load_inputs, write_png
+    from gatelab.nice.plots import explanation_panels
+
+    if args.attack:
+        _check_attacks([args.attack], [args.eps])
+    check_output_path(args.out, kind="dir")
+    classifier, _, purifier = _models(args)
+    images, labels, names = load_inputs(args.inputs, IMAGE_SHAPE, args.count, args.invert)
+    images = images.to(args.device)
+    clean_pred = predict(classifier, images)
+    source = images
+    if args.attack:  # without labels (image files), attack the classifier's own prediction
+        target = labels.to(args.device) if labels is not None else clean_pred.to(args.device)
+        source = attack(classifier, images, target, args.attack, args.eps, seed=args.seed)
+    purified = purifier.purify(source)
+    purified_pred = predict(classifier, purified)
+    shown = slice(0, min(args.panels, len(images)))
+    columns = {}
+    titles = [f"{n}\nclean {int(p)}" for n, p in zip(names[shown], clean_pred[shown])]
+    if args.attack:
+        adv_pred = predict(classifier, source)
+        columns[f"{args.attack} image"] = source[shown].cpu()
+        titles = [f"{t}, adv {int(a)}" for t, a in zip(titles, adv_pred[shown])]
+    columns["purified image"] = purified[shown].cpu()
+    titles = [f"{t}, purified {int(p)}" for t, p in zip(titles, purified_pred[shown])]
+    with atomic_dir(args.out) as out:
+        for name, image in zip(names, purified):
+            write_png(out / "purified" / f"{name}.png", image)
+        explanation_panels(out / "panel.png", images[shown].cpu(), columns, titles)
+    what = f"{args.attack} eps {args.eps:g} adversarial versions of " if args.attack else ""
+    print(f"purified {what}{len(images)} images; predictions unchanged from clean on ", end="")
+    print(f"{int((purified_pred == clean_pred).sum())} of {len(images)}; files in {args.out}")
+    return 0

@@ -1,0 +1,137 @@
+"""The `gatelab defense` commands end to end on tiny real-MNIST settings, and their one-line refusals of bad input."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from gatelab.cli import main
+from gatelab.data import mnist_tensors
+from gatelab.defense import VAE18, ClassifierConfig, DefenseVAE, VAEConfig, classifier, load_classifier, save_classifier
+from gatelab.nice.images import write_png
+
+
+def run(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse rejects a malformed option while parsing
+        return exc.code
+
+
+def test_round_trip(tmp_path, capsys, split_reads, one_thread):
+    clf, vae, pairs = tmp_path / "c.safetensors", tmp_path / "v.safetensors", tmp_path / "pairs"
+    small = ["--quiet", "--seed", "1"]
+    argv = ["defense", "train-classifier", "--model", "D", "--epochs", "1", "--train-examples", "2000"]
+    assert run([*argv, "--val-size", "200", "--out", str(clf), *small]) == 0
+    assert split_reads[-1] == "test" and split_reads.count("test") == 1  # the test split only for the final number
+    out = capsys.readouterr().out
+    assert "validation accuracy" in out and "test accuracy" in out
+    assert clf.exists() and (tmp_path / "c.safetensors.ckpt").exists()
+    model, config = load_classifier(clf)
+    assert (config.model, config.epochs, config.train_examples, config.seed) == ("D", 1, 2000, 1)
+
+    argv = ["defense", "train", "--classifier", str(clf), "--attacks", "fgsm", "rand_fgsm", "--eps", "0.3"]
+    argv += ["--train-examples", "64", "--epochs", "1", "--latent", "8", "--pairs", str(pairs), "--out", str(vae)]
+    assert run([*argv, *small]) == 0
+    assert "on 128 pairs" in capsys.readouterr().out  # 2 attacks x 1 eps x 64 images
+    purifier = DefenseVAE.load(vae)
+    assert purifier.config == VAEConfig(latent=8, epochs=1)  # the paper's r, lr and batch size by default
+    index = json.loads((pairs / "index.json").read_text())
+    assert (index["images"], index["attacks"], index["eps"]) == (64, ["fgsm", "rand_fgsm"], [0.3])
+    assert (tmp_path / "v.safetensors.ckpt").exists()
+
+    models = ["--classifier", str(clf), "--vae", str(vae)]
+    argv = ["defense", "evaluate", *models, "--count", "12", "--attacks", "fgsm", "--eps", "0.2", "0.3"]
+    assert run([*argv, "--adaptive", "--out", str(tmp_path / "ev"), *small]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    table = results["accuracy"]
+    rows = ["clean", "fgsm eps=0.2", "adaptive_pgd eps=0.2", "fgsm eps=0.3", "adaptive_pgd eps=0.3"]
+    assert sorted(table) == sorted(rows) and (results["count"], results["dataset"]) == (12, "mnist")
+    assert set(table["clean"]) == {"undefended", "defense_vae"} and set(table["adaptive_pgd eps=0.3"]) == {
+        "defense_vae"
+    }
+    assert all(0 <= a <= 1 and round(12 * a, 6).is_integer() for r in table.values() for a in r.values())
+    assert all(row in printed for row in rows) and (tmp_path / "ev" / "accuracy.png").stat().st_size > 0
+
+    argv = ["defense", "purify", *models, "--attack", "fgsm", "mnist", "--count", "3"]
+    assert run([*argv, "--out", str(tmp_path / "pu"), *small]) == 0
+    assert sorted(p.name for p in (tmp_path / "pu" / "purified").iterdir()) == [f"mnist-{i:05d}.png" for i in range(3)]
+    assert Image.open(tmp_path / "pu" / "panel.png").size[1] > 0
+    x, _ = mnist_tensors("mnist", "test")
+    image = write_png(tmp_path / "seven.png", x[0])
+    assert run(["defense", "purify", *models, str(image), "--out", str(tmp_path / "pf"), *small]) == 0
+    with Image.open(tmp_path / "pf" / "purified" / "seven.png") as im:
+        assert im.size == (28, 28)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folders left
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    """An (untrained) classifier and purifier, and traps that fail the test if any work starts."""
+
+    def never(*args, **kw):
+        raise AssertionError("work started before the input was checked")
+
+    for name in ("train_classifier", "make_pairs", "evaluate"):
+        monkeypatch.setattr(f"gatelab.defense.{name}", never)
+    monkeypatch.setattr("gatelab.defense.DefenseVAE.fit", never)
+    clf = tmp_path / "c.safetensors"
+    save_classifier(classifier("D"), ClassifierConfig(model="D"), clf)
+    vae = tmp_path / "v.safetensors"
+    untrained = DefenseVAE(VAEConfig(latent=4))
+    untrained.vae_ = VAE18(4).eval()
+    untrained.save(vae)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    return {"clf": str(clf), "vae": str(vae), "corrupt": str(corrupt), "file": str(a_file), "dir": tmp_path}
+
+
+BAD = {
+    "unknown attack": (["train", "--classifier", "{clf}", "--attacks", "deepfool"], "invalid choice"),
+    "eps 1.5": (["train", "--classifier", "{clf}", "--eps", "1.5"], "[0, 1]"),
+    "eps NaN": (["evaluate", "--classifier", "{clf}", "--vae", "{corrupt}", "--eps", "nan"], "[0, 1]"),
+    "missing classifier": (["train", "--classifier", "{dir}/none.safetensors"], "does not exist"),
+    "corrupt VAE": (
+        ["evaluate", "--classifier", "{clf}", "--vae", "{corrupt}", "--out", "{dir}/ev"],
+        "not a gatelab Defense-VAE purifier file",
+    ),
+    "count 0": (["evaluate", "--classifier", "{clf}", "--vae", "{corrupt}", "--count", "0"], "got '0'"),
+    "count too large": (
+        ["evaluate", "--classifier", "{clf}", "--vae", "{vae}", "--count", "10001", "--out", "{dir}/ev"],
+        "[1, 10000]",
+    ),
+    "out through a file (train-classifier)": (["train-classifier", "--out", "{file}/c.safetensors"], "is a file"),
+    "out through a file (train)": (["train", "--classifier", "{clf}", "--out", "{file}/v.safetensors"], "is a file"),
+    "out through a file (evaluate)": (
+        ["evaluate", "--classifier", "{clf}", "--vae", "{vae}", "--out", "{file}/ev"],
+        "is a file",
+    ),
+    "purify a missing image": (
+        ["purify", "--classifier", "{clf}", "--vae", "{vae}", "{dir}/none.png", "--out", "{dir}/pu"],
+        "does not exist",
+    ),
+    "resume from a missing checkpoint": (
+        ["train", "--classifier", "{clf}", "--resume", "{dir}/none.ckpt"],
+        "none.ckpt does not exist",
+    ),
+    "cw at an eps without a learning rate": (
+        ["purify", "--classifier", "{clf}", "--vae", "{vae}", "--attack", "cw", "--eps", "0.1", "mnist"],
+        "CW-L2 has a learning rate only",
+    ),
+    "rand_fgsm below its random step": (
+        ["train", "--classifier", "{clf}", "--attacks", "rand_fgsm", "--eps", "0.01"],
+        ">= 0.05",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_prints_one_line_and_exits_2(files, case, capsys):
+    argv, message = BAD[case]
+    argv = ["defense", *(a.format(**files) for a in argv), "--quiet"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
