@@ -103,7 +103,11 @@ CHEAP = {
     "--quiet": None,
 }
 # Where one command needs more than the cheapest (npn hardens after its plastic stage: two epochs at least).
-CHEAP_FOR = {"npn train": {"--epochs": "2"}}
+CHEAP_FOR = {
+    "npn train": {"--epochs": "2"},
+    "defense train": {"--attacks": "fgsm", "--eps": "0.3"},
+    "defense train-classifier": {"--model": "D"},
+}
 # Settings under which a command that trains first and checks its output afterwards is still busy at the timeout.
 # "" drops the cheap setting (all the training data).
 LONG = {"--epochs": "1000", "--steps": "100000", "--train-examples": "", "--max-train-words": ""}

@@ -158,6 +158,8 @@ def test_one_vocabulary_and_every_default_stated():
     assert not missing
     trainers = [c for c in commands if c.split()[-1] in ("train", "train-classifier")]
     assert sorted(trainers) == [
+        "defense train",
+        "defense train-classifier",
         "gates train",
         "lm train",
         "nice train",
