@@ -43,8 +43,8 @@ QUICK = {
     "cw_images": 200,
     "vae_latent": 128,
     "vae_epochs": 1,
-    "test_images": 1000,
-    "projection_images": 20,
+    "test_images": 300,
+    "projection_images": 10,
 }
 FULL = {
     "classifier_examples": None,
@@ -130,6 +130,11 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
 
     (adversarial, clean), pairs_result = _pairs(report, classifier, dataset, s, seed)
     report.settings["training pairs"] = len(adversarial)
+    if s["cw_images"] != s["pair_images"]:
+        report.note(
+            f"CW pairs (100 iterations each, slow on a CPU) come from the first {s['cw_images']} training images, "
+            f"FGSM and RAND+FGSM pairs from {s['pair_images'] or 'all'}; the paper attacks all 60,000 with each."
+        )
 
     vconfig = VAEConfig(latent=s["vae_latent"], epochs=s["vae_epochs"])
     report.settings["Defense-VAE"] = asdict(vconfig)
