@@ -21,6 +21,7 @@ PROVIDERS = (
     "gatelab.npn.reproductions",
     "gatelab.nice.reproductions",
     "gatelab.lm.reproductions",
+    "gatelab.defense.reproductions",
 )
 
 
