@@ -96,6 +96,12 @@ def load_state(path: str | os.PathLike, what: str = "checkpoint") -> dict:
     return state
 
 
+def checkpoint_beside(out: str | os.PathLike) -> Path:
+    """Where a command writing ``out`` keeps its training checkpoint: ``OUT.checkpoint.pt`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoint.pt")
+
+
 def check_resumable(state: Mapping[str, Any], fmt: str, config: Mapping[str, Any], path, may_differ=()) -> None:
     """Refuse to resume a checkpoint of another kind, or one made with a different configuration.
 

@@ -26,7 +26,7 @@ def test_round_trip(tmp_path, capsys, split_reads, one_thread):
     assert split_reads[-1] == "test" and split_reads.count("test") == 1  # the test split only for the final number
     out = capsys.readouterr().out
     assert "validation accuracy" in out and "test accuracy" in out
-    assert clf.exists() and (tmp_path / "c.safetensors.ckpt").exists()
+    assert clf.exists() and (tmp_path / "c.safetensors.checkpoint.pt").exists()
     model, config = load_classifier(clf)
     assert (config.model, config.epochs, config.train_examples, config.seed) == ("D", 1, 2000, 1)
 
@@ -38,7 +38,7 @@ def test_round_trip(tmp_path, capsys, split_reads, one_thread):
     assert purifier.config == VAEConfig(latent=8, epochs=1)  # the paper's r, lr and batch size by default
     index = json.loads((pairs / "index.json").read_text())
     assert (index["images"], index["attacks"], index["eps"]) == (64, ["fgsm", "rand_fgsm"], [0.3])
-    assert (tmp_path / "v.safetensors.ckpt").exists()
+    assert (tmp_path / "v.safetensors.checkpoint.pt").exists()
 
     models = ["--classifier", str(clf), "--vae", str(vae)]
     argv = ["defense", "evaluate", *models, "--count", "12", "--attacks", "fgsm", "--eps", "0.2", "0.3"]

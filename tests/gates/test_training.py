@@ -103,7 +103,7 @@ def _gatelab(capsys, *args):
 
 def test_a_killed_cli_run_resumes_from_its_intact_checkpoint(tmp_path, capsys):
     out = tmp_path / "model.safetensors"
-    ckpt = tmp_path / "model.safetensors.ckpt.pt"
+    ckpt = tmp_path / "model.safetensors.checkpoint.pt"
     args = ["gates", "train", "--model", "mlp", "--epochs", "2", "--train-examples", "800", "--val-size", "100"]
     args += ["--batch-size", "8", "--out", str(out)]  # 100 steps an epoch
     killed = [sys.executable, "-m", "gatelab", *args, "--checkpoint-every", "0.001", "--quiet"]  # saves every step

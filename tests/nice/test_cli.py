@@ -50,7 +50,7 @@ def test_train_masks_then_compress_and_explain(classifier_file, tmp_path, capsys
     clf = ["--classifier", str(classifier_file)]
     argv = ["nice", "train", *clf, "--epochs", "1", "--train-examples", "200", "--batch-size", "50", "--lam", "2"]
     assert run([*argv, "--out", str(masks), "--quiet"]) == 0
-    assert masks.is_file() and load_state(f"{masks}.ckpt")["epoch"] == 1
+    assert masks.is_file() and load_state(f"{masks}.checkpoint.pt")["epoch"] == 1
     out = tmp_path / "jpegs"
     assert run(["nice", "compress", "mnist", *clf, "--masks", str(masks), "--count", "20", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -67,7 +67,7 @@ def test_train_masks_then_compress_and_explain(classifier_file, tmp_path, capsys
         "explain",
         "jpegs",
         "masks.safetensors",
-        "masks.safetensors.ckpt",
+        "masks.safetensors.checkpoint.pt",
     ]
 
 
@@ -159,7 +159,7 @@ def test_bad_input_prints_one_line_and_exits_2(classifier_file, tmp_path, capsys
 
 def test_killed_training_resumes_from_its_intact_checkpoint(tmp_path, capsys):
     """SIGKILL mid-epoch (no chance to save), then --resume: it finishes, starting where the checkpoint was."""
-    out, ckpt = tmp_path / "clf.safetensors", tmp_path / "clf.safetensors.ckpt"
+    out, ckpt = tmp_path / "clf.safetensors", tmp_path / "clf.safetensors.checkpoint.pt"
     argv = ["nice", "train-classifier", "--train-examples", "2200", "--val-size", "200", "--epochs", "2"]
     argv += ["--batch-size", "50", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}

@@ -1,6 +1,6 @@
 """``gatelab defense``: train a classifier, fit Defense-VAE on adversarial pairs, evaluate under attack, purify.
 
-Trainers keep a checkpoint at ``OUT.ckpt`` (each epoch, and every ``--checkpoint-every`` seconds) and continue from
+Trainers keep a checkpoint at ``OUT.checkpoint.pt`` (each epoch, and every ``--checkpoint-every`` s) and continue from
 one with ``--resume``; ``train`` also keeps its (adversarial, clean) pairs in resumable shards (``--pairs``). The test
 split is read once, after training, for the final number. ``evaluate`` and ``purify`` fill their output folder under
 a temporary name and rename it when complete, so a failure leaves no half-filled folder.
@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from gatelab.checkpoint import checkpoint_beside
 from gatelab.options import add_common, add_training, nonnegative_float, positive_float, positive_int, unit_interval
-
-
-def checkpoint_path(out: str) -> str:
-    """Where a trainer writing ``out`` keeps its checkpoint."""
-    return f"{out}.ckpt"
 
 
 def _training_arguments(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
@@ -194,7 +190,7 @@ def _train_classifier(args) -> int:
     model, history = train_classifier(
         config,
         quiet=args.quiet,
-        checkpoint=checkpoint_path(args.out),
+        checkpoint=checkpoint_beside(args.out),
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         log_dir=args.log_dir,
@@ -241,7 +237,7 @@ def _train_vae(args) -> int:
     purifier = DefenseVAE(config, seed=args.seed, device=args.device).fit(
         adversarial,
         clean,
-        checkpoint=checkpoint_path(args.out),
+        checkpoint=checkpoint_beside(args.out),
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         quiet=args.quiet,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from gatelab.checkpoint import checkpoint_beside
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS
 from gatelab.options import add_training, float_list, nonnegative_float, positive_float, positive_int
 
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a gated classifier with the papers' settings and save it (safetensors, config in "
         "its metadata, plus OUT.json with the history). A validation split carved from the training images "
         "is measured every epoch; the test split is read once, at the end. The training checkpoint "
-        "OUT.ckpt.pt is saved every epoch and every --checkpoint-every seconds; --resume continues from it.",
+        "OUT.checkpoint.pt is saved every epoch and every --checkpoint-every seconds; --resume continues from it.",
     )
     t.add_argument("--model", choices=sorted(MODELS), default=d.model, help=f"network (default: {d.model})")
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=d.dataset, help=f"data set (default: {d.dataset})")
@@ -103,11 +104,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_export)
 
 
-def checkpoint_path(out) -> str:
-    """Where ``gatelab gates train --out OUT`` keeps its training checkpoint."""
-    return f"{out}.ckpt.pt"
-
-
 def _train(args) -> int:
     from dataclasses import asdict
     from pathlib import Path
@@ -136,7 +132,7 @@ def _train(args) -> int:
     ).validate()
     model, history = fit(
         config,
-        checkpoint=checkpoint_path(out),
+        checkpoint=checkpoint_beside(out),
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         quiet=args.quiet,
@@ -148,7 +144,7 @@ def _train(args) -> int:
     print(f"validation error {history.val_error[-1]:.2f}% ({config.val_size} images carved from training)")
     print(f"test error       {history.test_error:.2f}% after {config.epochs} epochs")
     print(f"model            {path}")
-    print(f"checkpoint       {checkpoint_path(out)} (continue training with --resume and more --epochs)")
+    print(f"checkpoint       {checkpoint_beside(out)} (continue training with --resume and more --epochs)")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gatelab.checkpoint import checkpoint_beside
 from gatelab.options import (
     add_common,
     add_training,
@@ -24,12 +25,6 @@ from gatelab.options import (
     probability,
     unit_interval,
 )
-
-
-def checkpoint_path(out) -> Path:
-    """Where ``lm train --out OUT`` keeps its checkpoint while it trains: ``OUT.checkpoint.pt`` beside OUT."""
-    out = Path(out)
-    return out.with_name(out.name + ".checkpoint.pt")
 
 
 def _threads(args) -> None:
@@ -186,7 +181,7 @@ def _train(args) -> int:
     from gatelab.progress import say
 
     out = check_output_path(args.out, kind="dir")
-    ckpt = checkpoint_path(out)
+    ckpt = checkpoint_beside(out)
     check_output_path(ckpt, kind="file")
     for name in ("valid", "test"):  # a missing file is refused now, not after training
         spec = getattr(args, name)

@@ -1,6 +1,6 @@
 """``gatelab nice``: train a classifier, learn its masks, explain images, compress them.
 
-Trainers keep a checkpoint at ``OUT.ckpt`` (each epoch, and every
+Trainers keep a checkpoint at ``OUT.checkpoint.pt`` (each epoch, and every
 ``--checkpoint-every`` seconds) and continue from one with ``--resume``. The
 test split is read once, after training, for the final number. ``explain`` and
 ``compress`` fill their output folder under a temporary name and rename it when
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from gatelab.checkpoint import checkpoint_beside
 from gatelab.options import add_common, add_training, nonnegative_float, positive_float, positive_int
 
 
@@ -21,11 +22,6 @@ def _quality(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_QUALITY:
         raise argparse.ArgumentTypeError(f"JPEG quality must be an integer from 1 to {MAX_QUALITY}, got {text!r}")
     return int(text)
-
-
-def checkpoint_path(out: str) -> str:
-    """Where a trainer writing ``out`` keeps its checkpoint."""
-    return f"{out}.ckpt"
 
 
 def _training_arguments(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
@@ -195,7 +191,7 @@ def _train_classifier(args) -> int:
     model, history = train_classifier(
         config,
         quiet=args.quiet,
-        checkpoint=checkpoint_path(args.out),
+        checkpoint=checkpoint_beside(args.out),
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         log_dir=args.log_dir,
@@ -235,7 +231,7 @@ def _train_masks(args) -> int:
     nice = NICE(classifier, config).fit(
         x,
         quiet=args.quiet,
-        checkpoint=checkpoint_path(args.out),
+        checkpoint=checkpoint_beside(args.out),
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
         log_dir=args.log_dir,

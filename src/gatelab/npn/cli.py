@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from gatelab.checkpoint import checkpoint_beside
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,12 +99,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_train)
 
 
-def checkpoint_path(out: str | Path) -> Path:
-    """Where ``gatelab npn train --out OUT`` keeps its training checkpoint while it runs."""
-    out = Path(out)
-    return out.with_name(out.name + ".checkpoint.pt")
-
-
 def _train(args) -> int:
     import io
     import shutil
@@ -135,7 +130,7 @@ def _train(args) -> int:
         device=args.device,
     ).resolved()
     out = check_output_path(args.out, kind="dir")
-    ckpt = checkpoint_path(out)
+    ckpt = checkpoint_beside(out)
     model, log = fit_npn(
         config,
         quiet=args.quiet,
