@@ -36,6 +36,11 @@ def classifier_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     return {"loss": float(loss) / len(x), "error": 100.0 * int(wrong) / len(x)}
 
 
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+    """Fraction of ``x`` that ``model`` labels as ``y`` (``classifier_scores``' error, as a fraction correct)."""
+    return 1.0 - classifier_scores(model, x, y, batch_size)["error"] / 100.0
+
+
 def _device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")

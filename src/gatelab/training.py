@@ -115,3 +115,50 @@ def train_epochs(
             )
             ckpt.epoch_end(state)
     return history
+
+
+def fit_classifier(
+    fmt: str,
+    config,
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    *,
+    desc: str = "classifier",
+    **trainer,
+) -> list[dict]:
+    """Cross-entropy with Adam(``config.lr``) on ``train`` through ``train_epochs``; keep the best validation epoch.
+
+    The model ends with the weights of the epoch with the lowest error on
+    ``val`` (data on the model's device); that choice is checkpointed and
+    resumed with the rest. ``trainer`` takes ``train_epochs``' keywords
+    (checkpoint, checkpoint_every, resume, quiet, log_dir). Returns the history.
+    """
+    from gatelab.evaluation import classifier_scores
+
+    (x, y), (xv, yv) = train, val
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+
+    def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        idx = idx.to(x.device)
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach()}
+
+    best = {"error": float("inf"), "epoch": 0, "weights": None}
+
+    def epoch_end(epoch: int, _means: dict) -> dict:
+        error = classifier_scores(model, xv, yv)["error"]
+        if error < best["error"]:
+            weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.update(error=error, epoch=epoch + 1, weights=weights)
+        return {"validation_error": error, "validation_accuracy": 1 - error / 100}
+
+    history = train_epochs(
+        fmt, config, model, optimizer, len(x), step, epoch_end=epoch_end, extra=best, desc=desc, **trainer
+    )
+    model.load_state_dict(best["weights"])
+    say(f"{desc}: keeping epoch {best['epoch']}, validation error {best['error']:.2f}%", trainer.get("quiet", False))
+    return history

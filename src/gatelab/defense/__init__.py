@@ -18,7 +18,6 @@ Defense-VAE: Li & Ji, ECML-PKDD 2019 (arXiv:1812.06570). Classifiers from Defens
 from gatelab.defense.attacks import ATTACKS, attack, library_attack
 from gatelab.defense.classifiers import (
     ClassifierConfig,
-    accuracy,
     load_classifier,
     save_classifier,
     train_classifier,
@@ -29,6 +28,7 @@ from gatelab.defense.pairs import load_pairs, make_pairs
 from gatelab.defense.projection import ProjectionPurifier, project, project_restarts
 from gatelab.defense.purifier import Defended, DefenseVAE
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
+from gatelab.evaluation import accuracy
 
 __all__ = [
     "ADAPTIVE",

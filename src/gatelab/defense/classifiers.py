@@ -16,16 +16,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from gatelab.data import IMAGE_DATASETS, image_splits
 from gatelab.defense.models import NAMES, Classifier, classifier
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
-from gatelab.evaluation import classifier_scores
-from gatelab.progress import say
-from gatelab.training import train_epochs
+from gatelab.training import fit_classifier
 from gatelab.weights import config_from, load_weights, read_weights, save_weights
 
 
@@ -70,11 +66,6 @@ class ClassifierConfig:
         return self
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of ``images`` that ``model`` labels correctly (through ``gatelab.evaluation``)."""
-    return 1.0 - classifier_scores(model, images, labels)["error"] / 100.0
-
-
 def train_classifier(
     config: ClassifierConfig,
     data_root=None,
@@ -97,45 +88,19 @@ def train_classifier(
     x, y, xv, yv = image_splits(config.dataset, config.val_size, config.seed, config.train_examples, data_root)
     x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
     model = classifier(config.model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-
-    def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        idx = idx.to(device)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.detach()}
-
-    best = {"error": float("inf"), "epoch": 0, "weights": None}
-
-    def epoch_end(epoch: int, _means: dict) -> dict:
-        error = classifier_scores(model, xv, yv)["error"]
-        if error < best["error"]:
-            best.update(
-                error=error, epoch=epoch + 1, weights={k: v.detach().clone() for k, v in model.state_dict().items()}
-            )
-        return {"validation_error": error, "validation_accuracy": 1 - error / 100}
-
-    desc = f"model {config.model} {config.dataset}"
-    history = train_epochs(
+    history = fit_classifier(
         "defense-classifier",
         config,
         model,
-        optimizer,
-        len(x),
-        step,
-        epoch_end=epoch_end,
-        extra=best,
+        (x, y),
+        (xv, yv),
+        desc=f"model {config.model} {config.dataset}",
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         resume=resume,
         quiet=quiet,
         log_dir=log_dir,
-        desc=desc,
     )
-    model.load_state_dict(best["weights"])
-    say(f"{desc}: keeping epoch {best['epoch']}, validation error {best['error']:.2f}%", quiet)
     return model.eval(), history
 
 

@@ -172,7 +172,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train_classifier(args) -> int:
     from gatelab.data import mnist_tensors
-    from gatelab.defense import ClassifierConfig, accuracy, save_classifier, train_classifier
+    from gatelab.defense import ClassifierConfig, save_classifier, train_classifier
+    from gatelab.evaluation import accuracy
     from gatelab.files import check_output_path
 
     config = ClassifierConfig(

@@ -10,10 +10,9 @@
 The gates come from ``gatelab.gates`` (hard concrete, as in the authors' code, or ARM).
 """
 
-from gatelab.evaluation import predict
+from gatelab.evaluation import accuracy, predict
 from gatelab.nice.classifiers import (
     ClassifierConfig,
-    accuracy,
     load_classifier,
     save_classifier,
     small_cnn,

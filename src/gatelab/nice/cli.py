@@ -174,8 +174,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train_classifier(args) -> int:
     from gatelab.data import mnist_tensors
+    from gatelab.evaluation import accuracy
     from gatelab.files import check_output_path
-    from gatelab.nice.classifiers import ClassifierConfig, accuracy, save_classifier, train_classifier
+    from gatelab.nice.classifiers import ClassifierConfig, save_classifier, train_classifier
 
     config = ClassifierConfig(
         dataset=args.dataset,
@@ -311,9 +312,8 @@ def _explain(args) -> int:
 
 
 def _compress(args) -> int:
-    from gatelab.evaluation import predict
+    from gatelab.evaluation import accuracy, predict
     from gatelab.files import atomic_dir
-    from gatelab.nice.classifiers import accuracy
     from gatelab.nice.compress import compress, save_jpegs
 
     classifier, nice, images, labels, names = _nice_for(args)

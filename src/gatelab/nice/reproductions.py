@@ -16,8 +16,8 @@ from dataclasses import asdict
 import torch
 
 from gatelab.data import image_splits, mnist_tensors
-from gatelab.evaluation import predict
-from gatelab.nice.classifiers import ClassifierConfig, accuracy, load_classifier, save_classifier, train_classifier
+from gatelab.evaluation import accuracy, predict
+from gatelab.nice.classifiers import ClassifierConfig, load_classifier, save_classifier, train_classifier
 from gatelab.nice.compress import compress
 from gatelab.nice.masks import NICE, NICEConfig
 from gatelab.nice.metrics import BASELINES, attribute, compare, plot_curves
