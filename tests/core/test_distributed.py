@@ -53,10 +53,8 @@ def test_two_workers_share_the_vocabulary_and_finish():
     assert "rank 1 vocab ['cat', 'the'] shard 5-10" in proc.stdout
 
 
-def test_a_killed_worker_is_named_within_the_timeout():
-    # torchrun's agent would SIGTERM the survivor as soon as it saw the death; a slow agent monitor stands
-    # for a lost worker on another machine, which no local agent sees: the survivor must notice by itself.
-    timeout = 8
+def _run_kill_scenario(timeout):
+    """Launch the kill scenario; returns (output lines, when rank 1 announced itself, the lost-rank sighting)."""
     proc = subprocess.Popen(
         _torchrun_cmd(str(timeout), "kill", monitor_interval="120"),
         stdout=subprocess.PIPE,
@@ -65,20 +63,34 @@ def test_a_killed_worker_is_named_within_the_timeout():
         env=ENV,
         start_new_session=True,
     )
-    killed_at, lost = None, []
+    lines, killed_at, lost = [], None, None
     deadline = time.monotonic() + 120
     try:
         for line in proc.stdout:
-            if line.startswith("rank 1 vocab"):
+            lines.append(line)
+            if "rank 1 vocab" in line:
                 killed_at = time.monotonic()  # rank 1 kills itself right after printing this
-            if line.startswith("gatelab: error: lost rank"):
-                lost.append((time.monotonic(), line.strip()))
+            if "gatelab: error: lost rank" in line:
+                lost = (time.monotonic(), line.strip())
                 break
-            assert time.monotonic() < deadline, "no lost-rank line within 120 s"
+            assert time.monotonic() < deadline, "no lost-rank line within 120 s:\n" + "".join(lines)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert killed_at is not None and len(lost) == 1
-    seen_at, line = lost[0]
-    assert line.startswith("gatelab: error: lost rank 1 of 2: no heartbeat"), line
-    assert seen_at - killed_at < timeout + 5
+    return lines, killed_at, lost
+
+
+def test_a_killed_worker_is_named_within_the_timeout():
+    # torchrun's agent would SIGTERM the survivor as soon as it saw the death; a slow agent monitor stands
+    # for a lost worker on another machine, which no local agent sees: the survivor must notice by itself.
+    timeout = 8
+    lines, killed_at, lost = _run_kill_scenario(timeout)
+    if not any("rank 0 vocab" in line for line in lines):
+        # torchrun itself failed to start the workers (a port race in its rendezvous): not what is under test
+        lines, killed_at, lost = _run_kill_scenario(timeout)
+    output = "".join(lines)
+    assert killed_at is not None, "rank 1 never announced itself:\n" + output
+    assert lost is not None, "nobody named the lost rank:\n" + output
+    seen_at, line = lost
+    assert line.startswith("gatelab: error: lost rank 1 of 2: no heartbeat"), output
+    assert seen_at - killed_at < timeout + 5, output
