@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from gatelab.checkpoint import Interrupted, load_state
+from gatelab.checkpoint import Checkpointer, Interrupted, load_state
 from gatelab.reproduce import available, run
 
 repro = importlib.import_module("gatelab.lm.reproductions")
@@ -64,19 +64,18 @@ def test_blackout_ptb_quick_reads_test_once_after_training(tiny_ptb, tmp_path):
 
 
 def test_interrupted_reproduction_resumes_in_progress_model_and_skips_finished(tiny_ptb, tmp_path, monkeypatch):
-    train_module = importlib.import_module("gatelab.lm.train")
-    real_clip, steps = train_module.clip_grad_norm, []
+    real_step, steps = Checkpointer.step, []
 
-    def clip_then_signal(params, max_norm):  # SIGTERM in the middle of the second model (BlackOut)
+    def step_then_signal(self, snapshot):  # SIGTERM in the middle of the second model (BlackOut)
         steps.append(1)
         if len(steps) == 8:  # each model takes 2 epochs of 3 chunks here
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_clip(params, max_norm)
+        return real_step(self, snapshot)
 
-    monkeypatch.setattr(train_module, "clip_grad_norm", clip_then_signal)
+    monkeypatch.setattr(Checkpointer, "step", step_then_signal)
     with pytest.raises(Interrupted) as info:
         run("blackout-ptb", quick=True, out=tmp_path / "runs", seed=0, echo=None, quiet=True)
-    monkeypatch.setattr(train_module, "clip_grad_norm", real_clip)
+    monkeypatch.setattr(Checkpointer, "step", real_step)
     (partial,) = (tmp_path / "runs").glob(".blackout-ptb-*.partial")
     assert "--resume" in info.value.hint and (partial / "stages" / "train-softmax.json").is_file()
     assert load_state(partial / "checkpoints" / "blackout.pt")["position"]["chunk"] > 0  # stopped mid-epoch

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gatelab.checkpoint import Interrupted, load_state
+from gatelab.checkpoint import Checkpointer, Interrupted, load_state
 from gatelab.cli import main
 from gatelab.lm.corpus import load_corpus
 from gatelab.lm.train import LMConfig, train
@@ -39,20 +39,20 @@ def test_run_interrupted_mid_epoch_resumes_exactly(tiny_text, tmp_path, monkeypa
     cfg = LMConfig(loss="blackout", cell=cell, samples=5, hidden=16, epochs=2, batch_size=4, bptt=8, lr=0.02, seed=3)
     whole, history = train(corpus, cfg)
 
-    real, steps = lm_train.clip_grad_norm, []
+    real, steps = Checkpointer.step, []
 
-    def clip_then_signal(params, max_norm):  # SIGINT after the 7th step of the second epoch
+    def step_then_signal(self, snapshot):  # SIGINT after the 7th chunk of the second epoch
         steps.append(1)
         if len(steps) == per_epoch + 7:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(params, max_norm)
+        return real(self, snapshot)
 
     per_epoch = -(-corpus.train.numel() // cfg.batch_size // cfg.bptt)  # chunks per epoch, about
-    monkeypatch.setattr(lm_train, "clip_grad_norm", clip_then_signal)
+    monkeypatch.setattr(Checkpointer, "step", step_then_signal)
     path = tmp_path / "run.pt"
     with pytest.raises(Interrupted):
         train(corpus, cfg, checkpoint=path, checkpoint_every=3600)
-    monkeypatch.setattr(lm_train, "clip_grad_norm", real)
+    monkeypatch.setattr(Checkpointer, "step", real)
     position = load_state(path)["position"]
     assert position["epoch"] == 2 and 0 < position["chunk"] < per_epoch  # saved in the middle of epoch 2
 

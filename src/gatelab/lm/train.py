@@ -23,6 +23,7 @@ from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
 from gatelab.files import atomic_path, write_json
 from gatelab.lm.corpus import IGNORE, Corpus, make_streams
+from gatelab.lm.fused import FusedStep, fusable
 from gatelab.lm.model import CELLS, RNNLM
 from gatelab.lm.optim import RMSProp, clip_grad_norm
 from gatelab.lm.output import LOSSES, make_output
@@ -210,6 +211,7 @@ def train(
     checkpoint_every: float = 300.0,
     resume: str | os.PathLike | None = None,
     log_dir: str | os.PathLike | None = None,
+    compiled: bool = True,
 ) -> tuple[RNNLM, list[dict]]:
     """Train a language model on ``corpus.train``; return it and one record per epoch.
 
@@ -287,6 +289,7 @@ def train(
         }
 
     nominal = config.batch_size * config.bptt
+    fused = FusedStep(model, optimizer, nominal, config.clip, IGNORE) if compiled and fusable(model) else None
     with (
         Checkpointer(checkpoint if checkpoint is not None else resume, checkpoint_every) as ckpt,
         ScalarLog(log_dir) as scalars,
@@ -299,17 +302,22 @@ def train(
             start = time.perf_counter() - pos["seconds"]
             for i in range(pos["chunk"], len(chunks)):
                 inputs, targets = chunks[i]
-                loss, _, state = model(inputs.to(device), targets.to(device), pos["state"])
-                pos["state"] = model.detach_state(state)
-                if counts[i]:
-                    optimizer.zero_grad(set_to_none=True)
-                    # per-word mean over the nominal chunk size (as the authors' code does), so the short,
-                    # padded chunks at the end of an epoch take proportionally small steps
-                    (loss / nominal).backward()
-                    clip_grad_norm(params, config.clip)
-                    optimizer.step()
-                    pos["loss_sum"] += loss.detach().double()
+                if fused is not None and counts[i]:
+                    loss, pos["state"] = fused(inputs, targets, pos["state"])
+                    pos["loss_sum"] += loss
                     pos["words"] += counts[i]
+                else:
+                    loss, _, state = model(inputs.to(device), targets.to(device), pos["state"])
+                    pos["state"] = model.detach_state(state)
+                    if counts[i]:
+                        optimizer.zero_grad(set_to_none=True)
+                        # per-word mean over the nominal chunk size (as the authors' code does), so the short,
+                        # padded chunks at the end of an epoch take proportionally small steps
+                        (loss / nominal).backward()
+                        clip_grad_norm(params, config.clip)
+                        optimizer.step()
+                        pos["loss_sum"] += loss.detach().double()
+                        pos["words"] += counts[i]
                 pos["chunk"], pos["seconds"] = i + 1, time.perf_counter() - start
                 progress.update(counts[i])
                 if (i + 1) % LOG_EVERY == 0 or i + 1 == len(chunks):  # the only host sync of the loop
