@@ -1,11 +1,13 @@
 """The output-layer losses against direct reference computations."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from gatelab.lm.corpus import load_corpus
 from gatelab.lm.output import (
     BlackOut,
     FullSoftmax,
@@ -16,6 +18,7 @@ from gatelab.lm.output import (
     sampled_softmax_loss,
 )
 from gatelab.lm.sampler import UnigramSampler
+from gatelab.lm.train import LMConfig, train
 
 torch.set_default_dtype(torch.float32)
 
@@ -158,3 +161,15 @@ def test_exact_nll_is_chunked_full_softmax():
     got = layer.nll(h, y, chunk_elems=37 * 2)
     assert torch.allclose(got.reshape(-1), ref, atol=1e-5)
     assert got[0, 0] == 0
+
+
+def test_nce_learned_normaliser_is_trained_and_fixed_one_is_not(tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text("\n".join(["the cat sat on the mat", "a dog and a cat sat on the log"] * 20) + "\n")
+    corpus = load_corpus(str(text), val_size=0.1, seed=0)
+    cfg = LMConfig(loss="nce", samples=5, hidden=16, epochs=1, batch_size=4, bptt=8, lr=0.05, nce_log_z=2.0)
+    fixed, _ = train(corpus, cfg)
+    learned, _ = train(corpus, dataclasses.replace(cfg, nce_learn_z=True))
+    assert fixed.output.log_z == 2.0 and "output.log_z" not in fixed.state_dict()
+    assert isinstance(learned.output.log_z, torch.nn.Parameter)
+    assert abs(float(learned.output.log_z) - 2.0) > 1e-3  # it moved from where it started

@@ -51,12 +51,13 @@ def test_blackout_ptb_quick_reads_test_once_after_training(tiny_ptb, tmp_path):
     assert "blackout-ptb" in available()
     folder = run("blackout-ptb", quick=True, out=tmp_path / "runs", seed=0, echo=None, quiet=True)
     trained = [e for e in tiny_ptb if e.startswith("train-")]
-    assert trained == ["train-softmax", "train-blackout", "train-nce"]
+    assert trained == ["train-softmax", "train-blackout", "train-nce", "train-nce"]  # NCE: fixed, then learned log Z
     assert tiny_ptb.count("ptb.test.txt") == 1
-    assert tiny_ptb.index("ptb.test.txt") > tiny_ptb.index("train-nce")  # no test access before the final number
+    assert tiny_ptb.index("ptb.test.txt") > len(tiny_ptb) - 1 - tiny_ptb[::-1].index("train-nce")  # test read last
     results = json.loads((folder / "results.json").read_text())
     runs = results["results"]["runs"]
-    assert set(runs) == {"softmax", "blackout", "nce"} and all(len(r["valid_ppl"]) == 2 for r in runs.values())
+    assert set(runs) == {"softmax", "blackout", "nce", "nce-learned-z"}
+    assert all(len(r["valid_ppl"]) == 2 for r in runs.values())
     assert all(r["test_ppl"] > 1 for r in runs.values())
     assert all(row["paper"] is None for row in results["table"])  # nothing the paper itself states
     assert (folder / "report.md").is_file() and (folder / "valid_ppl.png").is_file()
@@ -88,6 +89,6 @@ def test_interrupted_reproduction_resumes_in_progress_model_and_skips_finished(t
         repro, "train", lambda c, cfg, **kw: resumed.append((cfg.loss, kw["resume"])) or real_train(c, cfg, **kw)
     )
     folder = run("blackout-ptb", quick=True, out=tmp_path / "runs", seed=0, resume=partial, echo=None, quiet=True)
-    assert [loss for loss, _ in resumed] == ["blackout", "nce"]  # softmax finished: skipped
-    assert resumed[0][1] == partial / "checkpoints" / "blackout.pt" and resumed[1][1] is None
+    assert [loss for loss, _ in resumed] == ["blackout", "nce", "nce"]  # softmax finished: skipped
+    assert resumed[0][1] == partial / "checkpoints" / "blackout.pt" and resumed[1][1] is resumed[2][1] is None
     assert json.loads((folder / "results.json").read_text())["results"]["runs"]["blackout"]["test_ppl"] > 1

@@ -115,7 +115,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"lr factor after an epoch that did not improve validation perplexity (default: {d.lr_plateau_decay})",
     )
     t.add_argument(
-        "--nce-log-z", type=finite_float, default=d.nce_log_z, help=f"NCE's fixed log Z (default: {d.nce_log_z})"
+        "--nce-log-z",
+        type=finite_float,
+        default=d.nce_log_z,
+        help=f"NCE's log normaliser, fixed or the start of a learned one (default: {d.nce_log_z})",
+    )
+    t.add_argument(
+        "--nce-learn-z", action="store_true", help="learn NCE's log normaliser as a parameter (default: fixed)"
     )
     t.add_argument("--min-count", type=positive_int, default=1, help="words seen fewer times become <unk> (default: 1)")
     t.add_argument(
@@ -205,6 +211,7 @@ def _train(args) -> int:
         lr_decay=args.lr_decay,
         lr_plateau_decay=args.lr_plateau_decay,
         nce_log_z=args.nce_log_z,
+        nce_learn_z=args.nce_learn_z,
         include_unk=not args.exclude_unk,
         reset_at_eos=not args.no_reset,
         max_train_words=args.max_train_words,

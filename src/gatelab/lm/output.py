@@ -102,7 +102,7 @@ def nce_loss(
     logq_target: torch.Tensor,
     logq_samples: torch.Tensor,
     k: int,
-    log_z: float = 0.0,
+    log_z: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Noise-contrastive estimation (Gutmann & Hyvärinen; Mnih & Teh) per example.
 
@@ -254,13 +254,18 @@ class ImportanceSampling(SampledOutput):
 
 
 class NCE(SampledOutput):
-    """Noise-contrastive estimation with the same proposal as noise and shared samples."""
+    """Noise-contrastive estimation with the same proposal as noise and shared samples.
+
+    ``log_z`` is the normaliser: fixed (the authors' code uses log Z = 0), or, with
+    ``learn_log_z``, a scalar parameter that starts there and is trained with the
+    rest; a fixed log Z far from the model's true one starves NCE of signal.
+    """
 
     name = "nce"
 
-    def __init__(self, *args, log_z: float = 0.0, **kwargs):
+    def __init__(self, *args, log_z: float = 0.0, learn_log_z: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.log_z = float(log_z)
+        self.log_z = nn.Parameter(torch.tensor(float(log_z))) if learn_log_z else float(log_z)
 
     def per_example(self, s_t, s_s, lq_t, lq_s, samples, targets):
         return nce_loss(s_t, s_s, lq_t, lq_s, self.k, self.log_z)
@@ -276,6 +281,7 @@ def make_output(
     seed: int = 0,
     init_range: float = 0.08,
     nce_log_z: float = 0.0,
+    nce_learn_z: bool = False,
 ) -> OutputLayer:
     """Build the output layer named ``loss`` (softmax, blackout, nce or is)."""
     check_choice("loss", loss, LOSSES)
@@ -284,5 +290,5 @@ def make_output(
     if counts is None:
         raise GatelabError(f"the {loss} output layer needs the training word counts for its proposal")
     cls = {"blackout": BlackOut, "is": ImportanceSampling, "nce": NCE}[loss]
-    extra = {"log_z": nce_log_z} if loss == "nce" else {}
+    extra = {"log_z": nce_log_z, "learn_log_z": nce_learn_z} if loss == "nce" else {}
     return cls(vocab_size, hidden_size, counts, samples=samples, alpha=alpha, seed=seed, init_range=init_range, **extra)

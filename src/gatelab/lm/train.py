@@ -48,6 +48,7 @@ class LMConfig:
     chunks; after each epoch the learning rate is multiplied by ``lr_decay`` if
     validation perplexity improved and by ``lr_plateau_decay`` if it did not.
     ``include_unk``: whether targets that are ``<unk>`` count in perplexity.
+    ``nce_log_z``: NCE's log normaliser, fixed, or learned from there with ``nce_learn_z``.
 
     The paper's PTB setting (issue 5): sigmoid RNN, hidden 128, batch 32, BPTT 20,
     K=100, alpha=0.4. RMSProp's decay 0.999 and eps 1e-3 and the clipping norm are
@@ -71,6 +72,7 @@ class LMConfig:
     lr_decay: float = 1.0
     lr_plateau_decay: float = 0.7
     nce_log_z: float = 0.0
+    nce_learn_z: bool = False
     init_range: float = 0.08
     reset_at_eos: bool = True
     include_unk: bool = True
@@ -130,6 +132,7 @@ def build_model(vocab: Vocab, config: LMConfig) -> RNNLM:
         seed=config.seed,
         init_range=config.init_range,
         nce_log_z=config.nce_log_z,
+        nce_learn_z=config.nce_learn_z,
     )
     model = RNNLM(
         len(vocab),
