@@ -11,7 +11,7 @@ export GATELAB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data)
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,video]'
 	# gatelab.defense's attacks; --no-deps because its declared torchvision (unused by its code) breaks beside this torch.
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	touch $@
