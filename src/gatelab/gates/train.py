@@ -1,9 +1,10 @@
 """Training gated classifiers on MNIST-like data with the papers' settings, and their checkpoints.
 
 ``fit`` carves a seeded validation split from the training images, reports
-the validation error every epoch and reads the test split once, after the last
-epoch. It checkpoints (model, Adam, RNG states, position in the epoch and the
-epoch's order, history, config) at each epoch's end and every
+the validation error of the averaged weights every ``eval_every`` epochs and
+reads the test split once, after the last epoch. It checkpoints (model, Adam,
+weight average, RNG states, position in the epoch and the epoch's order,
+history, config) at each epoch's end and every
 ``checkpoint_every`` seconds, and ``resume=PATH`` continues exactly where that
 checkpoint stopped.
 """
