@@ -1,12 +1,16 @@
 """Training-step cost of the gate estimators against the dense model, and inference speed of exported models.
 
-    python benchmarks/gates.py [--checkpoint lenet5.safetensors] [--steps 30]
+    python benchmarks/gates.py [--checkpoint RUN/lenet5-arm.safetensors] [--steps 30]
 
 Step times: one optimiser step on a batch of 128 MNIST-shaped inputs (ARM runs
 its second, gradient-free pass). Inference: the exported LeNet-5 against the
-dense LeNet-5. Without a checkpoint, the gates are set to the pruned
-architecture that Louizos et al. published for LeNet-5-Caffe (20-25-45-462),
-choosing which units stay at random; with one, its learned gates are used.
+dense LeNet-5 at batch 1 and 1,000, as a ratio. Give a trained ARM checkpoint
+(``lenet5-arm.safetensors`` in an ``l0arm-lenet5`` run folder, or any
+``gatelab gates train --model lenet5`` output) to time the architecture ARM
+learned; without one, the gates are set to the pruned architecture that
+Louizos et al. published for LeNet-5-Caffe (20-25-45-462), choosing which
+units stay at random. The load average is printed with the figures, since
+others may share the machine.
 """
 
 from __future__ import annotations
@@ -58,7 +62,10 @@ def pruned_lenet(checkpoint: str | None):
     if checkpoint:
         from gatelab.gates.train import load_checkpoint
 
-        return load_checkpoint(checkpoint)[0], f"checkpoint {checkpoint}"
+        model, config = load_checkpoint(checkpoint)
+        if config.model != "lenet5":
+            raise SystemExit(f"{checkpoint} holds a gated {config.model}; this benchmark times LeNet-5 checkpoints")
+        return model, f"checkpoint {checkpoint}, {config.estimator} gates, {config.epochs} epochs"
     model = sparsify(build_model("lenet5"), "structured", "arm")
     with torch.no_grad():
         for g, keep in zip(gates(model), (20, 25, 45, 462)):
@@ -67,6 +74,10 @@ def pruned_lenet(checkpoint: str | None):
             g.phi[order[:keep]] = 1.0
     model.eval()(torch.zeros(1, 1, 28, 28))
     return model, "published architecture 20-25-45-462 (Louizos et al., Table 1), units chosen at random"
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -80,7 +91,7 @@ def main() -> None:
 
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads; {_load()}"
     )
     print("\ntraining step, batch 128 (median seconds; ratio to dense)")
     for model_name in ("mlp", "lenet5"):
@@ -102,6 +113,7 @@ def main() -> None:
             td = _median_seconds(partial(dense, x), args.steps * 3)
             te = _median_seconds(partial(small, x), args.steps * 3)
         print(f"  batch {batch:5d}: dense {td * 1e3:8.3f} ms  exported {te * 1e3:8.3f} ms  speed-up {td / te:.2f}x")
+    print(_load())
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def test_quick_reproduction_reports_reference_not_paper(tmp_path, tiny, name, re
     assert all(row["paper"] is None for row in results["table"])  # nothing the L0-ARM paper states was found
     model_name = name.split("-")[1]
     for method in ("arm", "hard_concrete"):
-        history = results["results"][method]["history"]
+        history = results["results"][f"{model_name}-{method}"]["history"]
         assert history["epoch"] == [1] and len(history["val_error"]) == 1 and history["test_error"] is not None
         assert results["settings"][f"{model_name}-{method} config"]["val_size"] == 64
         assert (folder / f"{model_name}-{method}.safetensors").is_file()  # `gatelab gates summary` reads it
@@ -77,4 +77,19 @@ def test_an_interrupted_reproduction_skips_the_finished_model_and_resumes_the_ot
     folder = run("l0arm-mlp", quick=True, out=tmp_path, resume=partial, echo=None, quiet=True)
     assert fits[2:] == [("hard_concrete", checkpoint)]  # the finished model is not trained again
     results = json.loads((folder / "results.json").read_text())
-    assert set(results["results"]) == {"arm", "hard_concrete"}
+    assert set(results["results"]) == {"mlp-arm", "mlp-hard_concrete"}
+
+
+def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch):
+    """The full run's plumbing on tiny settings: one worker process per model, results gathered as stages."""
+    monkeypatch.setattr(reproductions, "FULL", {**TINY, "train_examples": 64, "val_size": 32})
+    folder = run("l0arm-mlp", quick=False, out=tmp_path, echo=None, quiet=True)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["settings"]["worker processes"] == reproductions.WORKERS == 2
+    assert set(results["results"]) == {"mlp-arm", "mlp-hard_concrete"}
+    for key in results["results"]:
+        history = results["results"][key]["history"]
+        assert history["epoch"] == [1] and history["test_error"] is not None
+        assert (folder / "stages" / f"{key}.json").is_file() and (folder / f"{key}.safetensors").is_file()
+    assert not list(folder.glob("stages/*.worker.json"))
+    assert "L0-ARM against hard concrete" in (folder / "report.md").read_text()

@@ -147,3 +147,8 @@ def test_cli_train_summary_export_round_trip(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.eval()(x), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(export(model)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_validation_every_few_epochs_and_after_the_last():
+    _, history = fit(TrainConfig(**{**TINY, "epochs": 3}, eval_every=2), quiet=True)
+    assert history.epoch == [2, 3] and len(history.val_error) == len(history.train_loss) == 2

@@ -211,9 +211,40 @@ def expected_l0(model: nn.Module) -> torch.Tensor:
     return sum(g.group_size * g.prob_open().sum() for g in gates(model))
 
 
-def regularizer(model: nn.Module, dataset_size: int) -> torch.Tensor:
-    """The papers' penalty: sum over layers of lambda / N times the layer's expected L0 norm."""
-    return sum(g.lam / dataset_size * g.group_size * g.prob_open().sum() for g in gates(model))
+def expected_l2(model: nn.Module) -> torch.Tensor:
+    """E_z ||theta * z||^2: every weight's square weighted by P(open) of the gate that switches it.
+
+    Weights that no gate switches (a Linear's bias, ungated layers) count in
+    full; the gates' own ``phi`` do not count. This is the authors' (and
+    Louizos et al.'s) gated weight decay, before its factor weight_decay / 2.
+    """
+    gated = set()
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for module in model.modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for plist in module.parametrizations.values():
+            original, mask = plist.original, plist[0]
+            gated.add(original)
+            square = original.square()
+            others = [d for d in range(square.dim()) if d != mask.dim]
+            if mask.dim is not None and others:  # (an empty list would sum over every dimension)
+                square = square.sum(others)
+            total = total + (mask.gate.prob_open() * square).sum()
+    phis = {g.phi for g in gates(model)}
+    for p in model.parameters():
+        if p not in gated and p not in phis:
+            total = total + p.square().sum()
+    return total
+
+
+def regularizer(model: nn.Module, dataset_size: int, weight_decay: float = 0.0) -> torch.Tensor:
+    """The papers' penalty: sum over layers of lambda / N times the layer's expected L0 norm,
+    plus weight_decay / 2 times ``expected_l2`` (none by default)."""
+    reg = sum(g.lam / dataset_size * g.group_size * g.prob_open().sum() for g in gates(model))
+    if weight_decay:
+        reg = reg + 0.5 * weight_decay * expected_l2(model)
+    return reg
 
 
 @contextlib.contextmanager
@@ -265,6 +296,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     dataset_size: int,
     criterion: Callable = F.cross_entropy,
+    weight_decay: float = 0.0,
 ) -> dict:
     """One optimiser step on data loss + L0 regularizer, with the estimator's gradient for the gates.
 
@@ -273,6 +305,7 @@ def train_step(
     main one (so dropout draws the same masks) and leaves the model as it was
     (BatchNorm normalises with the batch's statistics but its running buffers and
     ``num_batches_tracked`` are untouched). AR and the relaxations need one pass.
+    ``weight_decay`` adds the gated expected-L2 term (see ``regularizer``).
 
     Returns detached tensors on the model's device (no host synchronisation):
     ``loss``, ``data_loss``, ``regularizer`` and the main pass's ``outputs``.
@@ -294,7 +327,7 @@ def train_step(
                 _set_antithetic(model_gates, False)
         outputs = model(inputs)
         data_loss = criterion(outputs, targets)
-        reg = regularizer(model, dataset_size)
+        reg = regularizer(model, dataset_size, weight_decay)
         loss = data_loss + reg
         for g in model_gates:
             term = estimator.surrogate(g.phi, g.u, data_loss.detach(), f_anti)

@@ -6,7 +6,14 @@ import argparse
 
 from gatelab.checkpoint import checkpoint_beside
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS
-from gatelab.options import add_training, float_list, nonnegative_float, positive_float, positive_int
+from gatelab.options import (
+    add_training,
+    float_list,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,6 +81,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default: {d.lr})")
     t.add_argument(
+        "--weight-decay",
+        type=nonnegative_float,
+        default=None,
+        help="factor of the gated expected-L2 term (weight_decay/2) sum P(open) ||w||^2 "
+        "(default: the authors', 5e-4 for mlp, 5e-4/60000 for lenet5, 0 for resnet)",
+    )
+    t.add_argument(
+        "--ema",
+        type=unit_interval,
+        default=d.ema,
+        help="decay of the moving average of the weights used for validation, the test and the saved model, "
+        f"in [0, 1); 0: the last weights (default: {d.ema})",
+    )
+    t.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=d.eval_every,
+        help=f"measure the validation split every N epochs, and after the last (default: {d.eval_every})",
+    )
+    t.add_argument(
         "--train-examples",
         type=positive_int,
         default=None,
@@ -125,6 +152,9 @@ def _train(args) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        weight_decay=args.weight_decay,
+        ema=args.ema,
+        eval_every=args.eval_every,
         train_examples=args.train_examples,
         val_size=args.val_size,
         seed=args.seed,

@@ -52,6 +52,10 @@ class GateFunction:
     def init_phi(self, keep_prob: float) -> float:
         raise NotImplementedError
 
+    def init_std(self) -> float:
+        """The spread of the initial ``phi``: 0.01 / k, so that g(phi) spreads alike for every k (the authors')."""
+        return 1e-2 / self.k if self.k > 0 else 1e-2
+
 
 class ScaledSigmoid(GateFunction):
     """g(phi) = sigmoid(k * phi); k = 1 is the plain sigmoid, the paper uses k = 7."""
@@ -109,6 +113,10 @@ class Estimator:
 
     def init_phi(self, keep_prob: float) -> float:
         return self.g.init_phi(keep_prob)
+
+    def init_std(self) -> float:
+        """Standard deviation of the Gaussian noise added to the initial ``phi``."""
+        return self.g.init_std()
 
     def sample(self, phi, u, antithetic: bool = False):
         """The gate values for uniform noise ``u``: 1[u < g], or 1[u > 1 - g] when antithetic."""
@@ -177,6 +185,9 @@ class HardConcrete(Estimator):
 
     def init_phi(self, keep_prob):
         return math.log(keep_prob / (1 - keep_prob))
+
+    def init_std(self):
+        return 1e-2  # Louizos et al.'s code: log_alpha ~ N(logit(1 - droprate), 0.01)
 
     def _stretch(self, s):
         return (s * (HC_ZETA - HC_GAMMA) + HC_GAMMA).clamp(0.0, 1.0)

@@ -14,7 +14,12 @@ class Gate(nn.Module):
     In training mode it returns the gates drawn from the current uniform noise
     ``u`` (redrawn by ``resample_``); in eval mode the deterministic test-time
     gates. ``group_size`` is how many parameters each gate switches off, so the
-    expected L0 norm of the layer is ``sum(group_size * P(open))``.
+    expected L0 norm of the layer is ``sum(group_size * P(open))``. ``phi``
+    starts at N(init_phi(keep_prob), init_std^2); init_std None is the
+    estimator's (0.01 / k for sigmoid(k phi), as in the authors' code).
+
+    ``u`` holds one uniform number per gate: every example of a minibatch sees
+    the same gates (the authors' ``local_rep``), since they multiply the weights.
     """
 
     def __init__(
@@ -25,11 +30,12 @@ class Gate(nn.Module):
         group_size: int,
         lam: float,
         layer: str,
-        init_std: float = 1e-2,
+        init_std: float | None = None,
     ):
         super().__init__()
         init = estimator.init_phi(keep_prob)
-        self.phi = nn.Parameter(torch.full(shape, init) + init_std * torch.randn(shape))
+        std = estimator.init_std() if init_std is None else init_std
+        self.phi = nn.Parameter(torch.full(shape, init) + std * torch.randn(shape))
         self.register_buffer("u", torch.rand(shape), persistent=False)
         self.estimator = estimator
         self.group_size = group_size
