@@ -8,20 +8,21 @@ shard of the data to ``fit``.
 """
 
 from gatelab.data.bow import BagOfWords, read_docword, read_vocab, uci_paths
-from gatelab.vi.base import ALGORITHMS, dirichlet_expectation, learning_rate, ring_schedule
+from gatelab.vi.base import ALGORITHMS, dirichlet_expectation, learning_rate
+from gatelab.vi.gmm import GaussianMixtureVI
 from gatelab.vi.lda import LDAVI, completion_split
 from gatelab.vi.synthetic import synthetic_gmm, synthetic_lda
 
 __all__ = [
     "ALGORITHMS",
     "BagOfWords",
+    "GaussianMixtureVI",
     "LDAVI",
     "completion_split",
     "dirichlet_expectation",
     "learning_rate",
     "read_docword",
     "read_vocab",
-    "ring_schedule",
     "synthetic_gmm",
     "synthetic_lda",
     "uci_paths",

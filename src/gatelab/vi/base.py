@@ -79,15 +79,6 @@ def learning_rate(step: int, tau: float, kappa: float) -> float:
     return (tau + step) ** (-kappa)
 
 
-def ring_schedule(n_blocks: int, world: int, rounds: int = 1) -> list[list[tuple[int, int]]]:
-    """The (rank, block) visits of each round when blocks start at rank ``b % world`` and move to the next rank.
-
-    Round r visits block b at ranks ``(b + r·world + h) % world`` for hops h = 0..world-1: every
-    (shard, block) pair once. ``_fit_esvi`` follows the same rule; the test checks it covers all pairs.
-    """
-    return [[((b + h) % world, b) for b in range(n_blocks) for h in range(world)] for _ in range(rounds)]
-
-
 class MixtureVI:
     """Base of the mixture estimators: hyperparameters, the four fitting loops, checkpoints and history."""
 
