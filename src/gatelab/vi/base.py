@@ -61,12 +61,20 @@ import torch
 import torch.distributed as dist
 
 from gatelab import distributed
-from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
+from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, save_state, set_rng_state
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
 from gatelab.progress import ScalarLog, say
 
 ALGORITHMS = ("batch", "svi", "bsp", "esvi")
+
+
+def _typed(mapping: dict, key: str, kind: type, path) -> Any:
+    """``mapping[key]`` if it is a ``kind``, else a GatelabError naming the file and the entry."""
+    value = mapping.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise GatelabError(f"{path}: the saved entry {key!r} is {value!r}, not a {kind.__name__}")
+    return value
 
 
 def dirichlet_expectation(a: torch.Tensor) -> torch.Tensor:
@@ -209,6 +217,83 @@ class MixtureVI:
 
     def _prepare_heldout(self, X) -> Any:
         return self._prepare(X)
+
+    def _extra(self) -> dict:
+        """What the model needs beyond its statistics to be rebuilt (data shape, data-derived priors)."""
+        return {"n_total": self._n_total}
+
+    def _set_extra(self, extra: dict, path) -> None:
+        self._n_total = _typed(extra, "n_total", int, path)
+
+    # ------------------------------------------------------------------ saving
+    _PARAMS = (
+        "n_components",
+        "algorithm",
+        "max_iter",
+        "local_iter",
+        "batch_size",
+        "tau",
+        "kappa",
+        "n_blocks",
+        "topk",
+        "seed",
+        "eval_every",
+    )
+
+    def get_params(self) -> dict:
+        """The constructor's settings (scikit-learn style); ``device``, ``dtype`` and ``quiet`` are left out."""
+        names = self._PARAMS + self._MODEL_PARAMS
+        return {name: getattr(self, name) for name in names}
+
+    _MODEL_PARAMS: tuple = ()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model (settings, statistics, history) atomically; read it back with ``load``."""
+        self._check_fitted()
+        return save_state(
+            path,
+            {
+                "format": self._format + "-model",
+                "params": self.get_params(),
+                "T": self._T.cpu(),
+                "extra": self._extra(),
+                "history": self.history_,
+                "elbo": self.elbo_,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "MixtureVI":
+        """A model written by ``save``; a damaged or foreign file gives a GatelabError naming it."""
+        state = load_state(path, "model")
+        fmt = cls._format + "-model"
+        if state.get("format") != fmt:
+            raise GatelabError(f"{path} holds a {state.get('format')!r}, not a {fmt!r}")
+        params = state.get("params")
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise GatelabError(f"{path}: the saved settings are damaged (not a dictionary of named settings)")
+        try:
+            model = cls(
+                **params, device=device, dtype=torch.float64 if state["T"].dtype == torch.float64 else torch.float32
+            )
+        except TypeError as exc:
+            raise GatelabError(f"{path}: the saved settings are not this model's ({exc})") from None
+        T = state.get("T")
+        if not isinstance(model.n_components, int) or isinstance(model.n_components, bool):
+            raise GatelabError(f"{path}: the saved number of components is {model.n_components!r}, not an integer")
+        if not torch.is_tensor(T) or T.dim() != 2 or T.shape[0] != model.n_components or not T.is_floating_point():
+            raise GatelabError(f"{path}: the statistics are not a ({model.n_components}, ·) float tensor")
+        extra = state.get("extra")
+        if not isinstance(extra, dict):
+            raise GatelabError(f"{path}: the entry 'extra' is missing or damaged")
+        model._device = resolve_device(device)
+        model._set_extra(extra, path)
+        model._check_params(model._n_total)
+        model._T = T.to(model._device)
+        model._set_params(model._T)
+        model.history_ = state.get("history") if isinstance(state.get("history"), list) else []
+        model.elbo_ = float(state["elbo"]) if isinstance(state.get("elbo"), float) else float("nan")
+        return model
 
     # ------------------------------------------------------------------ fitting
     def fit(

@@ -17,7 +17,7 @@ import torch
 
 from gatelab import distributed
 from gatelab.errors import GatelabError
-from gatelab.vi.base import MixtureVI
+from gatelab.vi.base import MixtureVI, _typed
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -55,6 +55,23 @@ class GaussianMixtureVI(MixtureVI):
         if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
             raise GatelabError(f"the priors must be finite numbers > 0, got {values}")
         return values
+
+    _MODEL_PARAMS = ("weight_concentration_prior", "mean_precision_prior", "degrees_of_freedom_prior")
+
+    def _extra(self) -> dict:
+        return {**super()._extra(), "dim": self._dim, "mean_prior": self._m0.cpu(), "scale_prior": self._b0.cpu()}
+
+    def _set_extra(self, extra, path) -> None:
+        super()._set_extra(extra, path)
+        self._dim = _typed(extra, "dim", int, path)
+        for key in ("mean_prior", "scale_prior"):
+            value = extra.get(key)
+            if not torch.is_tensor(value) or value.shape != (self._dim,) or not value.is_floating_point():
+                raise GatelabError(f"{path}: the saved entry {key!r} is not a ({self._dim},) float tensor")
+        self._m0, self._b0 = (
+            extra["mean_prior"].double().to(self._device),
+            extra["scale_prior"].double().to(self._device),
+        )
 
     def _model_config(self) -> dict:
         alpha0, beta0, a0 = self._hyper()

@@ -13,7 +13,7 @@ import torch
 from gatelab import distributed
 from gatelab.data.bow import BagOfWords
 from gatelab.errors import GatelabError
-from gatelab.vi.base import MixtureVI, dirichlet_expectation
+from gatelab.vi.base import MixtureVI, _typed, dirichlet_expectation
 
 
 def completion_split(corpus: BagOfWords, seed: int = 0) -> tuple[BagOfWords, BagOfWords]:
@@ -67,6 +67,20 @@ class LDAVI(MixtureVI):
     ):
         super().__init__(n_topics, **kw)
         self.doc_topic_prior, self.topic_word_prior = doc_topic_prior, topic_word_prior
+
+    _MODEL_PARAMS = ("doc_topic_prior", "topic_word_prior")
+
+    def get_params(self) -> dict:
+        params = super().get_params()
+        params["n_topics"] = params.pop("n_components")
+        return params
+
+    def _extra(self) -> dict:
+        return {**super()._extra(), "n_words": self._n_words}
+
+    def _set_extra(self, extra, path) -> None:
+        super()._set_extra(extra, path)
+        self._n_words = _typed(extra, "n_words", int, path)
 
     @property
     def n_topics(self) -> int:
