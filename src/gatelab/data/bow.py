@@ -114,17 +114,26 @@ def read_header(path: str | os.PathLike) -> tuple[int, int, int]:
     return int(values[0]), int(values[1]), int(values[2])
 
 
-def read_docword(path: str | os.PathLike, docs: tuple[int, int] | None = None) -> BagOfWords:
+def read_docword(
+    path: str | os.PathLike, docs: tuple[int, int] | None = None, keep: np.ndarray | None = None
+) -> BagOfWords:
     """Read a UCI docword file, keeping documents ``docs = (start, stop)`` (0-based, stop excluded; None: all).
 
-    Malformed lines, ids outside the header's ranges, counts below 1, documents
-    out of order and a file shorter or longer than its header says are refused.
+    ``keep`` (a boolean array over the file's documents) instead keeps any set of
+    documents, renumbered in file order. Malformed lines, ids outside the
+    header's ranges, counts below 1, documents out of order and a file shorter
+    or longer than its header says are refused.
     """
     path = Path(path)
     n_docs, n_words, nnz = read_header(path)
     start, stop = (0, n_docs) if docs is None else docs
     if not 0 <= start <= stop <= n_docs:
         raise GatelabError(f"document range {start}..{stop} is outside the file's {n_docs} documents")
+    if keep is not None:
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (n_docs,):
+            raise GatelabError(f"keep must be a boolean array over the {n_docs} documents, got shape {keep.shape}")
+        keep = keep & (np.arange(n_docs) >= start) & (np.arange(n_docs) < stop)
     parts, seen, last_doc, rest = [], 0, 0, b""
     with open(path, "rb") as fh:
         for _ in range(3):
@@ -153,21 +162,26 @@ def read_docword(path: str | os.PathLike, docs: tuple[int, int] | None = None) -
                     raise GatelabError(f"{path}: entries must be sorted by document id (the UCI order)")
                 last_doc = int(d[-1])
                 seen += len(triples)
-                keep = (d - 1 >= start) & (d - 1 < stop)
-                if keep.any():
-                    parts.append(triples[keep])
+                kept = keep[d - 1] if keep is not None else (d - 1 >= start) & (d - 1 < stop)
+                if kept.any():
+                    parts.append(triples[kept])
             if not block:
                 break
     if seen != nnz:
         raise GatelabError(f"{path} has {seen} entries but its header says {nnz}: the file is truncated or damaged")
     triples = np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.int64)
+    if keep is not None:  # renumber the kept documents 0..n-1 in file order
+        new_id = np.cumsum(keep) - 1
+        doc, count_docs, first = new_id[triples[:, 0] - 1], int(keep.sum()), 0
+    else:
+        doc, count_docs, first = triples[:, 0] - 1 - start, stop - start, start
     return BagOfWords(
-        torch.from_numpy(triples[:, 0] - 1 - start),
+        torch.from_numpy(doc),
         torch.from_numpy(triples[:, 1] - 1),
         torch.from_numpy(triples[:, 2]).float(),
-        stop - start,
+        count_docs,
         n_words,
-        first_doc=start,
+        first_doc=first,
     )
 
 

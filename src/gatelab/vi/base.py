@@ -30,9 +30,9 @@ statistics are counted exactly once, with weight 1, whatever order and timing
 the visits have (the incremental view of Neal and Hinton that ESVI builds on).
 SVI, seeing one minibatch, must rescale it by ``N / |B|`` and damp it with
 ρ_t; ESVI needs neither, because (1) replaces a shard's old contribution
-instead of adding a rescaled guess of the whole. The random initial statistics
-``T⁰`` are split the same way, ``S⁰_p = T⁰ · N_p / N``, so that they vanish
-from every block once every shard has visited it. The local responsibilities
+instead of adding a rescaled guess of the whole. The start keeps the invariant
+too: every shard's first statistics ``S⁰_p`` come from one local pass under a
+shared random initial state, and ``T⁰ = all_reduce(S⁰_p)``. The local responsibilities
 are normalised over all K components with the per-block log-normalisers
 ``log z_{i,b} = logsumexp_{k∈b} ℓ_{ik}``, which each rank keeps for its points:
 
@@ -311,7 +311,11 @@ class MixtureVI:
         self._device = resolve_device(self.device)
         data = self._prepare(X, train=True)
         n_local = self._n_items(data)
-        n_total = int(distributed.all_reduce_(torch.tensor([float(n_local)], dtype=torch.float64))[0])
+        counts = torch.zeros(distributed.world_size(), dtype=torch.float64)
+        counts[distributed.rank()] = n_local
+        counts = distributed.all_reduce_(counts)
+        n_total = int(counts.sum())
+        self._offset = int(counts[: distributed.rank()].sum())  # this shard's first item in the whole data
         self._check_params(n_total)
         self._blocks = [b.to(self._device) for b in torch.arange(self.n_components).chunk(self._n_blocks())]
         self._n_total, self._n_local = n_total, n_local
@@ -326,7 +330,7 @@ class MixtureVI:
             T, S, state, run = saved["T"], saved["S"], saved["local"], saved["run"]
             set_rng_state(saved["rng"])
             generator.set_state(saved["generator"])
-        self._config_ = config
+        self.config_ = config
         with Checkpointer(ckpt_path, every=checkpoint_every) as ckpt, ScalarLog(log_dir) as log:
             loop = self._fit_esvi if self.algorithm == "esvi" else self._fit_sync
             T = loop(data, T, S, state, run, config, generator, held, ckpt, log)
@@ -458,7 +462,13 @@ class MixtureVI:
         def receive():
             if recv["work"] is None:
                 raise GatelabError("ESVI token ring: waiting for a block that no rank will send (internal error)")
-            recv["work"].wait()
+            try:
+                recv["work"].wait()
+            except (RuntimeError, dist.DistError):
+                # the sender is gone (gloo reports a reset connection at once): a collective lets the
+                # heartbeat watchdog of gatelab.distributed name the lost rank and end this process
+                distributed.barrier()
+                raise
             buf = recv["buffer"]
             b, hops = int(buf[0]), int(buf[1])
             rows = len(blocks[b])

@@ -123,20 +123,33 @@ class LDAVI(MixtureVI):
         shape = torch.full((n_docs, self.n_components), 100.0, dtype=torch.float64)
         return (torch._standard_gamma(shape, generator=generator) / 100.0).to(self._device, self.dtype)
 
+    def _start_gamma(self, n_docs: int) -> torch.Tensor:
+        """The random start of γ for this shard's documents: document i of the whole corpus always starts
+        the same way, however the corpus is sharded (chunks of 1024 documents, each seeded by its index)."""
+        chunk, first, rows = 1024, self._offset, []
+        for c in range(first // chunk, (first + n_docs - 1) // chunk + 1):
+            block = self._random_gamma(chunk, torch.Generator().manual_seed(self.seed * 1000003 + c))
+            lo, hi = max(first, c * chunk) - c * chunk, min(first + n_docs, (c + 1) * chunk) - c * chunk
+            rows.append(block[lo:hi])
+        return torch.cat(rows)
+
     def _init(self, data, n_total, generator):
-        alpha, eta = self._priors()
+        _, eta = self._priors()
         shape = torch.full((self.n_components, data.n_words), 100.0, dtype=torch.float64)
         lam0 = (torch._standard_gamma(shape, generator=generator) / 100.0).to(self._device, self.dtype)
-        T = lam0 - eta
-        tokens = torch.tensor([float(data.count.sum())], dtype=torch.float64)
-        share = float(tokens[0] / distributed.all_reduce_(tokens.clone())[0])
-        S = T * share  # the random start, split among the shards by their token counts (S⁰_p = T⁰ N_p / N)
         local_gen = torch.Generator().manual_seed(self.seed * 1000003 + distributed.rank())
         state: dict = {}
-        if self.algorithm != "svi":
-            state["gamma"] = self._random_gamma(data.n_docs, local_gen)
+        if self.algorithm == "svi":  # Hoffman et al.'s start: a random λ, no local parameters kept
+            state["generator"] = local_gen.get_state()
+            return lam0 - eta, torch.zeros_like(lam0), state
+        # every shard's first statistics come from one local pass under the random λ⁰, so that T = Σ_p S_p
+        # holds from the start and every topic begins shaped by the data (none starts ahead of the others)
+        gamma = state["gamma"] = self._start_gamma(data.n_docs)
+        everything = torch.arange(self.n_components, device=self._device)
+        S = self._local_steps(data, gamma, dirichlet_expectation(lam0).T.contiguous(), everything, 1, None)
+        T = distributed.all_reduce_(S.clone())
         if self.algorithm == "esvi":
-            logits = self._logits(data, state["gamma"], dirichlet_expectation(lam0).T, None)
+            logits = self._logits(data, gamma, self._elog_beta_t(T), None)
             state["lognorm"] = torch.stack([torch.logsumexp(logits[:, b], 1) for b in self._blocks], 1)
             state["visited"] = torch.zeros(len(self._blocks), dtype=torch.bool)
         state["generator"] = local_gen.get_state()
@@ -196,8 +209,7 @@ class LDAVI(MixtureVI):
         if rows is None:
             gamma = state.get("gamma")
             if gamma is None:  # SVI's final pass: fresh local parameters for every document
-                gen = torch.Generator().manual_seed(self.seed * 1000003 + distributed.rank() + 1)
-                gamma = state["gamma"] = self._random_gamma(data.n_docs, gen)
+                gamma = state["gamma"] = self._start_gamma(data.n_docs)
             return self._local_steps(data, gamma, self._elog_beta_t(T), everything, self.local_iter, self._topk_count())
         batch = data.subset(rows.to(data.doc.device))
         gen = torch.Generator()
