@@ -185,6 +185,17 @@ def read_docword(
     )
 
 
+def write_docword(corpus: BagOfWords, path: str | os.PathLike) -> Path:
+    """Write ``corpus`` as a UCI docword file (atomically), e.g. a synthetic corpus for the command line."""
+    from gatelab.files import atomic_path
+
+    lines = np.stack([corpus.doc.numpy() + 1, corpus.word.numpy() + 1, corpus.count.numpy().astype(np.int64)], 1)
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.write(f"{corpus.n_docs}\n{corpus.n_words}\n{corpus.nnz}\n")
+        np.savetxt(fh, lines, fmt="%d")
+    return Path(path)
+
+
 def read_vocab(path: str | os.PathLike, n_words: int | None = None) -> list[str]:
     """The words of a ``vocab.NAME.txt`` file, one per line (checked against ``n_words`` when given)."""
     path = Path(path)
