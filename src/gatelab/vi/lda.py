@@ -12,6 +12,7 @@ import torch
 
 from gatelab import distributed
 from gatelab.data.bow import BagOfWords
+from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
 from gatelab.vi.base import MixtureVI, _typed, dirichlet_expectation
 
@@ -283,6 +284,21 @@ class LDAVI(MixtureVI):
         return float(torch.exp(-loglik / scored.count.double().sum()))
 
     # ------------------------------------------------------------------ the scikit-learn surface
+    @classmethod
+    def from_components(cls, components, doc_topic_prior: float, topic_word_prior: float, **kw) -> "LDAVI":
+        """A fitted model from another tool's topic–word Dirichlet parameters λ (topics × words), so that its
+        topics are scored by the same ``perplexity`` and ``score`` as ours (gensim: ``state.get_lambda()``;
+        scikit-learn: ``components_``)."""
+        lam = torch.as_tensor(components, dtype=torch.float64)
+        if lam.dim() != 2 or not torch.isfinite(lam).all() or (lam <= 0).any():
+            raise GatelabError(f"components must be a positive (topics × words) matrix, got shape {tuple(lam.shape)}")
+        model = cls(lam.shape[0], doc_topic_prior=doc_topic_prior, topic_word_prior=topic_word_prior, **kw)
+        model._device = resolve_device(model.device)
+        model._n_words, model._n_total, model._offset = lam.shape[1], 0, 0
+        model._priors()
+        model._set_params((lam - topic_word_prior).to(model._device, model.dtype))
+        return model
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "components_"):
             raise GatelabError("this LDAVI is not fitted yet; call fit first (or load a saved model)")
