@@ -105,7 +105,7 @@ def read_header(path: str | os.PathLike) -> tuple[int, int, int]:
     lines = head.decode("ascii", errors="replace").split("\n")
     if len(lines) < 4 or not head.strip():
         raise GatelabError(
-            f"{path} is empty or too short: a UCI docword file starts with three lines "
+            f"{path} is empty, too short or not a UCI docword file: such a file starts with three lines "
             "(documents, vocabulary size, nonzeros), then 'doc word count' lines"
         )
     values = _ints(" ".join(lines[:3]), path, "the three header lines")

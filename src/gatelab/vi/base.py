@@ -451,9 +451,12 @@ class MixtureVI:
         sends: list = []
         recv = {"work": None, "buffer": None, "left": (rounds - run["iteration"]) * n_blocks if world > 1 else 0}
 
+        # NCCL sends device tensors, gloo host tensors
+        wire = self._device if world > 1 and dist.get_backend() == "nccl" else torch.device("cpu")
+
         def post_receive():
             if recv["left"] > 0:
-                recv["buffer"] = torch.empty(width + 2, dtype=T.dtype)
+                recv["buffer"] = torch.empty(width + 2, dtype=T.dtype, device=wire)
                 recv["work"] = dist.irecv(recv["buffer"], src=(me - 1) % world)
                 recv["left"] -= 1
             else:
@@ -470,7 +473,7 @@ class MixtureVI:
                 distributed.barrier()
                 raise
             buf = recv["buffer"]
-            b, hops = int(buf[0]), int(buf[1])
+            b, hops = int(buf[0]), int(buf[1])  # the token's header: one read per message, not per step
             rows = len(blocks[b])
             waiting.append((b, hops, buf[2 : 2 + rows * T.shape[1]].reshape(rows, -1).to(self._device).clone()))
             post_receive()
@@ -479,9 +482,9 @@ class MixtureVI:
             if world == 1:
                 waiting.append((b, hops, stats))
                 return
-            buf = torch.zeros(width + 2, dtype=T.dtype)
+            buf = torch.zeros(width + 2, dtype=T.dtype, device=wire)
             buf[0], buf[1] = b, hops
-            buf[2 : 2 + stats.numel()] = stats.reshape(-1).cpu()
+            buf[2 : 2 + stats.numel()] = stats.reshape(-1).to(wire)
             sends.append((dist.isend(buf, dst=(me + 1) % world), buf))
 
         post_receive()
