@@ -450,6 +450,7 @@ class MixtureVI:
         snapshots = run.setdefault("snapshots", {})
         sends: list = []
         recv = {"work": None, "buffer": None, "left": (rounds - run["iteration"]) * n_blocks if world > 1 else 0}
+        timing = {"compute_seconds": 0.0, "message_seconds": 0.0, "messages": 0}  # for the cost model
 
         # NCCL sends device tensors, gloo host tensors
         wire = self._device if world > 1 and dist.get_backend() == "nccl" else torch.device("cpu")
@@ -465,6 +466,7 @@ class MixtureVI:
         def receive():
             if recv["work"] is None:
                 raise GatelabError("ESVI token ring: waiting for a block that no rank will send (internal error)")
+            waited = time.perf_counter()
             try:
                 recv["work"].wait()
             except (RuntimeError, dist.DistError):
@@ -477,6 +479,8 @@ class MixtureVI:
             rows = len(blocks[b])
             waiting.append((b, hops, buf[2 : 2 + rows * T.shape[1]].reshape(rows, -1).to(self._device).clone()))
             post_receive()
+            timing["message_seconds"] += time.perf_counter() - waited
+            timing["messages"] += 1
 
         def send(b, hops, stats):
             if world == 1:
@@ -519,9 +523,11 @@ class MixtureVI:
                 waiting.remove(item)
                 b, hops, stats = item
                 rows = blocks[b]
+                busy = time.perf_counter()
                 new = self._visit(data, stats, b, state)
                 stats = stats - S[rows] + new  # equation (1)
                 S[rows] = new
+                timing["compute_seconds"] += time.perf_counter() - busy
                 send(b, hops + 1, stats)
             r += 1
         for work, _ in sends:
@@ -531,6 +537,7 @@ class MixtureVI:
         for b, _, stats in back:
             final[blocks[b]] = stats
         T = distributed.all_reduce_(final)
+        self.timing_ = timing  # this rank's: compute in visits, time blocked receiving, messages received
         self._esvi_history(run, held, T, log)
         return T
 

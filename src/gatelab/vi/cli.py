@@ -171,6 +171,7 @@ def _run_lda(args) -> int:
             text = "\n".join(f"topic {k}: " + " ".join(map(str, words)) for k, words in enumerate(topics)) + "\n"
             metrics = {
                 "test_perplexity": perplexity,
+                "timing": getattr(model, "timing_", None),
                 "elbo": model.elbo_,
                 "fit_seconds": model.fit_seconds_,
                 "config": model.config_,
@@ -211,6 +212,7 @@ def _run_gmm(args) -> int:
             }
             metrics = {
                 "test_loglik_per_point": loglik,
+                "timing": getattr(model, "timing_", None),
                 "elbo": model.elbo_,
                 "fit_seconds": model.fit_seconds_,
                 "config": model.config_,
