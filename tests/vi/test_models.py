@@ -1,0 +1,99 @@
+"""The VI updates against closed forms, monotone batch ELBOs, recovery of known components, ESVI against batch."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.special import digamma
+
+from gatelab.errors import GatelabError
+from gatelab.vi import LDAVI, GaussianMixtureVI, synthetic_gmm, synthetic_lda
+
+
+def test_single_gaussian_posterior_is_the_conjugate_update():
+    x = torch.randn(200, 3, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5]) + torch.tensor([3.0, -1.0, 0.0])
+    model = GaussianMixtureVI(
+        1, max_iter=1, dtype=torch.float64, mean_precision_prior=2.0, degrees_of_freedom_prior=3.0
+    )
+    model.fit(x)
+    n, mean = len(x), x.mean(0)
+    var = x.var(0, unbiased=False)
+    m0, b0 = mean, 3.0 * var  # the prior centres on the data: m0 = mean, b0 = a0 · variance
+    beta = 2.0 + n
+    expect_m = (2.0 * m0 + n * mean) / beta
+    expect_b = b0 + 0.5 * ((x - mean) ** 2).sum(0) + 2.0 * n * (mean - m0) ** 2 / (2 * beta)
+    assert torch.allclose(model.means_[0], expect_m)
+    assert model.mean_precision_[0] == pytest.approx(beta)
+    assert model.degrees_of_freedom_[0] == pytest.approx(3.0 + n / 2)
+    assert torch.allclose(model.scale_[0], expect_b)
+    assert model.weights_[0] == pytest.approx(1.0)
+
+
+def test_lda_gamma_is_the_fixed_point_on_two_documents():
+    counts = np.array([[3, 0, 1, 2], [0, 4, 1, 0]], dtype=float)
+    model = LDAVI(2, max_iter=5, dtype=torch.float64, local_iter=200, seed=1).fit(counts)
+    theta = model.transform(counts).numpy()
+    alpha, lam = 0.5, model.components_.numpy()
+    gamma = theta * (2 * alpha + counts.sum(1, keepdims=True))  # Σ_k γ_dk = K α + N_d
+    elog_beta = digamma(lam) - digamma(lam.sum(1, keepdims=True))
+    for d in range(2):
+        elog_theta = digamma(gamma[d]) - digamma(gamma[d].sum())
+        expect = np.full(2, alpha)
+        for w in range(4):
+            phi = np.exp(elog_theta + elog_beta[:, w])
+            expect += counts[d, w] * phi / phi.sum()
+        np.testing.assert_allclose(gamma[d], expect, rtol=1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["batch", "bsp"])
+def test_batch_elbo_never_decreases(algorithm):
+    corpus, _ = synthetic_lda(n_docs=120, n_words=80, n_topics=4, doc_length=40, seed=2)
+    lda = LDAVI(4, algorithm=algorithm, max_iter=12, local_iter=3, dtype=torch.float64).fit(corpus)
+    elbo = [h["elbo"] for h in lda.history_]
+    assert len(elbo) == 12 and all(b >= a - 1e-9 * abs(a) for a, b in zip(elbo, elbo[1:])), elbo
+    assert elbo[-1] > elbo[0] + 1
+    x, _, _ = synthetic_gmm(600, 4, 2, seed=3)
+    gmm = GaussianMixtureVI(6, algorithm=algorithm, max_iter=15, dtype=torch.float64).fit(x)
+    elbo = [h["elbo"] for h in gmm.history_]
+    assert all(b >= a - 1e-9 * abs(a) for a, b in zip(elbo, elbo[1:])), elbo
+
+
+@pytest.mark.parametrize("algorithm", ["batch", "svi", "esvi"])
+def test_gaussian_components_are_recovered(algorithm):
+    x, _, means = synthetic_gmm(3000, 5, 2, separation=12.0, seed=4)
+    model = GaussianMixtureVI(5, algorithm=algorithm, max_iter=20, batch_size=300, n_blocks=None, seed=0).fit(x)
+    cost = torch.cdist(model.means_.float(), means).numpy()
+    rows, cols = linear_sum_assignment(cost)
+    assert cost[rows, cols].mean() < 0.1, cost[rows, cols]
+
+
+def test_lda_topics_are_recovered_and_esvi_matches_batch():
+    corpus, topics = synthetic_lda(n_docs=400, n_words=60, n_topics=3, doc_length=80, alpha=0.3, seed=5)
+    batch = LDAVI(3, max_iter=30, local_iter=5, seed=1).fit(corpus)
+    l1 = torch.cdist(batch.topic_word_, topics, p=1).numpy()
+    rows, cols = linear_sum_assignment(l1)
+    assert l1[rows, cols].max() < 0.15, l1[rows, cols]
+    esvi = LDAVI(3, algorithm="esvi", n_blocks=3, max_iter=30, local_iter=5, seed=1).fit(corpus)
+    assert abs(esvi.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
+    topk = LDAVI(3, algorithm="esvi", n_blocks=3, topk=2, max_iter=30, local_iter=5, seed=1).fit(corpus)
+    assert abs(topk.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
+
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda: LDAVI(0), "n_components must be an integer >= 1"),
+        (lambda: LDAVI(50), "larger than the 3 data points"),
+        (lambda: LDAVI(2, algorithm="gibbs"), "unknown algorithm"),
+        (lambda: LDAVI(2, topk=5), "topk"),
+        (lambda: LDAVI(2, algorithm="esvi", n_blocks=3), "n_blocks"),
+    ],
+)
+def test_impossible_settings_are_refused(make, says):
+    with pytest.raises(GatelabError, match=says):
+        make().fit(np.array([[1, 2, 0], [0, 1, 1], [2, 0, 1]]))
+
+
+def test_nan_in_mixture_data_is_refused():
+    with pytest.raises(GatelabError, match="NaN"):
+        GaussianMixtureVI(2).fit(np.array([[0.0, 1.0], [float("nan"), 2.0], [1.0, 1.0]]))
