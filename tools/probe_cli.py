@@ -222,7 +222,8 @@ def output_kind(action) -> str:
 
 
 def input_kind(command: str, action, commands: dict) -> str | None:
-    """What an input path argument expects: 'product:CMD', 'image', 'text', 'json:NAME', 'checkpoint', 'dir'."""
+    """What an input path argument expects: 'product:CMD', 'image', 'text', 'docword', 'csv', 'json:NAME',
+    'checkpoint', 'dir'."""
     if action.option_strings and action.nargs == 0 or action.choices or number_kind(action) or is_output(action):
         return None
     text, help_ = _text(action), action.help or ""
@@ -236,6 +237,10 @@ def input_kind(command: str, action, commands: dict) -> str | None:
         return "product:word2vec train"
     if "image" in text:
         return "image"
+    if "docword" in text:
+        return "docword"
+    if action.dest == "csv":
+        return "csv"
     if action.dest == "resume" or "checkpoint" in text:
         return "dir" if "run_dir" in text or "folder" in text else "checkpoint"
     if re.search(r"\bdir\b|data_dir|folder", text):
@@ -346,6 +351,16 @@ class Fixtures:
                 lines = [" ".join(self.rng.choice(words) for _ in range(12)) for _ in range(300)]
             (r / "corpus.txt").write_text("\n".join(lines) + "\n")
             return r / "corpus.txt"
+        if kind == "docword":  # a small synthetic UCI bag-of-words corpus
+            from gatelab.data.bow import write_docword
+            from gatelab.vi import synthetic_lda
+
+            corpus, _ = synthetic_lda(n_docs=60, n_words=40, n_topics=3, seed=0)
+            return write_docword(corpus, r / "docword.synthetic.txt")
+        if kind == "csv":
+            rows = [f"{self.rng.gauss(3 * (i % 2), 1):.4f},{self.rng.gauss(0, 1):.4f}" for i in range(80)]
+            (r / "points.csv").write_text("x,y\n" + "\n".join(rows) + "\n")
+            return r / "points.csv"
         if kind.startswith("product:"):
             return self.probe.produce(kind.split(":", 1)[1], r)
         if kind.startswith("json:"):
@@ -721,7 +736,7 @@ class Probe:
         if kind.startswith("product:"):
             outs = [a for a in self._actions(kind.split(":", 1)[1]) if a.dest == "out"]
             return self._out_suffix(outs[0]) if outs and output_kind(outs[0]) == "file" else ""
-        return {"image": ".png", "text": ".txt", "checkpoint": ".pt"}.get(
+        return {"image": ".png", "text": ".txt", "docword": ".txt", "csv": ".csv", "checkpoint": ".pt"}.get(
             kind, ".json" if kind.startswith("json:") else ""
         )
 
