@@ -189,20 +189,6 @@ class NICE:
             return gates
         return gates.repeat_interleave(c, 2).repeat_interleave(c, 3)[..., : like.shape[-2], : like.shape[-1]]
 
-    def _range_penalty(self, phi: torch.Tensor) -> torch.Tensor:
-        """Squared distance of ``phi`` beyond the parameters of gates open with probability 1% to 99%.
-
-        Beyond that range a hard concrete gate is exactly 0 or exactly 1 in almost every
-        sample, so the data loss sends it no gradient, and the L0 term's gradient vanishes
-        too; Adam still turns that vanishing but consistent L0 gradient into full-size steps.
-        An unconstrained mask network's outputs then run off to hundreds within the first
-        hundred steps and every gate freezes wherever the network's early, image-independent
-        layout put it: the lowres masks collapsed into one corner blob that way. Per-image
-        parameters are clamped to this range after every step instead (``constrain_``).
-        """
-        low, high = self.estimator.init_phi(0.01), self.estimator.init_phi(0.99)
-        return (F.relu(phi - high) + F.relu(low - phi)).pow(2).mean()
-
     def _loss(self, phi: torch.Tensor, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Data loss + L0 penalty for gate parameters ``phi`` (ARM's surrogate included), and detached statistics."""
         cfg, est = self.config, self.estimator
@@ -212,7 +198,7 @@ class NICE:
         z = self._pixels(est.sample(phi, u), x)
         data = F.cross_entropy(self.classifier(z * x + (1 - z) * fill), target, reduction="none")
         open_frac = est.prob_open(phi).mean()
-        loss = data.mean() + cfg.lam * open_frac + self._range_penalty(phi)
+        loss = data.mean() + cfg.lam * open_frac
         if est.passes == 2:  # ARM: the antithetic pass that shares u, no gradient needed
             with torch.no_grad():
                 za = self._pixels(est.sample(phi, u, antithetic=True), x)
