@@ -114,6 +114,11 @@ def test_train_classifier_reads_the_test_split_once_after_training(tmp_path, mon
     assert "is not a gatelab classifier mnist checkpoint" in capsys.readouterr().err
     _, config = load_classifier(out)
     assert config.val_size == 100
+    # fine-tuning it on mixed-resolution images
+    tuned = tmp_path / "tuned.safetensors"
+    assert run([*argv, "--init", str(out), "--augment", "mixed_resolution", "--out", str(tuned), "--quiet"]) == 0
+    _, config = load_classifier(tuned)
+    assert config.augment == "mixed_resolution"
 
 
 def test_bad_input_prints_one_line_and_exits_2(classifier_file, tmp_path, capsys, monkeypatch):
@@ -150,6 +155,7 @@ def test_bad_input_prints_one_line_and_exits_2(classifier_file, tmp_path, capsys
         (["nice", "train-classifier", "--train-examples", "0"], "--train-examples"),
         (["nice", "train-classifier", "--checkpoint-every", "0"], "--checkpoint-every"),
         (["nice", "train-classifier", "--out", str(tmp_path)], "is an existing folder"),
+        (["nice", "train-classifier", "--init", str(tmp_path / "none.safetensors")], "does not exist"),
     ]
     for argv, message in cases:
         assert run(argv) == 2, argv

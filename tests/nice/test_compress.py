@@ -16,6 +16,7 @@ from gatelab.nice.compress import (
     load_jpegs,
     lowres,
     mixed_resolution,
+    random_cell_masks,
     save_jpegs,
 )
 
@@ -229,3 +230,17 @@ def test_load_names_the_malformed_file(fashion, tmp_path, damage):
     (folder / "index.json").unlink()
     with pytest.raises(GatelabError, match="index.json not found"):
         load_jpegs(folder)
+
+
+def test_random_cell_masks_keep_whole_cells_at_a_fraction_that_varies_by_image():
+    images = torch.rand(200, 1, 28, 28)
+    masks = random_cell_masks(images, 8, torch.Generator().manual_seed(0))
+    assert masks.shape == (200, 1, 28, 28) and set(masks.unique().tolist()) <= {0.0, 1.0}
+    cells = masks[:, :, ::8, ::8]  # one pixel per cell, the partial edge cells included
+    assert torch.equal(masks, cells.repeat_interleave(8, 2).repeat_interleave(8, 3)[..., :28, :28])
+    kept = cells.flatten(1).mean(1)
+    assert kept.min() < 0.15 and kept.max() > 0.85 and 0.35 < kept.mean() < 0.65  # keep fraction ~ U(0, 1)
+    assert torch.equal(masks, random_cell_masks(images, 8, torch.Generator().manual_seed(0)))  # seeded
+    mixed = mixed_resolution(images, masks, 8)
+    assert torch.equal(mixed[masks.bool()], images[masks.bool()])
+    assert torch.equal(mixed[~masks.bool()], lowres(images, 8)[~masks.bool()])

@@ -19,14 +19,29 @@ TINY = {
     "test_images": 300,
     "panel_classes": 2,
     "classifier_epochs": 1,
+    "finetune_epochs": 1,
     "nice_epochs": 1,
     "compress_images": 30,
     "explain_images": 10,
     "compress_lams": {"mnist": (1.0, 2.0), "fashion-mnist": (1.5,)},
 }
 STAGES = {
-    "nice-mnist": ["classifier", "masks-lowres-lam1", "masks-lowres-lam2", "masks-zeros-lam2"],
-    "nice-fmnist": ["classifier", "masks-lowres-lam1.5", "masks-zeros-lam2"],
+    "nice-mnist": [
+        "classifier",
+        "classifier-mixed",
+        "masks-lowres-lam1",
+        "masks-lowres-lam2",
+        "masks-lowres-tuned-lam1",
+        "masks-lowres-tuned-lam2",
+        "masks-zeros-lam2",
+    ],
+    "nice-fmnist": [
+        "classifier",
+        "classifier-mixed",
+        "masks-lowres-lam1.5",
+        "masks-lowres-tuned-lam1.5",
+        "masks-zeros-lam2",
+    ],
 }
 
 
@@ -61,29 +76,38 @@ def test_quick_reproduction_plumbing(name, tmp_path, events):
     results = json.loads((folder / "results.json").read_text())
     lams = TINY["compress_lams"]["mnist" if name == "nice-mnist" else "fashion-mnist"]
     validation = results["results"]["validation"]
-    assert [p["lam"] for p in validation["compression"]] == list(lams)
-    assert results["results"]["chosen_lam"] == reproductions.choose_lam(validation["compression"])
-    assert len(validation["classifier"]) == 1 and "validation_error" in validation["classifier"][0]
-    assert len(results["results"]["compression"]) == 2 * len(lams)
-    assert set(results["results"]["explanation"]["scores"]) == {
-        "NICE",
-        "saliency",
-        "integrated_gradients",
-        "occlusion",
-        "random",
-    }
+    for setting in reproductions.SETTINGS:  # each classifier's strength is chosen on validation
+        assert [p["lam"] for p in validation["compression"][setting]] == list(lams)
+        assert all(p["tables"] == "shared" for p in validation["compression"][setting])
+        chosen = reproductions.choose_lam(validation["compression"][setting])
+        assert results["results"]["chosen_lam"][setting] == chosen
+        assert (
+            len(validation["classifier"][setting]) == 1 and "validation_error" in validation["classifier"][setting][0]
+        )
+    assert len(results["results"]["compression"]) == 2 * 2 * len(lams)  # classifiers x table modes x strengths
+    floors = results["results"]["empty_mask_floor"]
+    assert len(floors) == 4 and all(f["mask_density"] == 0 for f in floors)
+    for reference in ("zeros", "blur"):
+        assert set(results["results"]["explanation"]["scores"][reference]) == {
+            "NICE",
+            "saliency",
+            "integrated_gradients",
+            "occlusion",
+            "random",
+        }
     # the paper column holds the paper's own claim, beside the strength chosen on validation only
     with_paper = [r for r in results["table"] if r["paper"] is not None]
-    assert len(with_paper) == 2 and all("chosen on validation" in r["what"] for r in with_paper)
+    assert len(with_paper) == 2 and all("original classifier" in r["what"] for r in with_paper)
+    assert all("chosen on validation" in r["what"] and "shared" in r["what"] for r in with_paper)
     assert all(r["reference"] is None for r in results["table"])
     assert "100, a seeded split" in (folder / "report.md").read_text()
-    for png in ("panels.png", "deletion_insertion.png", "tradeoff.png"):
+    for png in ("panels.png", "deletion_insertion_zeros.png", "deletion_insertion_blur.png", "tradeoff.png"):
         assert (folder / png).stat().st_size > 1000
 
 
 def test_choose_lam_prefers_the_smallest_size_within_the_accuracy_target():
-    def point(lam, ratio, drop):
-        return {"lam": lam, "size_ratio": ratio, "accuracy_original": 0.9, "accuracy_mixed": 0.9 - drop / 100}
+    def point(lam, ratio, drop):  # drop: points below plain JPEG
+        return {"lam": lam, "size_ratio": ratio, "accuracy_plain": 0.9, "accuracy_mixed": 0.9 - drop / 100}
 
     assert reproductions.choose_lam([point(1, 0.8, 0.1), point(2, 0.5, 0.9), point(3, 0.3, 5)]) == 2
     assert reproductions.choose_lam([point(1, 0.8, 2), point(2, 0.5, 3)]) == 1  # none in target: most accurate
@@ -105,6 +129,7 @@ def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, mon
     (work,) = tmp_path.iterdir()
     assert sorted(p.stem for p in (work / "stages").glob("*.json")) == [
         "classifier",
+        "classifier-mixed",
         "masks-lowres-lam1",
         "masks-zeros-lam2",
         "wall",
@@ -114,6 +139,7 @@ def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, mon
     monkeypatch.setattr(NICE, "_loss", loss)
     folder = run("nice-mnist", quick=True, out=tmp_path, resume=work, echo=None, quiet=True)
     trainings = [e for e in events if isinstance(e, tuple)]
-    assert trainings == [("fit", work / "checkpoints" / "masks-lowres-lam2.pt")]  # the rest were finished
+    # the stage in progress resumes, the finished ones are skipped, the fine-tuned classifier's masks start afresh
+    assert trainings == [("fit", work / "checkpoints" / "masks-lowres-lam2.pt"), ("fit", None), ("fit", None)]
     assert not work.exists() and (folder / "report.md").is_file()
     assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == sorted(STAGES["nice-mnist"] + ["wall"])

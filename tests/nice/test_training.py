@@ -115,3 +115,14 @@ def test_classifier_resumes_exactly_and_keeps_the_best_validation_epoch(tmp_path
     saved = load_state(ckpt)["extra"]
     assert saved["epoch"] == best["epoch"] and saved["error"] == best["validation_error"]
     assert all(torch.equal(v, resumed.state_dict()[k]) for k, v in saved["weights"].items())
+
+
+def test_fine_tuning_starts_from_the_given_classifier():
+    config = ClassifierConfig(epochs=1, batch_size=100, train_examples=300, val_size=100)
+    base, _ = train_classifier(config, quiet=True)
+    still = ClassifierConfig(epochs=1, batch_size=100, train_examples=300, val_size=100, lr=1e-12)
+    tuned, _ = train_classifier(still, quiet=True, init=base)  # a step too small to move: the weights stay
+    for key, value in base.state_dict().items():
+        assert torch.allclose(value, tuned.state_dict()[key], atol=1e-6), key
+    fresh, _ = train_classifier(still, quiet=True)
+    assert not torch.allclose(base.state_dict()["0.weight"], fresh.state_dict()["0.weight"], atol=1e-3)

@@ -12,8 +12,11 @@ from torch import nn
 from gatelab.data import IMAGE_DATASETS, image_splits
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError, check_choice
+from gatelab.nice.compress import mixed_resolution, random_cell_masks
 from gatelab.training import fit_classifier
 from gatelab.weights import config_from, load_weights, read_weights, save_weights
+
+AUGMENTS = ("none", "mixed_resolution")
 
 
 def small_cnn(in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
@@ -50,12 +53,15 @@ class ClassifierConfig:
     lr: float = 1e-3
     train_examples: int | None = None
     val_size: int = 5000
+    augment: str = "none"
+    lowres_factor: int = 8
     seed: int = 0
     device: str = "cpu"
 
     def validate(self) -> "ClassifierConfig":
         check_choice("data set", self.dataset, IMAGE_DATASETS)
-        for name in ("epochs", "batch_size", "val_size"):
+        check_choice("augmentation", self.augment, AUGMENTS)
+        for name in ("epochs", "batch_size", "val_size", "lowres_factor"):
             if getattr(self, name) < 1:
                 raise GatelabError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.train_examples is not None and self.train_examples < 2:
@@ -74,20 +80,31 @@ def train_classifier(
     checkpoint_every: float = 300.0,
     resume: str | os.PathLike | None = None,
     log_dir: str | os.PathLike | None = None,
+    init: nn.Module | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Train ``small_cnn`` on the config's data set; returns the model (eval mode) and the per-epoch history.
 
     The returned weights are those of the epoch with the lowest error on the
     validation split (``config.val_size`` training images, seeded by
     ``config.seed``). ``checkpoint`` is kept each epoch and every
-    ``checkpoint_every`` seconds; ``resume`` continues from one.
+    ``checkpoint_every`` seconds; ``resume`` continues from one. ``init``, a
+    trained ``small_cnn``, makes it a fine-tuning that starts from its weights.
     """
     config.validate()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     x, y, xv, yv = image_splits(config.dataset, config.val_size, config.seed, config.train_examples, data_root)
+    if config.augment == "mixed_resolution":
+        g = torch.Generator().manual_seed(config.seed)
+        f = config.lowres_factor
+        x = torch.cat([x, mixed_resolution(x, random_cell_masks(x, f, g), f)])
+        xv = torch.cat([xv, mixed_resolution(xv, random_cell_masks(xv, f, g), f)])
+        y, yv = torch.cat([y, y]), torch.cat([yv, yv])
     x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
-    model = small_cnn().to(device)
+    model = small_cnn()
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    model = model.to(device)
     history = fit_classifier(
         "nice-classifier",
         config,

@@ -68,7 +68,7 @@ def _mask_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.data import IMAGE_DATASETS
-    from gatelab.nice.classifiers import ClassifierConfig
+    from gatelab.nice.classifiers import AUGMENTS, ClassifierConfig
     from gatelab.nice.compress import TABLE_MODES
     from gatelab.nice.masks import BACKGROUNDS, NICE_ESTIMATORS, NICEConfig
     from gatelab.nice.metrics import BASELINES
@@ -94,6 +94,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=c.val_size,
         help=f"training images held out to choose the epoch (default: {c.val_size})",
+    )
+    t.add_argument(
+        "--augment",
+        choices=AUGMENTS,
+        default=c.augment,
+        help="mixed_resolution adds a copy of every image with random 8x8 cells subsampled, so that NICE's "
+        f"compressed images do not surprise the classifier (default: {c.augment})",
+    )
+    t.add_argument(
+        "--init",
+        default=None,
+        help="a classifier file to fine-tune from, e.g. with --augment mixed_resolution (default: train afresh)",
     )
     t.add_argument("--out", default="classifier.safetensors", help="output file (default: classifier.safetensors)")
     t.set_defaults(func=_train_classifier)
@@ -176,7 +188,7 @@ def _train_classifier(args) -> int:
     from gatelab.data import mnist_tensors
     from gatelab.evaluation import accuracy
     from gatelab.files import check_output_path
-    from gatelab.nice.classifiers import ClassifierConfig, save_classifier, train_classifier
+    from gatelab.nice.classifiers import ClassifierConfig, load_classifier, save_classifier, train_classifier
 
     config = ClassifierConfig(
         dataset=args.dataset,
@@ -185,12 +197,15 @@ def _train_classifier(args) -> int:
         lr=args.lr,
         train_examples=args.train_examples,
         val_size=args.val_size,
+        augment=args.augment,
         seed=args.seed,
         device=args.device,
     ).validate()
     check_output_path(args.out)
+    init = load_classifier(args.init)[0] if args.init else None
     model, history = train_classifier(
         config,
+        init=init,
         quiet=args.quiet,
         checkpoint=checkpoint_beside(args.out),
         checkpoint_every=args.checkpoint_every,

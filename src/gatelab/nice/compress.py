@@ -121,6 +121,22 @@ def mixed_resolution(images: torch.Tensor, masks: torch.Tensor, factor: int = 8)
     return torch.where(keep, images, lowres(images, factor))
 
 
+def random_cell_masks(images: torch.Tensor, factor: int = 8, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random masks (N, 1, H, W) of whole ``factor x factor`` cells, each image keeping its own random fraction.
+
+    Every image draws a keep probability uniformly from [0, 1] and keeps each cell
+    with it, so a batch spans everything from fully subsampled to untouched.
+    ``mixed_resolution(images, random_cell_masks(images))`` is the augmentation that
+    teaches a classifier the images NICE's compression produces.
+    """
+    images = _check_images(images)
+    f = _check_factor(factor)
+    n, _, h, w = images.shape
+    keep = torch.rand(n, 1, 1, 1, generator=generator)
+    cells = (torch.rand(n, 1, -(-h // f), -(-w // f), generator=generator) < keep).to(images.dtype)
+    return cells.repeat_interleave(f, 2).repeat_interleave(f, 3)[..., :h, :w].to(images.device)
+
+
 def _check_tables_mode(tables: str, optimize: bool) -> str:
     check_choice("tables mode", tables, TABLE_MODES)
     if optimize and tables == "shared":
