@@ -123,34 +123,36 @@ def sgd_step(u, vc, vn, mult, logistic):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def adagrad_step(u, vc, vn, hu, hc, hn, mult, logistic):
-    """:func:`sgd_step` with AdaGrad: each coordinate's step is divided by the root of its summed squared
-    gradients (``hu``, ``hc``, ``hn``, starting at 1), as GloVe trains; ``mult`` is the base step times weight."""
+def adagrad_step(u, vc, vn, hu, hc, hn, weight, lr, reg, logistic):
+    """:func:`sgd_step` with AdaGrad: each coordinate's gradient (``weight`` times the loss's) is added
+    squared to its sum (``hu``, ``hc``, ``hn``) first, and the step is ``lr`` times the gradient over
+    the root of that sum, so the first step of a coordinate is ``lr`` whatever the weight's scale."""
     dim = u.shape[0]
     x = np.float32(0.0)
     for k in range(dim):
         x += u[k] * (vn[k] - vc[k])
     if logistic:
-        g = 1.0 / (1.0 + 2.0 ** (-x))
+        g = weight / (1.0 + 2.0 ** (-x))
     else:
         if x <= -1.0:
             return
-        g = 1.0
+        g = weight
     g = np.float32(g)
     for k in range(dim):
         uk = u[k]
-        du = g * (vn[k] - vc[k])
-        dc = g * uk
-        u[k] -= mult * du / math.sqrt(hu[k])
-        vc[k] += mult * dc / math.sqrt(hc[k])
-        vn[k] -= mult * dc / math.sqrt(hn[k])
+        du = g * (vn[k] - vc[k]) + reg * uk
+        dc = -g * uk + reg * vc[k]
+        dn = g * uk + reg * vn[k]
         hu[k] += du * du
         hc[k] += dc * dc
-        hn[k] += dc * dc
+        hn[k] += dn * dn
+        u[k] -= lr * du / math.sqrt(hu[k] + 1e-20)
+        vc[k] -= lr * dc / math.sqrt(hc[k] + 1e-20)
+        vn[k] -= lr * dn / math.sqrt(hn[k] + 1e-20)
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def adagrad_pass(order, rows, cols, coef, U, V, HU, HV, lr, logistic, seeds):
+def adagrad_pass(order, rows, cols, coef, U, V, HU, HV, lr, reg, logistic, seeds):
     """:func:`sgd_pass` with :func:`adagrad_step` (``HU``, ``HV``: the squared-gradient sums)."""
     n_parts = len(seeds)
     size = len(order)
@@ -167,7 +169,7 @@ def adagrad_pass(order, rows, cols, coef, U, V, HU, HV, lr, logistic, seeds):
             n = np.int64((r >> _SHIFT) % np.uint64(n_ctx - 1))
             if n >= c:
                 n += 1
-            adagrad_step(U[w], V[c], V[n], HU[w], HV[c], HV[n], lr * coef[e], logistic)
+            adagrad_step(U[w], V[c], V[n], HU[w], HV[c], HV[n], coef[e], lr, reg, logistic)
 
 
 @njit(nogil=True, cache=True, parallel=True)
