@@ -165,7 +165,7 @@ def count_cooccurrences(
     own = not isinstance(sentences, EncodedCorpus)
     if own:
         if max_tokens is not None:
-            sentences = _first_tokens(sentences, max_tokens)
+            sentences = first_tokens(sentences, max_tokens)
         corpus = EncodedCorpus.build(sentences, min_count=min_count, max_vocab_size=max_vocab_size)
     else:
         corpus = sentences
@@ -203,7 +203,7 @@ def count_cooccurrences(
             corpus.close()
 
 
-def _first_tokens(sentences, max_tokens: int):
+def first_tokens(sentences, max_tokens: int):
     """The first sentences of ``sentences``, up to and including the one that reaches ``max_tokens`` words."""
     seen = 0
     for sentence in sentences:
