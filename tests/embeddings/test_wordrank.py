@@ -1,5 +1,10 @@
 import os
+import re
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +249,30 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error" in err[0]
     assert not (tmp_path / "v.bin").exists()
+
+
+def test_a_killed_run_resumes_from_its_intact_checkpoint(tmp_path):
+    out = tmp_path / "v.bin"
+    ckpt = wordrank.work_dir(out) / "checkpoint.pt"
+    cmd = [sys.executable, "-m", "gatelab", "wordrank", "train", "zipf:100000:1000", "--out", str(out), "--quiet"]
+    cmd += ["--epochs", "6", "--workers", "1", "--size", "16", "--checkpoint-every", "0.1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(wordrank.__file__).parents[2])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not ckpt.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        proc.kill()
+        proc.wait()
+    saved = load_state(ckpt)  # the previous checkpoint is intact
+    assert not out.exists()
+    done = subprocess.run(cmd + ["--resume", str(ckpt)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    resumed_at = int(re.search(r"resumed at update (\d+)", done.stdout).group(1))
+    assert resumed_at >= saved["position"]["updates"] > 0
+    assert KeyedVectors.load_word2vec_format(out).vector_size == 16 and not wordrank.work_dir(out).exists()

@@ -91,7 +91,7 @@ class WordRankConfig:
     period: int = 2
     workers: int = 1
     seed: int = 1
-    job_pairs: int = 1 << 20
+    job_pairs: int = 1 << 16
     xi_start: bool = True
     optimizer: str = "adagrad"
     reg: float = 0.0
