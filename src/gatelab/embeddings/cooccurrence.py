@@ -22,7 +22,6 @@ from typing import Iterable
 
 import numpy as np
 
-from gatelab.embeddings._wordrank_kernel import DIST_BITS, merge_sorted, reduce_sorted, window_pairs
 from gatelab.embeddings.vocab import EncodedCorpus, Vocab
 from gatelab.errors import GatelabError
 from gatelab.files import atomic_path
@@ -156,6 +155,8 @@ def count_cooccurrences(
     learning curve). Raises GatelabError for an empty corpus, a vocabulary emptied by
     ``min_count``, or a window outside [1, 255].
     """
+    from gatelab.embeddings._wordrank_kernel import DIST_BITS, merge_sorted, reduce_sorted, window_pairs  # numba
+
     if not 1 <= window < (1 << DIST_BITS):
         raise GatelabError(f"window must be in [1, {(1 << DIST_BITS) - 1}], got {window}")
     if min_count < 1:
