@@ -33,6 +33,14 @@ CURVE = (250_000, 500_000, 1_000_000, 2_000_000)
 QUICK = {"curve": CURVE[:2], "rhos": ("rho1",), "corpora": (), "wordrank_epochs": 6, "glove": False}
 FULL = {"curve": CURVE, "rhos": ("rho1", "rho2", "rho3"), "corpora": ("brown+ptb", "text8"), "wordrank_epochs": 10}
 FULL["glove"] = True
+#: what happened to the GloVe packages on PyPI here (Python 3.11, no build network), tried in that order
+GLOVE_NOTE = (
+    "GloVe peers: glove-python-binary 0.2.0 has no build for Python 3.11; glove-py 0.2.3 fails to build "
+    "(needs pybind11 at build time without declaring it); glove-python3 0.1.0 fails to compile (its Cython "
+    "C includes longintrepr.h, gone in 3.11); glove 1.0.2 fails to build (imports numpy in setup.py); "
+    "mittens 0.2 installs and runs, but its numpy GloVe is full-batch on a dense V x V matrix, so it runs "
+    f"only where the vocabulary has at most {GLOVE_MAX_VOCAB} words"
+)
 W2V = dict(vector_size=DIM, window=5, negative=5, sample=1e-4, min_count=5, epochs=5)
 
 
@@ -149,6 +157,7 @@ def wordrank_reproduction(report, quick: bool, seed: int) -> None:
             f"{GLOVE_MAX_VOCAB} words), 100 iterations",
         }
     )
+    report.note(GLOVE_NOTE if s["glove"] else "quick: GloVe skipped (mittens is dense and slow); " + GLOVE_NOTE)
     results = {}
     for label, corpus_name, max_tokens in _cases(quick):
         sentences = None
