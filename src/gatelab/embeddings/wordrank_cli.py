@@ -12,7 +12,7 @@ from gatelab.options import add_common, add_training, nonnegative_float, output_
 
 _CORPUS_HELP = (
     "text file (one sentence a line), a Brown-style .zip, or ptb | brown | brown+ptb | zipf:N[:V]; "
-    "for train also a co-occurrence .npz written by `gatelab wordrank cooccur`"
+    "for train also a co-occurrence .npz written by the cooccur action"
 )
 
 
