@@ -15,6 +15,7 @@ COMMANDS = (
     "gatelab.nice.cli",
     "gatelab.defense.cli",
     "gatelab.embeddings.cli",
+    "gatelab.embeddings.wordrank_cli",
     "gatelab.lm.cli",
     "gatelab.vi.cli",
     "gatelab.reproduce.cli",

@@ -11,13 +11,18 @@
   encoded corpus (shared with WordRank).
 - :func:`evaluate_all`: every evaluation set found under the data folder.
 
+- :class:`WordRank` / :class:`WordRankConfig` / :func:`train_wordrank`: WordRank (ranking-based
+  embeddings) on a :class:`CooccurrenceMatrix` counted by :func:`count_cooccurrences`.
+
 Corpus readers live in :mod:`gatelab.data.text`.
 """
 
+from gatelab.embeddings.cooccurrence import CooccurrenceMatrix, count_cooccurrences
 from gatelab.embeddings.evaluate import EVAL_SETS, evaluate_all
 from gatelab.embeddings.keyedvectors import KeyedVectors
 from gatelab.embeddings.vocab import EncodedCorpus, Vocab
 from gatelab.embeddings.word2vec import Word2Vec, Word2VecConfig, train_word2vec
+from gatelab.embeddings.wordrank import WordRank, WordRankConfig, train_wordrank
 
 __all__ = [
     "Word2Vec",
@@ -28,4 +33,9 @@ __all__ = [
     "EncodedCorpus",
     "evaluate_all",
     "EVAL_SETS",
+    "WordRank",
+    "WordRankConfig",
+    "train_wordrank",
+    "CooccurrenceMatrix",
+    "count_cooccurrences",
 ]

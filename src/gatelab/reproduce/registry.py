@@ -23,6 +23,7 @@ PROVIDERS = (
     "gatelab.lm.reproductions",
     "gatelab.defense.reproductions",
     "gatelab.vi.reproductions",
+    "gatelab.embeddings.wordrank_reproduction",
 )
 
 

@@ -1,0 +1,570 @@
+"""WordRank: word embeddings learned by robust ranking.
+
+Ji, Yun, Yanardag, Matsushima & Vishwanathan, "WordRank: Learning Word Embeddings via Robust
+Ranking" (EMNLP 2016, arXiv:1506.02761). For each word w, its observed contexts c should rank
+above the other contexts. With scores s_wc = <u_w, v_c> and the authors' conventions (their
+code, ``shihaoji/wordrank``):
+
+- the rank surrogate ``S_wc = sum over all contexts c' of l(s_wc' - s_wc)`` (c' = c included,
+  adding l(0) = 1), with l the hinge ``max(0, x + 1)`` (default) or the logistic ``log2(1 + 2**x)``;
+- the objective ``J = sum over nonzeros of r_wc * rho(S_wc)`` with weights
+  ``r_wc = min(1, (X_wc / x_max) ** epsilon)`` and a concave transformation of the rank:
+  ``rho1 = alpha * log2((S + beta) / alpha)`` (the default), ``rho3 = alpha * log_t((S + beta) / alpha)``
+  with ``log_t(x) = (x**(1-t) - 1) / (1 - t)``, and ``rho2 = 1 - 1 / log2(S + 1)`` (the paper's
+  1 - 1/log2(rank + 2));
+- each rho is linearised by its tangent at an auxiliary xi_wc (:func:`bound`), so that between
+  xi updates the objective is ``sum r_wc * g(xi_wc) * S_wc`` plus constants, with
+  ``g = xi / ln 2``, ``ln 2 * xi / ln(xi)**2`` and ``xi**t`` for rho1, rho2, rho3;
+- every ``period`` epochs xi is set in closed form: ``alpha / (S + beta)`` for rho1 and rho3 (the
+  exact minimiser of the bound, where it touches rho) and the authors' rule
+  ``(beta / 2 + 1) / (sqrt(S) + 1 + beta)`` for rho2 (their bound adds a Gamma prior on xi);
+- stochastic gradient steps sample, for an observed (w, c), one context c' uniformly from the
+  others and descend ``r_wc * g(xi_wc) * l(s_wc' - s_wc)``, ``sgd_num`` times per nonzero an
+  epoch (plain SGD as the authors, or AdaGrad, see :class:`WordRankConfig`); vectors start
+  uniform in [0, 1) and normalised, as theirs.
+
+Threads update the shared matrices without locks (Hogwild, numba ``prange``). The authors
+evaluate word + context vectors; all three sets are available (:meth:`WordRank.vectors`).
+Not implemented: the authors' multi-process block rotation (one process here; threads share
+the matrices instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
+from gatelab.embeddings.cooccurrence import CooccurrenceMatrix, count_cooccurrences
+from gatelab.embeddings.keyedvectors import KeyedVectors
+from gatelab.errors import GatelabError, check_choice
+from gatelab.files import check_output_path, write_json
+from gatelab.progress import ScalarLog, bar, say
+
+RHOS = ("rho1", "rho2", "rho3")
+LOSSES = ("hinge", "logistic")
+FORMAT = "gatelab.wordrank"
+#: config fields a resumed run may change: they alter speed, not the result of one thread
+RESUMABLE_CHANGES = ("workers", "epochs")
+_LN2 = math.log(2.0)
+
+
+@dataclass
+class WordRankConfig:
+    """Hyperparameters. The objective's (rho, loss, alpha, beta, t, x_max, epsilon) are the authors'
+    published settings. ``epochs``, ``sgd_num`` and ``period`` are sized for corpora of a few million
+    words on two cores (the authors ran 500 epochs of 100 steps per nonzero, xi every 20, on 16+ cores).
+
+    ``optimizer``: ``"sgd"`` is the authors' plain SGD, each step ``lr * r * g(xi) / mean(r * g(xi))``
+    (they scale by nnz / sum(r) with lr 0.001 and need tens of thousands of sweeps; a larger lr
+    diverges, since g grows 100-fold as a pair's rank improves). ``"adagrad"`` (the default here)
+    divides each coordinate's step by its accumulated gradient norm, as GloVe trains, which stays
+    stable at steps that learn in ten epochs. ``reg``: an L2 penalty per update (the authors' runs: 0).
+    ``xi_start``: set xi in closed form from the initial vectors before the first epoch (the authors
+    start from xi = 1, too large a weight for steps this size). ``job_pairs``: updates between
+    checkpoint and Ctrl-C checks.
+    """
+
+    vector_size: int = 100
+    window: int = 15
+    min_count: int = 5
+    max_vocab_size: int | None = None
+    rho: str = "rho1"
+    loss: str = "hinge"
+    alpha: float = 100.0
+    beta: float = 99.0
+    t: float = 1.5
+    x_max: float = 100.0
+    epsilon: float = 0.75
+    lr: float = 0.05
+    epochs: int = 10
+    sgd_num: int = 1
+    period: int = 2
+    workers: int = 1
+    seed: int = 1
+    job_pairs: int = 1 << 16
+    xi_start: bool = True
+    optimizer: str = "adagrad"
+    reg: float = 0.0
+    device: str = "cpu"
+
+    def validate(self) -> "WordRankConfig":
+        def need(cond, what):
+            if not cond:
+                raise GatelabError(what)
+
+        for name in ("vector_size", "window", "min_count", "epochs", "sgd_num", "period", "workers", "job_pairs"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        need(self.window <= 255, f"window must be at most 255, got {self.window}")
+        need(
+            self.max_vocab_size is None or self.max_vocab_size >= 2,
+            f"max_vocab_size must be >= 2 (or None), got {self.max_vocab_size}",
+        )
+        check_choice("rho", self.rho, RHOS)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("optimizer", self.optimizer, ("sgd", "adagrad"))
+        need(math.isfinite(self.reg) and self.reg >= 0, f"reg must be a finite number >= 0, got {self.reg}")
+        for name in ("alpha", "x_max", "epsilon", "lr"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
+        need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be a finite number >= 0, got {self.beta}")
+        need(math.isfinite(self.t) and self.t > 0 and self.t != 1, f"t must be > 0 and not 1, got {self.t}")
+        need(isinstance(self.seed, int) and 0 <= self.seed < 2**32, f"seed must be in [0, 2**32 - 1], got {self.seed}")
+        if self.device != "cpu":
+            raise GatelabError(f"WordRank trains with compiled CPU kernels; device must be 'cpu', got {self.device!r}")
+        return self
+
+
+# --- the objective, in numpy: the reference that the kernels are tested against --------------------
+def loss_value(x: np.ndarray, loss: str) -> np.ndarray:
+    """l(x): the hinge ``max(0, x + 1)`` or the logistic ``log2(1 + 2**x)``; both give l(0) = 1."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.logaddexp2(0.0, x) if loss == "logistic" else np.maximum(x + 1.0, 0.0)
+
+
+def loss_derivative(x: np.ndarray, loss: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp2(-x)) if loss == "logistic" else (x > -1.0).astype(np.float64)
+
+
+def pair_weights(values: np.ndarray, x_max: float = 100.0, epsilon: float = 0.75) -> np.ndarray:
+    """r = min(1, (X / x_max) ** epsilon), GloVe's weighting."""
+    return np.minimum(1.0, (np.asarray(values, dtype=np.float64) / x_max) ** epsilon)
+
+
+def rank_surrogates(U, V, rows, cols, loss: str) -> np.ndarray:
+    """S_wc = sum over all contexts c' of l(s_wc' - s_wc), for each nonzero (dense, for small matrices)."""
+    scores = U[rows] @ V.T
+    own = scores[np.arange(len(rows)), cols]
+    return loss_value(scores - own[:, None], loss).sum(axis=1)
+
+
+def rho_value(S: np.ndarray, rho: str, alpha: float = 100.0, beta: float = 99.0, t: float = 1.5) -> np.ndarray:
+    """The transformed rank rho(S) (see the module docstring)."""
+    S = np.asarray(S, dtype=np.float64)
+    if rho == "rho2":
+        return 1.0 - _LN2 / np.log(S + 1.0)
+    x = (S + beta) / alpha
+    if rho == "rho1":
+        return alpha * np.log2(x)
+    return alpha * (x ** (1.0 - t) - 1.0) / (1.0 - t)
+
+
+def bound(S, xi, rho: str, alpha: float = 100.0, beta: float = 99.0, t: float = 1.5) -> np.ndarray:
+    """The linearised objective of one nonzero at auxiliary ``xi`` (the authors' bound for each rho).
+
+    For rho1 and rho3 it is the tangent of rho at (S + beta) / alpha = 1 / xi, so it lies above
+    rho and touches it at xi = alpha / (S + beta). For rho2 it is the authors' tangent plus their
+    Gamma prior on xi, ``(beta * xi - beta / 2 * ln xi) / ln 2``.
+    """
+    S, xi = np.asarray(S, dtype=np.float64), np.asarray(xi, dtype=np.float64)
+    if rho == "rho1":
+        return -alpha * np.log2(xi) + (xi * (S + beta) - alpha) / _LN2
+    if rho == "rho3":
+        log_t = ((1.0 / xi) ** (1.0 - t) - 1.0) / (1.0 - t)
+        return alpha * log_t + xi**t * (S + beta) - alpha * xi ** (t - 1.0)
+    lx = np.log(xi)
+    return 1.0 + _LN2 * (lx - 1.0 + xi * (S + 1.0)) / lx**2 + (beta * xi - 0.5 * beta * lx) / _LN2
+
+
+def bound_slope(xi, rho: str, t: float = 1.5) -> np.ndarray:
+    """g(xi) = d bound / d S: how much a nonzero's rank surrogate weighs between xi updates."""
+    xi = np.asarray(xi, dtype=np.float64)
+    if rho == "rho1":
+        return xi / _LN2
+    if rho == "rho3":
+        return xi**t
+    return _LN2 * xi / np.log(xi) ** 2
+
+
+def xi_update(S, rho: str, alpha: float = 100.0, beta: float = 99.0) -> np.ndarray:
+    """The closed-form xi: alpha / (S + beta) for rho1 and rho3, (beta/2 + 1) / (sqrt(S) + 1 + beta) for rho2."""
+    S = np.asarray(S, dtype=np.float64)
+    if rho == "rho2":
+        return (0.5 * beta + 1.0) / (np.sqrt(S) + 1.0 + beta)
+    return alpha / (S + beta)
+
+
+def initial_xi(rho: str) -> float:
+    """The authors' starting xi: 0.5 for rho2 (inside its domain (0, 1)), else 1."""
+    return 0.5 if rho == "rho2" else 1.0
+
+
+def linearised_objective(U, V, rows, cols, weights, xi, rho, loss, alpha=100.0, beta=99.0, t=1.5) -> float:
+    """sum r_wc * bound(S_wc, xi_wc): what the SGD descends between xi updates."""
+    S = rank_surrogates(U, V, rows, cols, loss)
+    return float(np.sum(weights * bound(S, xi, rho, alpha, beta, t)))
+
+
+def linearised_gradient(U, V, rows, cols, weights, xi, rho, loss, t=1.5) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient of :func:`linearised_objective` with respect to U and V (analytic)."""
+    scores = U[rows] @ V.T
+    own = scores[np.arange(len(rows)), cols]
+    d = loss_derivative(scores - own[:, None], loss) * (weights * bound_slope(xi, rho, t))[:, None]  # (nnz, C)
+    dU = np.zeros_like(U)
+    dV = np.zeros_like(V)
+    np.add.at(dU, rows, d @ V - d.sum(axis=1, keepdims=True) * V[cols])
+    dV += d.T @ U[rows]
+    np.add.at(dV, cols, -d.sum(axis=1, keepdims=True) * U[rows])
+    return dU, dV
+
+
+# --- training --------------------------------------------------------------------------------
+@dataclass
+class _Position:
+    epoch: int = 0
+    step: int = 0  # jobs done in this epoch
+    updates: int = 0
+    seconds: float = 0.0
+
+
+def _as_matrix(data, cfg: WordRankConfig, progress: bool) -> CooccurrenceMatrix:
+    if isinstance(data, CooccurrenceMatrix):
+        matrix = data
+    elif isinstance(data, (str, os.PathLike)) and str(data).endswith(".npz"):
+        matrix = CooccurrenceMatrix.load(data)
+    else:
+        if isinstance(data, (str, os.PathLike)):
+            from gatelab.data.text import LineCorpus
+
+            data = LineCorpus(data)
+        matrix = count_cooccurrences(
+            data, window=cfg.window, min_count=cfg.min_count, max_vocab_size=cfg.max_vocab_size, progress=progress
+        )
+    if len(matrix.vocab) < 2 or matrix.nnz == 0:
+        raise GatelabError(
+            f"the co-occurrence matrix has {len(matrix.vocab)} words and {matrix.nnz} nonzeros; WordRank needs at "
+            "least 2 words that co-occur (a larger corpus, or a lower min_count)"
+        )
+    return matrix
+
+
+def _epoch_order(indptr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The nonzeros word by word, the words in random order: a word's row stays in cache while
+    its contexts are visited (the authors walk theirs context by context)."""
+    perm = rng.permutation(len(indptr) - 1)
+    lengths = indptr[perm + 1] - indptr[perm]
+    starts = np.repeat(indptr[perm] - np.cumsum(lengths) + lengths, lengths)
+    return starts + np.arange(int(lengths.sum()), dtype=np.int64)
+
+
+def _fingerprint(matrix: CooccurrenceMatrix) -> dict:
+    return {
+        "vocab": matrix.vocab.fingerprint(),
+        "nnz": int(matrix.nnz),
+        "sum": float(matrix.values.sum()),
+        "window": matrix.window,
+        "min_count": matrix.min_count,
+    }
+
+
+class WordRank:
+    """WordRank trainer (scikit-learn shape): ``WordRank(**params).fit(data)``.
+
+    ``data``: a :class:`CooccurrenceMatrix`, the path of a saved one (``.npz``), a corpus file
+    (one sentence a line) or any iterable of token lists (counted with ``window`` and ``min_count``).
+
+    Fitted attributes: ``vocab``, ``word_vectors_`` (U), ``context_vectors_`` (V), ``wv`` (U + V,
+    :class:`KeyedVectors`, what the authors evaluate), ``xi_`` (per nonzero), ``history_`` (one
+    dict an epoch), ``train_stats_``. Long runs: ``fit(checkpoint=...)`` saves the matrices, xi,
+    the position (epoch and job), the RNG states and the config at each epoch's end and every
+    ``checkpoint_every`` seconds, and on SIGINT/SIGTERM saves and raises
+    :class:`gatelab.checkpoint.Interrupted`; ``fit(resume=path)`` continues exactly.
+    """
+
+    def __init__(self, progress: bool = False, **params):
+        unknown = set(params) - {f.name for f in dataclasses.fields(WordRankConfig)}
+        if unknown:
+            raise GatelabError(
+                f"unknown WordRank parameter(s) {sorted(unknown)}; accepted: "
+                f"{', '.join(f.name for f in dataclasses.fields(WordRankConfig))}"
+            )
+        self.config = WordRankConfig(**params).validate()
+        self.progress = progress
+        self.history_: list[dict] = []
+        self.train_stats_: dict = {}
+
+    def config_dict(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+    def _initial(self, matrix: CooccurrenceMatrix) -> tuple[np.ndarray, np.ndarray]:
+        n, d = len(matrix.vocab), self.config.vector_size
+        rng = np.random.default_rng([self.config.seed, 0x5752])
+        U = rng.random((n, d), dtype=np.float32)
+        V = rng.random((n, d), dtype=np.float32)
+        for M in (U, V):
+            M /= np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-6)
+        return U, V
+
+    def _load(self, path, matrix: CooccurrenceMatrix) -> dict:
+        state = load_state(path, "WordRank checkpoint")
+        check_resumable(state, FORMAT, self.config_dict(), path, may_differ=RESUMABLE_CHANGES)
+        try:
+            if state["matrix"] != _fingerprint(matrix):
+                raise GatelabError(
+                    f"{path} was trained on another co-occurrence matrix; resume with the same corpus and settings"
+                )
+            n, d = len(matrix.vocab), self.config.vector_size
+            for key, shape in (("U", (n, d)), ("V", (n, d)), ("HU", (n, d)), ("HV", (n, d)), ("xi", (matrix.nnz,))):
+                t = state[key]
+                if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+                    raise GatelabError(f"{path}: {key} is not a tensor of shape {shape}")
+            position = _Position(**state["position"])
+            if not all(isinstance(v, (int, float)) for v in dataclasses.asdict(position).values()):
+                raise GatelabError(f"{path}: the position holds a value that is not a number")
+            if not isinstance(state["history"], list):
+                raise GatelabError(f"{path}: the history is not a list")
+        except (KeyError, TypeError) as exc:
+            raise GatelabError(f"{path} is not a complete WordRank checkpoint ({type(exc).__name__}: {exc})") from None
+        return state
+
+    def fit(
+        self,
+        data,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_every: float = 300.0,
+        resume: str | os.PathLike | None = None,
+        log_dir: str | os.PathLike | None = None,
+    ) -> "WordRank":
+        """Count co-occurrences if needed, then train the configured epochs (from the resumed position)."""
+        import numba
+
+        from gatelab.embeddings._wordrank_kernel import adagrad_pass, sgd_pass
+
+        cfg = self.config
+        matrix = _as_matrix(data, cfg, self.progress)
+        self.matrix_, self.vocab = matrix, matrix.vocab
+        rows, cols = matrix.rows, matrix.cols
+        weights = pair_weights(matrix.values, cfg.x_max, cfg.epsilon)
+        if resume is not None:
+            state = self._load(resume, matrix)
+            U, V = state["U"].numpy().copy(), state["V"].numpy().copy()
+            HU, HV = state["HU"].numpy().copy(), state["HV"].numpy().copy()
+            xi = state["xi"].numpy().astype(np.float64)
+            pos = _Position(**state["position"])
+            self.history_ = list(state["history"])
+            set_rng_state(state["rng"])
+        else:
+            U, V = self._initial(matrix)
+            HU, HV = np.zeros_like(U), np.zeros_like(V)  # AdaGrad's sums of squared gradients
+            xi = np.full(matrix.nnz, initial_xi(cfg.rho))
+            if cfg.xi_start:
+                xi[:] = xi_update(self.rank_sums(U, V), cfg.rho, cfg.alpha, cfg.beta)
+            pos = _Position()
+            self.history_ = []
+        coef = (weights * bound_slope(xi, cfg.rho, cfg.t)).astype(np.float32)
+        nnz, indptr = matrix.nnz, matrix.indptr
+        jobs_per_sweep = -(-nnz // cfg.job_pairs)
+        steps = cfg.sgd_num * jobs_per_sweep
+
+        def state() -> dict:
+            return {
+                "format": FORMAT,
+                "config": self.config_dict(),
+                "matrix": _fingerprint(matrix),
+                "U": torch.from_numpy(U.copy()),
+                "V": torch.from_numpy(V.copy()),
+                "HU": torch.from_numpy(HU.copy()),
+                "HV": torch.from_numpy(HV.copy()),
+                "xi": torch.from_numpy(xi.astype(np.float64)),
+                "position": dataclasses.asdict(pos),
+                "history": list(self.history_),
+                "rng": rng_state(),
+            }
+
+        quiet = not self.progress
+        threads = numba.get_num_threads()
+        numba.set_num_threads(min(cfg.workers, numba.config.NUMBA_NUM_THREADS))
+        total = cfg.epochs * steps
+        pbar = bar(total=total, desc="wordrank", unit="job", quiet=quiet)
+        pbar.update(min(pos.epoch * steps + pos.step, total))
+        resumed_from = pos.updates
+        try:
+            with Checkpointer(checkpoint, checkpoint_every) as ckpt, ScalarLog(log_dir) as log:
+                while pos.epoch < cfg.epochs:
+                    epoch = pos.epoch
+                    order = _epoch_order(indptr, np.random.default_rng([cfg.seed, epoch]))
+                    t0, done0 = time.monotonic(), pos.updates
+                    clock = t0
+                    while pos.step < steps:
+                        j = pos.step % jobs_per_sweep
+                        part = order[j * cfg.job_pairs : (j + 1) * cfg.job_pairs]
+                        seeds = np.random.SeedSequence([cfg.seed, epoch, pos.step]).generate_state(
+                            cfg.workers, np.uint64
+                        )
+                        if cfg.optimizer == "adagrad":
+                            adagrad_pass(
+                                part,
+                                rows,
+                                cols,
+                                coef,
+                                U,
+                                V,
+                                HU,
+                                HV,
+                                np.float32(cfg.lr),
+                                np.float32(cfg.reg),
+                                cfg.loss == "logistic",
+                                seeds,
+                            )
+                        else:
+                            sgd_pass(
+                                part,
+                                rows,
+                                cols,
+                                coef,
+                                U,
+                                V,
+                                np.float32(cfg.lr / coef.mean()),
+                                cfg.loss == "logistic",
+                                seeds,
+                            )
+                        pos.step += 1
+                        pos.updates += len(part)
+                        now = time.monotonic()
+                        pos.seconds += now - clock
+                        clock = now
+                        pbar.update(1)
+                        if pos.step < steps:
+                            ckpt.step(state)
+                    seconds = time.monotonic() - t0
+                    row = {"epoch": epoch + 1, "updates": pos.updates - done0, "seconds": seconds}
+                    row["pairs_per_sec"] = row["updates"] / max(seconds, 1e-9)
+                    if (epoch + 1) % cfg.period == 0 and epoch + 1 < cfg.epochs:
+                        S = self.rank_sums(U, V)
+                        xi[:] = xi_update(S, cfg.rho, cfg.alpha, cfg.beta)
+                        coef[:] = weights * bound_slope(xi, cfg.rho, cfg.t)
+                        row["objective"] = float(np.sum(weights * rho_value(S, cfg.rho, cfg.alpha, cfg.beta, cfg.t)))
+                        row["mean_rank"] = float(np.average(S, weights=weights)) - 1.0
+                        row["mean_xi"] = float(xi.mean())
+                    pos.epoch, pos.step = epoch + 1, 0
+                    self.history_.append(row)
+                    extra = (
+                        f", objective {row['objective']:.4g}, weighted mean rank {row['mean_rank']:.1f}"
+                        if "objective" in row
+                        else ""
+                    )
+                    say(
+                        f"wordrank epoch {pos.epoch}/{cfg.epochs}: {row['updates']} updates, "
+                        f"{row['pairs_per_sec'] / 1e6:.2f}M pairs/s{extra}",
+                        quiet=quiet,
+                    )
+                    log.add(pos.epoch, pairs_per_sec=row["pairs_per_sec"], objective=row.get("objective"))
+                    ckpt.epoch_end(state)
+        finally:
+            numba.set_num_threads(threads)
+            pbar.close()
+        self.xi_ = xi
+        words, counts = self.vocab.words, self.vocab.counts
+        self.word_vectors_ = KeyedVectors(words, U, counts)
+        self.context_vectors_ = KeyedVectors(words, V, counts)
+        self.wv = KeyedVectors(words, U + V, counts)
+        self.train_stats_ = {
+            "updates": pos.updates,
+            "resumed_from_updates": resumed_from,
+            "seconds": pos.seconds,
+            "pairs_per_sec": pos.updates / max(pos.seconds, 1e-9),
+            "nnz": nnz,
+            "vocab_size": len(self.vocab),
+            "threads": cfg.workers,
+        }
+        return self
+
+    def rank_sums(self, U: np.ndarray, V: np.ndarray, block: int = 512) -> np.ndarray:
+        """S_wc for every nonzero, exactly (score blocks by BLAS, sums compiled)."""
+        from gatelab.embeddings._wordrank_kernel import rank_sums
+
+        matrix = self.matrix_
+        indptr = matrix.indptr
+        out = np.zeros(matrix.nnz, dtype=np.float64)
+        for r0 in range(0, len(matrix.vocab), block):
+            scores = U[r0 : r0 + block] @ V.T
+            rank_sums(scores, r0, indptr, matrix.cols, self.config.loss == "logistic", out)
+        return out
+
+    def vectors(self, kind: str = "sum") -> KeyedVectors:
+        """The trained vectors: ``word`` (U), ``context`` (V) or ``sum`` (U + V)."""
+        check_choice("vector kind", kind, ("sum", "word", "context"))
+        if not hasattr(self, "wv"):
+            raise GatelabError("fit the model before asking for its vectors")
+        return {"sum": self.wv, "word": self.word_vectors_, "context": self.context_vectors_}[kind]
+
+
+def work_dir(out: str | os.PathLike) -> Path:
+    """The folder beside ``out`` that holds an unfinished run's co-occurrence matrix and checkpoint."""
+    out = Path(out)
+    return out.with_name(out.name + ".wordrank-work")
+
+
+def train_wordrank(
+    sentences: Iterable[Iterable[str]] | str | os.PathLike | CooccurrenceMatrix,
+    out: str | os.PathLike | None = None,
+    binary: bool = True,
+    word_out: str | os.PathLike | None = None,
+    context_out: str | os.PathLike | None = None,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 300.0,
+    resume: str | os.PathLike | None = None,
+    log_dir: str | os.PathLike | None = None,
+    metadata: dict | None = None,
+    **params,
+) -> WordRank:
+    """Train WordRank and (if ``out``) save word + context vectors in word2vec format, with a config JSON.
+
+    ``word_out``/``context_out`` also save U and V. With ``out``, the co-occurrence matrix and the
+    checkpoint live in :func:`work_dir` while training, so an interrupted or killed run resumes
+    without counting again; a finished run removes them.
+    """
+    model = WordRank(progress=progress, **params)
+    paths = [Path(p) for p in (out, word_out, context_out) if p is not None]
+    for p in paths:
+        check_output_path(p)
+    work = None
+    data = sentences
+    if out is not None:
+        work = work_dir(out)
+        check_output_path(work, kind="dir")
+        if checkpoint is None:
+            checkpoint = work / "checkpoint.pt"
+        cached = work / "cooccurrence.npz"
+        if not isinstance(sentences, CooccurrenceMatrix) and not str(sentences).endswith(".npz"):
+            if resume is not None and cached.is_file():
+                data = CooccurrenceMatrix.load(cached)
+            else:
+                data = _as_matrix(sentences, model.config, progress)
+                work.mkdir(parents=True, exist_ok=True)
+                data.save(cached)
+    try:
+        model.fit(data, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, log_dir=log_dir)
+    except BaseException:
+        if work is not None and not Path(checkpoint).exists():
+            shutil.rmtree(work, ignore_errors=True)  # nothing to resume from
+        raise
+    if out is not None:
+        model.wv.save_word2vec_format(out, binary=binary)
+        for path, kind in ((word_out, "word"), (context_out, "context")):
+            if path is not None:
+                model.vectors(kind).save_word2vec_format(path, binary=binary)
+        info = {
+            "config": model.config_dict(),
+            "train": model.train_stats_,
+            "history": model.history_,
+            "vocab_size": len(model.vocab),
+            "nnz": model.matrix_.nnz,
+            "corpus": repr(sentences),
+            "vectors": "word + context",
+        }
+        write_json(Path(out).with_name(Path(out).name + ".json"), {**info, **(metadata or {})})
+        shutil.rmtree(work, ignore_errors=True)
+    return model
