@@ -166,6 +166,7 @@ def test_one_vocabulary_and_every_default_stated():
         "nice train-classifier",
         "npn train",
         "word2vec train",
+        "wordrank train",
     ]
     run_flags = {"--seed", "--device", "--quiet", "--out", "--resume", "--checkpoint-every", "--log-dir"}
     assert all(run_flags <= commands[c] for c in trainers), {c: run_flags - commands[c] for c in trainers}
