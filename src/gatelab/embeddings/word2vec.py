@@ -290,7 +290,9 @@ class Word2Vec:
         v, d = len(self.vocab), cfg.vector_size
         if state is None:
             rng = np.random.default_rng(cfg.seed)
-            w_in = ((rng.random((v, d), dtype=np.float32) - 0.5) / d).astype(np.float32)
+            w_in = rng.random((v, d), dtype=np.float32)  # (u - 0.5) / d, in place: no temporary matrices
+            w_in -= 0.5
+            w_in /= d
             self.syn1neg = np.zeros((v, d), dtype=np.float32)
             self._position = _Position()
         else:
@@ -364,11 +366,6 @@ class Word2Vec:
         if self.corpus is None:
             raise GatelabError("build_vocab (or pass sentences to Word2Vec) before train")
         cfg = self.config
-        if cfg.negative >= len(self.vocab):
-            raise GatelabError(
-                f"negative={cfg.negative} noise words need a vocabulary of more than {cfg.negative} words, but it "
-                f"holds {len(self.vocab)}; lower negative below {len(self.vocab)} (or min_count, for more words)"
-            )
         epochs = cfg.epochs
         corpus, vocab = self.corpus, self.vocab
         keep = vocab.keep_probabilities(cfg.sample)
@@ -457,8 +454,8 @@ class Word2Vec:
             return {
                 "format": FORMAT,
                 "config": self._resume_config(),
-                "w_in": torch.from_numpy(w_in.copy()),
-                "w_out": torch.from_numpy(w_out.copy()),
+                "w_in": torch.from_numpy(w_in),  # no copy: no thread trains while a state is saved
+                "w_out": torch.from_numpy(w_out),
                 "vocab": {"words": vocab.words, "counts": torch.from_numpy(vocab.counts.copy())},
                 "corpus": dict(self._corpus_info),
                 "position": dataclasses.asdict(pos),
