@@ -70,16 +70,33 @@ def run_gatelab(sentences, threads: int, epochs: int, seed: int, **extra):
     return model.wv, {"vocab_s": t_vocab, "train_s": t_train, "raw": model.train_stats_["raw_words"]}
 
 
-def run_command(cmd, env=None) -> float:
-    """Wall seconds of a command (it must succeed)."""
+def run_command(cmd, env=None, retry: bool = True) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MB, of the process or its largest descendant) of a command.
+
+    A failed command is run once more, saying so (a torchrun worker rarely aborts at exit).
+    """
     t = time.perf_counter()
-    done = subprocess.run(
-        cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True, text=True
-    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t
-    if done.returncode != 0:
-        raise SystemExit(f"{cmd[:4]} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return seconds
+    if os.waitstatus_to_exitcode(status) != 0 and retry:
+        print(f"(failed with status {status}, run again: {output.strip().splitlines()[-1:]})")
+        return run_command(cmd, env, retry=False)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{cmd[:4]} failed ({status}):\n{output[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def gensim_command(corpus, threads, epochs, seed) -> list[str]:
+    """gensim end to end in a fresh process, like the others (imports, vocabulary, training, save)."""
+    code = (
+        "import sys; from gensim.models import Word2Vec; from gensim.models.word2vec import LineSentence; "
+        f"m = Word2Vec(LineSentence(sys.argv[1]), sg=1, hs=0, workers={threads}, epochs={epochs}, seed={seed}, "
+        f"**{HYPER!r}); m.wv.save_word2vec_format(sys.argv[2], binary=True)"
+    )
+    return [sys.executable, "-c", code, str(corpus), os.devnull]
 
 
 def gatelab_command(corpus, out, threads, processes=1, epochs=1) -> list[str]:
@@ -155,17 +172,18 @@ def speed(args, tmp: Path) -> None:
 
     t = Table("end to end: a fresh process (imports, vocabulary, training, save), 1 epoch; ratio against row 1")
     out = tmp / "v.bin"
-    base = t.row(f"gatelab 1 process x {th} threads", run_command(gatelab_command(path, out, th)), n)
-    sec = run_command(gatelab_command(path, out, 1, processes=th))
-    t.row(f"gatelab torchrun {th} processes x 1 thread", sec, n, base)
+    sec, mb = run_command(gatelab_command(path, out, th))
+    base = t.row(f"gatelab 1 process x {th} threads", sec, n, note=f"peak {mb:.0f} MB")
+    sec, mb = run_command(gatelab_command(path, out, 1, processes=th))
+    t.row(f"gatelab torchrun {th} processes x 1 thread", sec, n, base, note=f"peak {mb:.0f} MB (largest process)")
     if args.baseline_src:
-        sec = run_command(gatelab_command(path, out, th), env={"PYTHONPATH": str(args.baseline_src)})
-        t.row(f"baseline src, 1 process x {th} threads", sec, n, base, note=str(args.baseline_src))
+        sec, mb = run_command(gatelab_command(path, out, th), env={"PYTHONPATH": str(args.baseline_src)})
+        t.row(f"baseline src, 1 process x {th} threads", sec, n, base, note=f"peak {mb:.0f} MB; {args.baseline_src}")
     if args.pword2vec:
-        sec = run_command(pword2vec_command(args.pword2vec, path, out, th))
-        t.row(f"pWord2Vec, {th} threads (batch 11)", sec, n, base)
-    sec = g["vocab_s"] + g["train_s"]
-    t.row(f"gensim {th} threads (in-process: no imports)", sec, n, base)
+        sec, mb = run_command(pword2vec_command(args.pword2vec, path, out, th))
+        t.row(f"pWord2Vec, {th} threads (batch 11)", sec, n, base, note=f"peak {mb:.0f} MB")
+    sec, mb = run_command(gensim_command(path, th, 1, args.seed))
+    t.row(f"gensim, {th} threads", sec, n, base, note=f"peak {mb:.0f} MB")
 
 
 def quality(args, tmp: Path) -> None:
