@@ -28,8 +28,13 @@ _FNV_PRIME = np.uint64(1099511628211)
 def _space(buf, i, n):
     """Byte length of the whitespace character at ``buf[i]`` (0: none), as ``str.isspace`` says."""
     b = buf[i]
-    if b == 32 or (9 <= b <= 13) or (28 <= b <= 31):
+    if b > 32:
+        if b < 0xC2 or b > 0xE3:  # the common case: a printable ASCII byte or a continuation byte
+            return 0
+    elif b == 32 or (9 <= b <= 13) or b >= 28:
         return 1
+    else:
+        return 0
     if b == 0xC2 and i + 1 < n and (buf[i + 1] == 0x85 or buf[i + 1] == 0xA0):
         return 2
     if i + 2 < n:
@@ -57,21 +62,21 @@ def _mix(h):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _lookup(buf, s, e, h, slots, starts, pool):
+def _lookup(buf, s, e, h, slots, pool):
     """The slot of the token ``buf[s:e]`` with hash ``h``: its word's, or the empty one where it goes.
 
-    A slot holds the hash's high 31 bits over the word's id, so most probes touch no other array.
+    A slot holds (hash, word id or -1, start of the word in ``pool``, count) in 32 bytes, so a
+    look-up and a count touch one cache line of the table and one of the pool.
     """
     mask = np.uint64(slots.shape[0] - 1)
     j = h & mask
     n = e - s
-    high = np.int64(h >> np.uint64(33))
+    key = np.int64(h)
     while True:
-        v = slots[j]
-        if v < 0:
+        if slots[j, 1] < 0:
             return j
-        if (v >> 32) == high:
-            p = starts[v & 0xFFFFFFFF]
+        if slots[j, 0] == key:
+            p = slots[j, 2]
             if pool[p + n] == 10:  # same length (the word ends where the token does)
                 same = True
                 for k in range(n):
@@ -84,31 +89,31 @@ def _lookup(buf, s, e, h, slots, starts, pool):
 
 
 @njit(nogil=True, cache=True)
-def rehash(slots, hashes, n_words):
-    """Refill ``slots`` (all -1, a power of two) with the first ``n_words`` words."""
+def rehash(old, slots):
+    """Move the words of the table ``old`` into ``slots`` (all -1, a power of two)."""
     mask = np.uint64(slots.shape[0] - 1)
-    for w in range(n_words):
-        h = hashes[w]
-        j = h & mask
-        while slots[j] >= 0:
-            j = (j + np.uint64(1)) & mask
-        slots[j] = (np.int64(h >> np.uint64(33)) << 32) | w
+    for i in range(old.shape[0]):
+        if old[i, 1] >= 0:
+            j = np.uint64(old[i, 0]) & mask
+            while slots[j, 1] >= 0:
+                j = (j + np.uint64(1)) & mask
+            for c in range(4):
+                slots[j, c] = old[i, c]
 
 
 @njit(nogil=True, cache=True)
-def scan(buf, i, n, slots, hashes, starts, counts, pool, st, out, bounds, max_sentence, chunk_words, first, stop):
+def scan(buf, i, n, slots, pool, st, out, bounds, max_sentence, chunk_words, first, stop):
     """Tokenise ``buf[i:n]`` (which ends at a token boundary).
 
     Returns ``(position, tokens written, bounds written, done)``. Only lines ``first`` up to
     ``stop`` (counting non-blank lines; ``stop < 0``: no end) are encoded; ``done`` is True once
     line ``stop`` is reached. ``out`` and ``bounds`` must hold ``n - i + 2`` and ``(n - i) // 2 + 2``
     values. The scan stops early, at the start of a new word, when the table is half full or
-    ``hashes``, ``starts``, ``counts`` or ``pool`` have no room for it: the caller grows them and
-    calls again from the position returned.
+    ``pool`` has no room for it: the caller grows them and calls again from the position returned.
     """
     n_out = 0
     n_bounds = 0
-    room = min(slots.shape[0] // 2, hashes.shape[0], starts.shape[0], counts.shape[0])
+    room = slots.shape[0] // 2
     while i < n:
         b = buf[i]
         if b == 10 or b == 13:  # end of line
@@ -146,25 +151,23 @@ def scan(buf, i, n, slots, hashes, starts, counts, pool, st, out, bounds, max_se
         if st[LINE] < first:
             continue
         h = _mix(h)
-        j = _lookup(buf, s, i, h, slots, starts, pool)
-        v = slots[j]
-        if v >= 0:
-            w = v & 0xFFFFFFFF
-        else:
+        j = _lookup(buf, s, i, h, slots, pool)
+        w = slots[j, 1]
+        if w < 0:
             w = st[DISTINCT]
             if w >= room or st[POOL] + i - s + 1 > pool.shape[0]:
                 return s, n_out, n_bounds, False
             st[DISTINCT] += 1
-            slots[j] = (np.int64(h >> np.uint64(33)) << 32) | w
-            hashes[w] = h
             p = st[POOL]
-            starts[w] = p
+            slots[j, 0] = np.int64(h)
+            slots[j, 1] = w
+            slots[j, 2] = p
+            slots[j, 3] = 0
             for k in range(i - s):
                 pool[p + k] = buf[s + k]
             pool[p + i - s] = 10
             st[POOL] = p + i - s + 1
-            counts[w] = 0
-        counts[w] += 1
+        slots[j, 3] += 1
         if st[PIECE] == max_sentence:  # cut a long line
             out[n_out] = -1
             n_out += 1

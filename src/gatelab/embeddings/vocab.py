@@ -363,8 +363,7 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
 
     first, stop = shard[0], -1 if shard[1] is None else shard[1]
     st = np.zeros(k.STATE_SIZE, dtype=np.int64)
-    slots = np.full(0, -1, dtype=np.int64)
-    hashes, starts, counts = (np.zeros(0, dtype=t) for t in (np.uint64, np.int64, np.int64))
+    slots = np.full((0, 4), -1, dtype=np.int64)
     pool = np.zeros(0, dtype=np.uint8)
     out_buf = np.empty(0, dtype=np.int32)
     bounds = np.empty(0, dtype=np.int64)
@@ -406,11 +405,10 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
                 out_buf, bounds = grow(out_buf, n + 2), grow(bounds, n // 2 + 2)
                 while i < n and not done:
                     distinct = int(st[k.DISTINCT])
-                    if distinct + 1 >= len(hashes) or 2 * (distinct + 1) > len(slots):
-                        more = max(1 << 16, distinct)  # the table stays under half full
-                        hashes, starts, counts = (grow(a, distinct + more) for a in (hashes, starts, counts))
-                        slots = np.full(1 << (2 * (distinct + more) - 1).bit_length(), -1, dtype=np.int64)
-                        k.rehash(slots, hashes, distinct)
+                    if 2 * (distinct + 1) > len(slots):  # the table stays under half full
+                        old, slots = slots, np.full((max(1 << 17, 4 * len(slots)), 4), -1, dtype=np.int64)
+                        k.rehash(old, slots)
+                        del old
                     if int(st[k.POOL]) + (n - i) + 1 > len(pool):
                         pool = grow(pool, int(st[k.POOL]) + 1 + min(n - i, max(1 << 20, len(pool))))
                     i, n_out, n_bounds, done = k.scan(
@@ -418,9 +416,6 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
                         i,
                         n,
                         slots,
-                        hashes,
-                        starts,
-                        counts,
                         pool,
                         st,
                         out_buf,
@@ -445,7 +440,10 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
     if corpus.lowercase:
         text = text.lower()
     words = text.split("\n")[:distinct]
-    return words, counts[:distinct].copy()
+    counts = np.zeros(distinct, dtype=np.int64)
+    used = slots[:, 1] >= 0
+    counts[slots[used, 1]] = slots[used, 3]
+    return words, counts
 
 
 def _merge(words: list[str], counts: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -454,10 +452,10 @@ def _merge(words: list[str], counts: np.ndarray) -> tuple[list[str], np.ndarray,
     Returns the distinct words, their summed counts and the map from the given positions to
     the merged ones (None when nothing repeats).
     """
+    if len(set(words)) == len(words):  # the usual case, found at a fraction of the cost of the map
+        return words, counts, None
     index: dict[str, int] = {}
     ids = np.fromiter((index.setdefault(w, len(index)) for w in words), np.int64, len(words))
-    if len(index) == len(words):
-        return words, counts, None
     merged = np.zeros(len(index), dtype=np.int64)
     np.add.at(merged, ids, counts)
     return list(index), merged, ids
