@@ -197,7 +197,8 @@ def quality(args, tmp: Path) -> None:
     gkv, _ = run_gensim(corpus, th, e, args.seed)
     models["gensim"] = KeyedVectors(list(gkv.index_to_key), gkv.vectors)
     models["gatelab numba"], _ = run_gatelab(corpus, th, e, args.seed)
-    models["gatelab torch cpu"], _ = run_gatelab(corpus, th, e, args.seed, backend="torch")
+    if not args.skip_torch_quality:
+        models["gatelab torch cpu"], _ = run_gatelab(corpus, th, e, args.seed, backend="torch")
     out = tmp / "q.bin"
     env = {"GATELAB_DATA": str(args.data_dir)} if args.data_dir else {}
     run_command(gatelab_command("brown+ptb", out, 1, processes=th, epochs=e) + ["--seed", str(args.seed)], env)
@@ -231,6 +232,9 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-src", type=Path, default=None, help="another gatelab src folder (default: none)")
     ap.add_argument("--skip-speed", action="store_true", help="no speed rows (default: off)")
     ap.add_argument("--skip-quality", action="store_true", help="no quality rows (default: off)")
+    ap.add_argument(
+        "--skip-torch-quality", action="store_true", help="no quality row for the torch backend (default: off)"
+    )
     ap.add_argument("--data-dir", default=None, help="data folder (default: $GATELAB_DATA)")
     args = ap.parse_args(argv)
 
