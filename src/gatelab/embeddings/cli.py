@@ -60,7 +60,7 @@ def register(subparsers) -> None:
         "--negative",
         **num,
         default=d.negative,
-        help="noise words per positive pair; below the vocabulary size (default: %(default)s)",
+        help="noise words drawn per batch of context words; repeats become multiplicities (default: %(default)s)",
     )
     t.add_argument(
         "--sample",
