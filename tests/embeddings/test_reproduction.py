@@ -30,3 +30,4 @@ def test_hogbatch_reproduction_runs_on_tiny_settings(tmp_path, monkeypatch):
     assert all(r["paper"] is None for r in rows.values())  # the paper states no figure for these corpora
     assert any(w.startswith("Planted: ") for w in rows) and results["settings"]["zipf_tokens"] == 20_000
     assert not list(folder.glob("*.txt")) and not list(folder.glob("*.bin"))  # the corpora and vectors are gone
+    assert not list(folder.glob("checkpoints/*.pt"))  # and so are the checkpoints of finished stages

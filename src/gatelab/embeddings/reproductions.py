@@ -77,6 +77,7 @@ def _gatelab(report, key: str, sentences, epochs: int, seed: int):
         seed=seed,
         **HYPER,
     )
+    options["checkpoint"].unlink(missing_ok=True)  # the stage's result is kept; its checkpoint is not needed
     s = model.train_stats_
     return model.wv, time.perf_counter() - t - s["seconds"], s["seconds"], s["raw_words"]
 
@@ -172,6 +173,8 @@ def hogbatch(report, quick: bool, seed: int) -> None:
             ref = q.get("gensim", {}).get(metric)
             source = "gensim 4, same settings and evaluation" if ref is not None else ""
             report.row(f"{name}: {metric}", ours=score, reference=ref, source=source, note=f"{epochs} epoch(s)")
+
+    (report.folder / "text8-prefix.txt").unlink(missing_ok=True)
 
     def processes() -> dict:
         result = {"load": os.getloadavg()}
