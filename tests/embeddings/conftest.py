@@ -15,6 +15,18 @@ def planted_sentences(n_sentences=3000, groups=10, per_group=8, length=12, seed=
     return out, vocab
 
 
+def group_margin(kv, vocab):
+    u = kv.unit_vectors()
+    idx = [[kv.key_to_index[w] for w in g] for g in vocab]
+    within, across = [], []
+    for gi, g in enumerate(idx):
+        sims = u[g] @ u[g].T
+        within.append(sims[~np.eye(len(g), dtype=bool)].mean())
+        other = [i for gj, h in enumerate(idx) if gj != gi for i in h]
+        across.append((u[g] @ u[other].T).mean())
+    return float(np.mean(within)), float(np.mean(across))
+
+
 @pytest.fixture(scope="session")
 def planted():
     return planted_sentences()

@@ -1,10 +1,12 @@
 """The compiled and the torch HogBatch updates against a plain numpy reference of one window."""
 
 import numpy as np
+import pytest
 import torch
 
 from gatelab.embeddings._kernel import EXP_TABLE_SIZE, MAX_EXP, SIGMOID_TABLE, batch_update, draw_negatives, train_chunk
 from gatelab.embeddings.torch_backend import TorchTrainer
+from gatelab.embeddings.vocab import Vocab
 
 M64 = (1 << 64) - 1
 
@@ -75,24 +77,51 @@ def test_saturated_scores_follow_word2vec():
     assert np.all(w_in[0] == 3.0) and np.all(w_out[1] == 3.0)
 
 
-def test_draw_negatives_merges_duplicates_and_drops_the_target():
-    table = np.array([4, 4, 4, 2, 2, 7, 9, 4], dtype=np.int32)
-    target, negative, seed = 4, 12, 12345
-    outs = np.empty(negative + 1, np.int32)
-    mult = np.empty(negative + 1, np.float32)
-    n_out, r = draw_negatives(target, table, negative, np.uint64(seed), outs, mult)
-    # replay the generator in Python
-    r_py, drawn = seed, []
+def draw_like_before(target, table, negative, seed):
+    """The former kernel's draw, in Python: a linear scan of the rows so far for each noise word."""
+    r, outs, mult = seed, [target], [1.0]
     for _ in range(negative):
-        r_py = (r_py * 25214903917 + 11) & M64
-        drawn.append(int(table[(r_py >> 16) % len(table)]))
-    assert int(r) == r_py
-    noise = [w for w in drawn if w != target]
-    uniq = list(dict.fromkeys(noise))
-    assert outs[0] == target and mult[0] == 1
-    assert list(outs[1:n_out]) == uniq
-    assert [int(m) for m in mult[1:n_out]] == [noise.count(w) for w in uniq]
-    assert target not in outs[1:n_out]
+        r = (r * 25214903917 + 11) & M64
+        w = int(table[(r >> 16) % len(table)])
+        i = outs.index(w) if w in outs else -1
+        if i < 0:
+            outs.append(w)
+            mult.append(1.0)
+        elif i > 0:
+            mult[i] += 1.0
+    return np.array(outs, np.int32), np.array(mult, np.float32), r
+
+
+@pytest.mark.parametrize("negative", [12, 5000])
+def test_draw_negatives_merges_duplicates_and_drops_the_target(negative):
+    table = np.array([4, 4, 4, 2, 2, 7, 9, 4], dtype=np.int32)
+    target, seed = 4, 12345
+    rows = min(negative, 10) + 1
+    outs, mult = np.empty(rows, np.int32), np.empty(rows, np.float32)
+    row_of = np.full(10, -1, np.int32)
+    n_out, r = draw_negatives(target, table, negative, np.uint64(seed), outs, mult, row_of)
+    want_outs, want_mult, want_r = draw_like_before(target, table, negative, seed)
+    assert int(r) == want_r and n_out == len(want_outs) == 4
+    assert outs[:n_out].tolist() == want_outs.tolist() and mult[:n_out].tolist() == want_mult.tolist()
+    assert np.all(row_of == -1)  # the look-up is clean for the next draw
+
+
+def test_new_draw_gives_the_former_update_on_a_fixed_batch():
+    """One batch drawn and applied by the kernel equals the former linear-scan draw's update to 1e-5."""
+    w_in, w_out = random_model(v=30, seed=3)
+    table = Vocab([str(i) for i in range(30)], np.arange(30, 0, -1)).noise_table(size=1000)
+    ctx = np.array([3, 7, 12, 0, 21, 8], np.int32)
+    negative, target, seed, alpha = 300, 5, 777, 0.05
+    outs, mult = np.empty(31, np.int32), np.empty(31, np.float32)
+    n_out, _ = draw_negatives(target, table, negative, np.uint64(seed), outs, mult, np.full(30, -1, np.int32))
+    a, b = w_in.copy(), w_out.copy()
+    x, y, g = np.empty((6, 16), np.float32), np.empty((31, 16), np.float32), np.empty((31, 6), np.float32)
+    batch_update(a, b, ctx, len(ctx), outs, mult, n_out, alpha, x, y, g)
+    old_outs, old_mult, _ = draw_like_before(target, table, negative, seed)
+    exp_in, exp_out = reference_update(w_in, w_out, ctx, old_outs, old_mult, alpha, sigmoid=table_sigmoid)
+    np.testing.assert_allclose(a, exp_in, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b, exp_out, rtol=1e-5, atol=1e-5)
+    assert old_mult.sum() > len(old_outs) + 100  # many repeats, merged
 
 
 def test_torch_step_equals_reference():

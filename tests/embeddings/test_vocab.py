@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gatelab.embeddings.vocab import DROPPED, SENTENCE_END, EncodedCorpus, Vocab
+from gatelab.embeddings.vocab import DROPPED, SENTENCE_END, EncodedCorpus, Vocab, count_vocab
 from gatelab.errors import GatelabError
 
 
@@ -66,3 +66,66 @@ def test_empty_corpus_and_emptied_vocabulary():
         EncodedCorpus.build([["a", "b"], ["a"]], min_count=5)
     with pytest.raises(GatelabError, match="list of tokens"):
         EncodedCorpus.build(["a sentence as a string"])
+
+
+def _tricky_text(seed=0, n_lines=400):
+    """Lines mixing Unicode whitespace, case pairs, invalid bytes, blank lines and all three line ends."""
+    rng = np.random.default_rng(seed)
+    pieces = [
+        "a",
+        "B",
+        "b",
+        "Ä",
+        "ä",
+        "日本",
+        "x\u00a0y",
+        "p\u2003q",
+        "r\x1cs",
+        "é",
+        "İ",
+        "i̇",
+        "tab\tx",
+        "ZZZZZZZZZZZZ",
+    ]
+    lines = [
+        " ".join(rng.choice(pieces, size=rng.choice([0, 1, 3, 7, 25]))) + " " * rng.integers(3) for _ in range(n_lines)
+    ]
+    ends = ["\n", "\r\n", "\r"]
+    text = "".join(line + ends[rng.integers(3)] for line in lines).encode("utf-8")
+    return text.replace("é".encode(), b"\xff\xfe") + "no final newline".encode()  # undecodable bytes; last line open
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_compiled_text_scan_equals_the_python_path(tmp_path, monkeypatch, lowercase):
+    """A UTF-8 LineCorpus is tokenised and counted in compiled code: same vocabulary, ids, sentences and chunks."""
+    from gatelab.data.text import LineCorpus
+    from gatelab.embeddings import vocab as vocab_module
+
+    path = tmp_path / "tricky.txt"
+    path.write_bytes(_tricky_text())
+    corpus = LineCorpus(path, lowercase=lowercase)
+    as_lists = list(corpus)  # the Python path: str.split() of each text-mode line
+    layout = dict(max_sentence_length=7, chunk_words=40)
+    monkeypatch.setattr(vocab_module, "_BLOCK", 64)  # many blocks, and tokens that straddle them
+    python_path = vocab_module._scan_python
+    seen = []
+    monkeypatch.setattr(vocab_module, "_scan_python", lambda s, *a: seen.append(type(s)) or python_path(s, *a))
+    fast, slow = (
+        EncodedCorpus.build(corpus, min_count=2, **layout),
+        EncodedCorpus.build(as_lists, min_count=2, **layout),
+    )
+    try:
+        assert fast.vocab.words == slow.vocab.words and list(fast.vocab.counts) == list(slow.vocab.counts)
+        assert ("Ä" in fast.vocab.words) != lowercase and "ä" in fast.vocab.words  # merged only when lower-casing
+        assert fast.stream.tolist() == slow.stream.tolist() and fast.chunks.tolist() == slow.chunks.tolist()
+        assert (fast.n_words, fast.n_sentences) == (slow.n_words, slow.n_sentences)
+        for shard in [(0, 50), (120, 233), (len(as_lists) - 9, None)]:
+            a = EncodedCorpus.encode(corpus, fast.vocab, shard=shard, **layout)
+            b = EncodedCorpus.encode(as_lists, fast.vocab, shard=shard, **layout)
+            assert a.stream.tolist() == b.stream.tolist() and a.chunks.tolist() == b.chunks.tolist(), shard
+            a.close(), b.close()
+        (v1, n1), (v2, n2) = count_vocab(corpus, min_count=2), count_vocab(as_lists, min_count=2)
+        assert v1.words == v2.words and list(v1.counts) == list(v2.counts) and n1 == n2 == len(as_lists)
+        assert set(seen) == {list}  # the text file never took the Python path
+    finally:
+        fast.close(), slow.close()

@@ -4,17 +4,7 @@ import pytest
 from gatelab.embeddings import Word2Vec
 from gatelab.errors import GatelabError
 
-
-def group_margin(kv, vocab):
-    u = kv.unit_vectors()
-    idx = [[kv.key_to_index[w] for w in g] for g in vocab]
-    within, across = [], []
-    for gi, g in enumerate(idx):
-        sims = u[g] @ u[g].T
-        within.append(sims[~np.eye(len(g), dtype=bool)].mean())
-        other = [i for gj, h in enumerate(idx) if gj != gi for i in h]
-        across.append((u[g] @ u[other].T).mean())
-    return float(np.mean(within)), float(np.mean(across))
+from .conftest import group_margin
 
 
 @pytest.mark.parametrize("backend,workers", [("numba", 1), ("numba", 2), ("torch", 1)])

@@ -2,7 +2,7 @@
 
 - :class:`Word2Vec` / :class:`Word2VecConfig`: skip-gram with negative sampling, trained the
   HogBatch way (shared negatives, small matrix products, lock-free threads, numba kernel;
-  a batched torch path for GPUs; model averaging across processes via :mod:`gatelab.distributed`;
+  a batched torch path for GPUs; model merging across processes via :mod:`gatelab.distributed`;
   checkpoints by words processed, ``resume``, and a stop within a chunk on Ctrl-C).
 - :func:`train_word2vec`: train and save vectors plus the config JSON.
 - :class:`KeyedVectors`: look-up, ``most_similar``, ``similarity``, word2vec text/binary files,

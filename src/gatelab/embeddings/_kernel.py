@@ -11,7 +11,8 @@ noise words (K x D), the update is three small matrix-matrix products:
 
 all computed from the rows as they were before the update. As in the authors' code, a noise
 word drawn twice is kept once with multiplicity ``m = 2`` (the same as two identical rows),
-and a noise word equal to the centre word is dropped. Scores beyond +-6 saturate the sigmoid
+and a noise word equal to the centre word is dropped; a per-word look-up finds repeats, so
+a draw costs time linear in ``negative`` even when it far exceeds the vocabulary. Scores beyond +-6 saturate the sigmoid
 exactly as in word2vec.c, and inside that range the sigmoid is read from word2vec.c's
 table of 1000 cells (``SIGMOID_TABLE``; 12% faster than ``exp`` here). Threads call the
 kernel on different chunks at once and update the shared matrices without locks (Hogwild).
@@ -40,31 +41,32 @@ def _next(r):
 
 
 @njit(nogil=True, cache=True)
-def draw_negatives(target, table, negative, r, outs, mult):
-    """Fill ``outs[0] = target`` and up to ``negative`` distinct noise words after it.
+def draw_negatives(target, table, negative, r, outs, mult, row_of):
+    """Fill ``outs[0] = target`` and the distinct noise words of ``negative`` draws after it.
 
     Returns ``(n_out, r)``: the number of rows used and the new random state. A repeated
     noise word raises its multiplicity ``mult`` instead of taking a new row; a noise word
-    equal to ``target`` is discarded.
+    equal to ``target`` is discarded. ``row_of`` (one cell per vocabulary word, all -1) finds
+    a word's row in O(1), so the cost is linear in ``negative``; it is all -1 again on return.
     """
     outs[0] = target
     mult[0] = 1.0
+    row_of[target] = 0
     n_out = 1
     size = np.uint64(table.shape[0])
     for _ in range(negative):
         r = _next(r)
         w = table[(r >> _SHIFT) % size]
-        found = -1
-        for i in range(n_out):
-            if outs[i] == w:
-                found = i
-                break
+        found = row_of[w]
         if found < 0:
+            row_of[w] = n_out
             outs[n_out] = w
             mult[n_out] = 1.0
             n_out += 1
         elif found > 0:
             mult[found] += 1.0
+    for k in range(n_out):
+        row_of[outs[k]] = -1
     return n_out, r
 
 
@@ -124,11 +126,13 @@ def train_chunk(stream, w_in, w_out, keep, table, window, negative, batch_size, 
     dim = w_in.shape[1]
     sen = np.empty(max_sentence + 1, dtype=np.int32)
     ctx = np.empty(2 * window, dtype=np.int32)
-    outs = np.empty(negative + 1, dtype=np.int32)
-    mult = np.empty(negative + 1, dtype=np.float32)
+    rows = min(negative, w_out.shape[0]) + 1  # distinct noise words, and the centre word
+    outs = np.empty(rows, dtype=np.int32)
+    mult = np.empty(rows, dtype=np.float32)
+    row_of = np.full(w_out.shape[0], -1, dtype=np.int32)
     x = np.empty((batch_size, dim), dtype=np.float32)
-    y = np.empty((negative + 1, dim), dtype=np.float32)
-    g = np.empty((negative + 1, batch_size), dtype=np.float32)
+    y = np.empty((rows, dim), dtype=np.float32)
+    g = np.empty((rows, batch_size), dtype=np.float32)
     r = np.uint64(seed)
     raw = 0
     effective = 0
@@ -166,7 +170,7 @@ def train_chunk(stream, w_in, w_out, keep, table, window, negative, batch_size, 
             start = 0
             while start < n_ctx:
                 size = min(batch_size, n_ctx - start)
-                n_out, r = draw_negatives(sen[pos], table, negative, r, outs, mult)
+                n_out, r = draw_negatives(sen[pos], table, negative, r, outs, mult, row_of)
                 batch_update(w_in, w_out, ctx[start : start + size], size, outs, mult, n_out, alpha, x, y, g)
                 start += size
     return raw, effective

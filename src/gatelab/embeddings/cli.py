@@ -60,7 +60,7 @@ def register(subparsers) -> None:
         "--negative",
         **num,
         default=d.negative,
-        help="noise words per positive pair; below the vocabulary size (default: %(default)s)",
+        help="noise words drawn per batch of context words; repeats become multiplicities (default: %(default)s)",
     )
     t.add_argument(
         "--sample",
@@ -109,19 +109,19 @@ def register(subparsers) -> None:
         "--sync-every",
         **num,
         default=d.sync_every,
-        help="distributed: rounds between model averages (default: %(default)s)",
+        help="distributed: rounds between model merges (default: %(default)s)",
     )
     t.add_argument(
         "--min-sync-words",
         **num,
         default=d.min_sync_words,
-        help="distributed: rows averaged at every sync, doubling on every 2nd, 4th, ... sync (default: %(default)s)",
+        help="distributed: rows merged at every sync, doubling on every 2nd, 4th, ... sync (default: %(default)s)",
     )
     t.add_argument(
         "--full-sync-times",
         type=nonnegative_int,
         default=d.full_sync_times,
-        help="distributed: full averages during training (default: %(default)s)",
+        help="distributed: full merges during training (default: %(default)s)",
     )
     t.add_argument(
         "--dist-timeout",

@@ -17,6 +17,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: the most noise words one step draws: a step holds fewer windows when ``negative`` is large
+STEP_NOISE_WORDS = 1 << 20
+
 
 class TorchTrainer:
     """Holds the two matrices on ``device`` and trains on chunks of encoded tokens."""
@@ -50,7 +53,7 @@ class TorchTrainer:
         self.offsets = np.concatenate([offsets, np.zeros(pad, dtype=offsets.dtype)]).reshape(groups, self.batch_size)
 
     def windows(self, stream: np.ndarray, rng: np.random.Generator):
-        """Groups of one chunk: (centres, contexts, context mask, noise words, noise mask, position, raw, effective)."""
+        """Groups of one chunk: ((centres, contexts, context mask, position), raw words, effective words)."""
         tok = np.asarray(stream)
         sent = np.cumsum(tok == -1) - (tok == -1)
         raw = int((tok != -1).sum())
@@ -79,9 +82,7 @@ class TorchTrainer:
         frac = np.repeat(frac, groups)
         keep_rows = mask.any(axis=1)
         centre, ctx, mask, frac = centre[keep_rows], ctx[keep_rows], mask[keep_rows], frac[keep_rows]
-        noise = self.table[rng.integers(0, len(self.table), (len(centre), self.negative))]
-        noise_mask = noise != centre[:, None]
-        return (centre, ctx, mask, noise, noise_mask, frac), raw, n
+        return (centre, ctx, mask, frac), raw, n
 
     def step(self, centre, ctx, mask, noise, noise_mask, alpha) -> None:
         """One synchronous update for a batch of groups (numpy or torch inputs; ``alpha`` per group)."""
@@ -110,13 +111,14 @@ class TorchTrainer:
         groups, raw, effective = self.windows(stream, rng)
         if groups is None:
             return raw, effective
-        centre, ctx, mask, noise, noise_mask, frac = groups
+        centre, ctx, mask, frac = groups
         alpha = (alpha0 + (alpha1 - alpha0) * frac).astype(np.float32)
-        m = self.windows_per_step
+        m = max(1, min(self.windows_per_step, STEP_NOISE_WORDS // self.negative))  # bounded memory for any negative
         with torch.no_grad():
             for a in range(0, len(centre), m):
                 sl = slice(a, a + m)
-                self.step(centre[sl], ctx[sl], mask[sl], noise[sl], noise_mask[sl], alpha[sl])
+                noise = self.table[rng.integers(0, len(self.table), (len(centre[sl]), self.negative))]
+                self.step(centre[sl], ctx[sl], mask[sl], noise, noise != centre[sl, None], alpha[sl])
         return raw, effective
 
     def sync_to_host(self) -> None:

@@ -16,12 +16,12 @@ a resumed run finds it again (:meth:`EncodedCorpus.reopen`).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -83,8 +83,11 @@ class Vocab:
             size = int(min(max(10_000_000, 100 * len(self)), 100_000_000, max(1_000_000, 1000 * len(self))))
         p = self.counts.astype(np.float64) ** power
         cdf = np.cumsum(p / p.sum())
-        cells = (np.arange(size, dtype=np.float64) + 0.5) / size
-        return np.searchsorted(cdf, cells, side="left").clip(max=len(self) - 1).astype(np.int32)
+        table = np.empty(size, dtype=np.int32)
+        for start in range(0, size, _BLOCK):  # by blocks: float64 cells for the whole table would cost 16x its size
+            cells = (np.arange(start, min(start + _BLOCK, size), dtype=np.float64) + 0.5) / size
+            table[start : start + len(cells)] = np.searchsorted(cdf, cells, side="left").clip(max=len(self) - 1)
+        return table
 
 
 class EncodedCorpus:
@@ -129,46 +132,20 @@ class EncodedCorpus:
         """Read ``sentences`` once, build the vocabulary and encode the corpus.
 
         Sentences longer than ``max_sentence_length`` are cut into pieces of that length.
-        ``key`` (any JSON) is stored beside the file for :meth:`reopen` to match.
+        ``key`` (any JSON) is stored beside the file for :meth:`reopen` to match. A UTF-8
+        :class:`~gatelab.data.text.LineCorpus` is tokenised and counted in compiled code.
         Raises GatelabError for an empty corpus or a vocabulary emptied by ``min_count``.
         """
-        ids: dict[str, int] = {}
-        counts = np.zeros(0, dtype=np.int64)
 
-        def count(block: np.ndarray) -> None:
-            nonlocal counts
-            bc = np.bincount(block[block >= 0], minlength=len(ids))
-            if len(counts) < len(bc):
-                counts = np.concatenate([counts, np.zeros(len(bc) - len(counts), dtype=np.int64)])
-            counts[: len(bc)] += bc
-
-        def finish(path: Path, n_tokens: int) -> Vocab:
-            nonlocal counts
-            raw_words = list(ids)
-            ids.clear()
-            counts = np.concatenate([counts, np.zeros(len(raw_words) - len(counts), dtype=np.int64)])
-            vocab, keep = _prune(raw_words, counts, min_count, max_vocab_size)
-            remap = np.full(len(raw_words) + 2, DROPPED, dtype=np.int32)
+        def finish(path: Path, n_tokens: int, words: list[str], counts: np.ndarray) -> Vocab:
+            words, counts, merged = _merge(words, counts)
+            vocab, keep = _prune(words, counts, min_count, max_vocab_size)
+            remap = np.full(len(words), DROPPED, dtype=np.int32)
             remap[keep] = np.arange(len(keep), dtype=np.int32)
-            remap[SENTENCE_END] = SENTENCE_END  # index -1: the last cell
-            mm = np.memmap(path, dtype=np.int32, mode="r+", shape=(n_tokens,))
-            for start in range(0, n_tokens, _BLOCK):
-                mm[start : start + _BLOCK] = remap[mm[start : start + _BLOCK]]
-            mm.flush()
-            del mm
+            _remap_file(path, n_tokens, remap if merged is None else remap[merged])
             return vocab
 
-        return cls._write(
-            sentences,
-            lambda i, sentence: [ids.setdefault(w, len(ids)) for w in sentence],
-            max_sentence_length,
-            chunk_words,
-            workdir,
-            name,
-            key,
-            count,
-            finish,
-        )
+        return cls._write(sentences, (0, None), max_sentence_length, chunk_words, workdir, name, key, finish)
 
     @classmethod
     def encode(
@@ -186,21 +163,18 @@ class EncodedCorpus:
 
         Words outside ``vocab`` become dropped words (they still count as raw words).
         """
-        start, stop = shard
-        index = vocab.index
 
-        def to_ids(i: int, sentence) -> list[int] | None:
-            if i < start or (stop is not None and i >= stop):
-                return None
-            return [index.get(w, DROPPED) for w in sentence]
+        def finish(path: Path, n_tokens: int, words: list[str], counts: np.ndarray) -> Vocab:
+            index = vocab.index
+            _remap_file(path, n_tokens, np.fromiter((index.get(w, DROPPED) for w in words), np.int32, len(words)))
+            return vocab
 
-        return cls._write(
-            sentences, to_ids, max_sentence_length, chunk_words, workdir, name, key, None, lambda path, n: vocab
-        )
+        return cls._write(sentences, shard, max_sentence_length, chunk_words, workdir, name, key, finish)
 
     @classmethod
-    def _write(cls, sentences, to_ids, max_sentence_length, chunk_words, workdir, name, key, on_block, finish):
-        """Stream the sentences that ``to_ids`` maps (None skips one) to an int32 file, in chunks."""
+    def _write(cls, sentences, shard, max_sentence_length, chunk_words, workdir, name, key, finish):
+        """Stream sentences ``shard[0]:shard[1]`` to an int32 file of provisional ids (order of first
+        appearance), then let ``finish(path, n_tokens, words, counts)`` re-map it and return the vocabulary."""
         if isinstance(sentences, (str, bytes)):
             raise GatelabError("sentences must be an iterable of token lists or a corpus path, not a bare string")
         if workdir is None:
@@ -213,65 +187,30 @@ class EncodedCorpus:
         path = folder / f"{name}.int32"
         try:
             with atomic_path(path) as tmp:
-                buf: list[np.ndarray] = []
-                buffered = n_tokens = n_words = n_sentences = since_cut = 0
-                chunk_bounds = [0]
                 with open(tmp, "wb") as out:
-
-                    def flush():
-                        nonlocal buf, buffered
-                        if buf:
-                            block = np.concatenate(buf)
-                            buf, buffered = [], 0
-                            block.tofile(out)
-                            if on_block is not None:
-                                on_block(block)
-
-                    for i, sentence in enumerate(sentences):
-                        if isinstance(sentence, str):
-                            raise GatelabError(
-                                "each sentence must be a list of tokens, got a string; "
-                                "split it (or pass a path to a text file)"
-                            )
-                        tokens = to_ids(i, sentence)
-                        if tokens is None:
-                            continue
-                        for begin in range(0, len(tokens), max_sentence_length):
-                            piece = tokens[begin : begin + max_sentence_length]
-                            arr = np.empty(len(piece) + 1, dtype=np.int32)
-                            arr[:-1] = piece
-                            arr[-1] = SENTENCE_END
-                            buf.append(arr)
-                            buffered += len(arr)
-                            n_tokens += len(arr)
-                            n_words += len(piece)
-                            n_sentences += 1
-                            since_cut += len(piece)
-                            if since_cut >= chunk_words:
-                                chunk_bounds.append(n_tokens)
-                                since_cut = 0
-                        if buffered >= _BLOCK:
-                            flush()
-                    flush()
-                if n_words == 0:
+                    layout = _Layout(max_sentence_length, chunk_words)
+                    words, counts = _scan(sentences, layout, shard, out)
+                if layout.n_words == 0:
                     raise GatelabError(
                         "the corpus is empty: it holds no tokens "
                         "(give one sentence a line, tokens separated by whitespace)"
                     )
-                if chunk_bounds[-1] != n_tokens:
-                    chunk_bounds.append(n_tokens)
-                vocab = finish(tmp, n_tokens)
+                chunk_bounds = layout.chunk_bounds
+                if chunk_bounds[-1] != layout.n_tokens:
+                    chunk_bounds.append(layout.n_tokens)
+                vocab = finish(tmp, layout.n_tokens, words, counts)
             meta = {
                 "key": key,
                 "vocab": vocab.fingerprint(),
-                "n_tokens": n_tokens,
-                "n_words": n_words,
-                "n_sentences": n_sentences,
+                "n_tokens": layout.n_tokens,
+                "n_words": layout.n_words,
+                "n_sentences": layout.n_sentences,
                 "chunks": chunk_bounds,
             }
             if tmpdir is None:
                 write_json(folder / f"{name}.json", meta)
-            return cls(path, n_tokens, n_words, n_sentences, np.asarray(chunk_bounds, dtype=np.int64), vocab, tmpdir)
+            chunks = np.asarray(chunk_bounds, dtype=np.int64)
+            return cls(path, layout.n_tokens, layout.n_words, layout.n_sentences, chunks, vocab, tmpdir)
         except BaseException:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
@@ -331,20 +270,208 @@ def count_vocab(
     Distributed runs count once (rank 0), broadcast the result and let each rank
     :meth:`EncodedCorpus.encode` its own shard of the sentences.
     """
-    counter: Counter = Counter()
-    n_sentences = 0
-    for sentence in sentences:
-        if isinstance(sentence, str):
-            raise GatelabError("each sentence must be a list of tokens, got a string; split it")
-        counter.update(sentence)
-        n_sentences += 1
-    if not counter:
+    if isinstance(sentences, (str, bytes)):
+        raise GatelabError("sentences must be an iterable of token lists or a corpus path, not a bare string")
+    layout = _Layout(max_sentence_length=1 << 62, chunk_words=1 << 62)
+    words, counts = _scan(sentences, layout, (0, None), None)
+    if layout.n_words == 0:
         raise GatelabError(
             "the corpus is empty: it holds no tokens (give one sentence a line, tokens separated by whitespace)"
         )
-    words = list(counter)
-    vocab, _ = _prune(words, np.fromiter(counter.values(), dtype=np.int64, count=len(words)), min_count, max_vocab_size)
-    return vocab, n_sentences
+    words, counts, _ = _merge(words, counts)
+    vocab, _ = _prune(words, counts, min_count, max_vocab_size)
+    return vocab, layout.lines
+
+
+class _Layout:
+    """What the scan of a corpus found: tokens (words and sentence ends), words, sentence pieces, lines, chunks."""
+
+    def __init__(self, max_sentence_length: int, chunk_words: int):
+        self.max_sentence_length, self.chunk_words = max_sentence_length, chunk_words
+        self.n_tokens = self.n_words = self.n_sentences = self.lines = 0
+        self.chunk_bounds = [0]
+
+
+def _scan(sentences, layout: _Layout, shard, out) -> tuple[list[str], np.ndarray]:
+    """Write sentences ``shard[0]:shard[1]`` as provisional ids to ``out`` (None: only count).
+
+    Returns the words in order of first appearance (possibly repeated, see :func:`_merge`)
+    and their counts within the shard.
+    """
+    from gatelab.data.text import LineCorpus
+
+    if isinstance(sentences, LineCorpus) and codecs.lookup(sentences.encoding).name == "utf-8":
+        return _scan_compiled(sentences, layout, shard, out)
+    return _scan_python(sentences, layout, shard, out)
+
+
+def _scan_python(sentences, layout: _Layout, shard, out) -> tuple[list[str], np.ndarray]:
+    """Any iterable of token lists, one sentence at a time."""
+    start, stop = shard
+    ids: dict[str, int] = {}
+    counts = np.zeros(0, dtype=np.int64)
+    buf: list[np.ndarray] = []
+    buffered = since_cut = 0
+    max_len = layout.max_sentence_length
+
+    def flush():
+        nonlocal buf, buffered, counts
+        if buf:
+            block = np.concatenate(buf)
+            buf, buffered = [], 0
+            if out is not None:
+                block.tofile(out)
+            bc = np.bincount(block[block >= 0], minlength=len(ids))
+            counts = np.concatenate([counts, np.zeros(len(bc) - len(counts), dtype=np.int64)])
+            counts += bc
+
+    for i, sentence in enumerate(sentences):
+        if isinstance(sentence, str):
+            raise GatelabError(
+                "each sentence must be a list of tokens, got a string; split it (or pass a path to a text file)"
+            )
+        layout.lines = i + 1
+        if i < start:
+            continue
+        if stop is not None and i >= stop:
+            break
+        tokens = [ids.setdefault(w, len(ids)) for w in sentence]
+        for begin in range(0, len(tokens), max_len):
+            piece = tokens[begin : begin + max_len]
+            arr = np.empty(len(piece) + 1, dtype=np.int32)
+            arr[:-1] = piece
+            arr[-1] = SENTENCE_END
+            buf.append(arr)
+            buffered += len(arr)
+            layout.n_tokens += len(arr)
+            layout.n_words += len(piece)
+            layout.n_sentences += 1
+            since_cut += len(piece)
+            if since_cut >= layout.chunk_words:
+                layout.chunk_bounds.append(layout.n_tokens)
+                since_cut = 0
+        if buffered >= _BLOCK:
+            flush()
+    flush()
+    return list(ids), np.concatenate([counts, np.zeros(len(ids) - len(counts), dtype=np.int64)])
+
+
+def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.ndarray]:
+    """A UTF-8 text file, tokenised and counted by :func:`gatelab.embeddings._scan.scan` block by block."""
+    from gatelab.data.text import check_text
+    from gatelab.embeddings import _scan as k
+
+    first, stop = shard[0], -1 if shard[1] is None else shard[1]
+    st = np.zeros(k.STATE_SIZE, dtype=np.int64)
+    slots = np.full((0, 4), -1, dtype=np.int64)
+    pool = np.zeros(0, dtype=np.uint8)
+    out_buf = np.empty(0, dtype=np.int32)
+    bounds = np.empty(0, dtype=np.int64)
+
+    def grow(a: np.ndarray, size: int) -> np.ndarray:
+        if len(a) >= size:
+            return a
+        b = np.empty(max(size, 2 * len(a)), dtype=a.dtype)
+        b[: len(a)] = a
+        return b
+
+    try:
+        fh = open(corpus.path, "rb")
+    except OSError as exc:
+        raise GatelabError(f"cannot read corpus file {corpus.path}: {exc}") from None
+    with fh:
+        try:
+            head = fh.read(_BLOCK)
+            check_text(head[: 1 << 16], str(corpus.path), corpus.encoding)
+            rest = b""
+            done = stop >= 0 and stop <= first
+            block = head
+            while not done:
+                data = rest + block
+                if not block:
+                    data, rest = data + b"\n", b""  # the last line may lack its newline
+                else:
+                    cut = max(data.rfind(b"\n"), data.rfind(b" "))
+                    if cut < 0:
+                        cut = max(
+                            data.rfind(c) for c in (b"\t", b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
+                        )
+                    if cut < 0:  # one token longer than a block: read on
+                        rest, block = data, fh.read(_BLOCK)
+                        continue
+                    data, rest = data[: cut + 1], data[cut + 1 :]
+                buf = np.frombuffer(data, dtype=np.uint8)
+                n, i = len(buf), 0
+                out_buf, bounds = grow(out_buf, n + 2), grow(bounds, n // 2 + 2)
+                while i < n and not done:
+                    distinct = int(st[k.DISTINCT])
+                    if 2 * (distinct + 1) > len(slots):  # the table stays under half full
+                        old, slots = slots, np.full((max(1 << 17, 4 * len(slots)), 4), -1, dtype=np.int64)
+                        k.rehash(old, slots)
+                        del old
+                    if int(st[k.POOL]) + (n - i) + 1 > len(pool):
+                        pool = grow(pool, int(st[k.POOL]) + 1 + min(n - i, max(1 << 20, len(pool))))
+                    i, n_out, n_bounds, done = k.scan(
+                        buf,
+                        i,
+                        n,
+                        slots,
+                        pool,
+                        st,
+                        out_buf,
+                        bounds,
+                        layout.max_sentence_length,
+                        layout.chunk_words,
+                        first,
+                        stop,
+                    )
+                    if out is not None:
+                        out_buf[:n_out].tofile(out)
+                    layout.chunk_bounds.extend(bounds[:n_bounds].tolist())
+                if not block:
+                    break
+                block = fh.read(_BLOCK)
+        except OSError as exc:
+            raise GatelabError(f"cannot read corpus file {corpus.path}: {exc}") from None
+    layout.n_tokens, layout.n_words = int(st[k.TOKENS]), int(st[k.WORDS])
+    layout.n_sentences, layout.lines = int(st[k.PIECES]), int(st[k.LINE])
+    distinct = int(st[k.DISTINCT])
+    text = pool[: int(st[k.POOL])].tobytes().decode("utf-8", errors="replace")
+    if corpus.lowercase:
+        text = text.lower()
+    words = text.split("\n")[:distinct]
+    counts = np.zeros(distinct, dtype=np.int64)
+    used = slots[:, 1] >= 0
+    counts[slots[used, 1]] = slots[used, 3]
+    return words, counts
+
+
+def _merge(words: list[str], counts: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Merge repeated words (byte forms that decode or lower-case alike); keeps the first position.
+
+    Returns the distinct words, their summed counts and the map from the given positions to
+    the merged ones (None when nothing repeats).
+    """
+    if len(set(words)) == len(words):  # the usual case, found at a fraction of the cost of the map
+        return words, counts, None
+    index: dict[str, int] = {}
+    ids = np.fromiter((index.setdefault(w, len(index)) for w in words), np.int64, len(words))
+    merged = np.zeros(len(index), dtype=np.int64)
+    np.add.at(merged, ids, counts)
+    return list(index), merged, ids
+
+
+def _remap_file(path: Path, n_tokens: int, remap: np.ndarray) -> None:
+    """Replace each provisional id ``i >= 0`` of the int32 file by ``remap[i]``, in place, by blocks."""
+    table = np.empty(len(remap) + 2, dtype=np.int32)
+    table[: len(remap)] = remap
+    table[SENTENCE_END] = SENTENCE_END  # index -1: the last cell
+    table[DROPPED] = DROPPED
+    mm = np.memmap(path, dtype=np.int32, mode="r+", shape=(n_tokens,))
+    for start in range(0, n_tokens, _BLOCK):
+        mm[start : start + _BLOCK] = table[mm[start : start + _BLOCK]]
+    mm.flush()
+    del mm
 
 
 def _prune(

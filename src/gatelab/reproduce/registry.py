@@ -24,6 +24,7 @@ PROVIDERS = (
     "gatelab.defense.reproductions",
     "gatelab.vi.reproductions",
     "gatelab.embeddings.wordrank_reproduction",
+    "gatelab.embeddings.reproductions",
 )
 
 
