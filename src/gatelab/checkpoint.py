@@ -21,7 +21,6 @@ foreign file cannot run code.
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import signal
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from gatelab.errors import GatelabError
-from gatelab.files import write_bytes
+from gatelab.files import atomic_path
 
 State = Callable[[], dict]
 
@@ -72,10 +71,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Serialise ``state`` in memory, then write it atomically (temporary name, fsync, rename)."""
-    buffer = io.BytesIO()
-    torch.save(dict(state), buffer)
-    return write_bytes(path, buffer.getvalue())
+    """Write ``state`` atomically (temporary name, fsync, rename), streamed: no second copy of it in memory."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
+    return Path(path)
 
 
 def load_state(path: str | os.PathLike, what: str = "checkpoint") -> dict:
