@@ -15,6 +15,7 @@ training as a peer, the CLI and the reproductions are still to come.
 Defense-VAE: Li & Ji, ECML-PKDD 2019 (arXiv:1812.06570). Classifiers from Defense-GAN, Samangouei et al., ICLR 2018.
 """
 
+from gatelab.defense.adversarial import AdversarialConfig, adversarial_training
 from gatelab.defense.attacks import ATTACKS, attack, library_attack
 from gatelab.defense.classifiers import (
     ClassifierConfig,
@@ -22,16 +23,27 @@ from gatelab.defense.classifiers import (
     save_classifier,
     train_classifier,
 )
-from gatelab.defense.evaluate import ADAPTIVE, accuracy_table_png, evaluate
+from gatelab.defense.end_to_end import EndToEndConfig, fine_tune
+from gatelab.defense.evaluate import ADAPTIVE, BLACK_BOX, accuracy_table_png, evaluate
 from gatelab.defense.models import CLASSES, IMAGE_SHAPE, KEEP, NAMES, Classifier, classifier, same_padding
-from gatelab.defense.pairs import load_pairs, make_pairs
+from gatelab.defense.pairs import load_pair_labels, load_pairs, make_pairs
 from gatelab.defense.projection import ProjectionPurifier, project, project_restarts
 from gatelab.defense.purifier import Defended, DefenseVAE
+from gatelab.defense.substitute import SubstituteConfig, jacobian_augmentation, train_substitute
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
 from gatelab.evaluation import accuracy
 
 __all__ = [
     "ADAPTIVE",
+    "AdversarialConfig",
+    "BLACK_BOX",
+    "EndToEndConfig",
+    "SubstituteConfig",
+    "adversarial_training",
+    "fine_tune",
+    "jacobian_augmentation",
+    "load_pair_labels",
+    "train_substitute",
     "accuracy_table_png",
     "evaluate",
     "load_pairs",
