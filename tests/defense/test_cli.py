@@ -152,6 +152,10 @@ BAD = {
         ["purify", "--classifier", "{clf}", "--vae", "{vae}", "--attack", "cw", "--eps", "0.1", "mnist"],
         "CW-L2 has a learning rate only",
     ),
+    "adaptive count above count": (
+        ["evaluate", "--classifier", "{clf}", "--vae", "{vae}", "--count", "5", "--adaptive-count", "6"],
+        "at most --count",
+    ),
     "mode 2 and PGD training at once": (
         ["train-classifier", "--vae", "{vae}", "--adversarial", "--out", "{dir}/c2.safetensors"],
         "two different trainings",

@@ -395,6 +395,8 @@ def _evaluate(args) -> int:
 
     _check_attacks(args.attacks, args.eps)
     check_output_path(args.out, kind="dir")
+    if args.adaptive_count is not None and args.adaptive_count > args.count:
+        raise GatelabError(f"--adaptive-count must be at most --count ({args.count}), got {args.adaptive_count}")
     classifier, cconfig, purifier = _models(args)
     dataset = args.dataset or cconfig.dataset
     x, y = mnist_tensors(dataset, "test")
@@ -417,8 +419,6 @@ def _evaluate(args) -> int:
                 f"--black-box keeps the last {HOLD_OUT} test images out: --count at most {len(x) - HOLD_OUT}"
             )
         substitute, _ = train_substitute(classifier, x[-HOLD_OUT:].to(args.device), quiet=args.quiet)
-    if args.adaptive_count is not None and args.adaptive_count > args.count:
-        raise GatelabError(f"--adaptive-count must be at most --count ({args.count}), got {args.adaptive_count}")
     x, y = x[: args.count], y[: args.count]
     table = {}
     for eps in dict.fromkeys(args.eps):
