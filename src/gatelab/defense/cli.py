@@ -118,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fine-tune",
         help="Defense-VAE mode 3: fine-tune purifier and classifier together, the classification loss added",
         description="End-to-end fine-tuning of a Defense-VAE and its classifier on the (adversarial, clean) pairs "
-        "of `gatelab defense train` (its --pairs folder); writes both.",
+        "of `gatelab defense train` (its --pairs folder; --train-examples N: a seeded random N of them); "
+        "writes both.",
     )
     f_defaults = EndToEndConfig()
     _training_arguments(f, f_defaults.epochs, f_defaults.batch_size, f_defaults.lr)
@@ -339,6 +340,7 @@ def _train_vae(args) -> int:
 
 def _fine_tune(args) -> int:
     from gatelab.defense import EndToEndConfig, fine_tune, load_pair_labels, load_pairs, save_classifier
+    from gatelab.defense.pairs import subset_rows
     from gatelab.files import check_output_path
 
     config = EndToEndConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight=args.weight).validate()
@@ -347,12 +349,9 @@ def _fine_tune(args) -> int:
     classifier, cconfig, purifier = _models(args)
     adversarial, clean = load_pairs(args.pairs)
     labels = load_pair_labels(args.pairs)
-    if args.train_examples is not None:
-        adversarial, clean, labels = (
-            adversarial[: args.train_examples],
-            clean[: args.train_examples],
-            labels[: args.train_examples],
-        )
+    # --train-examples: a seeded random subset of the pairs (their rows are ordered by attack)
+    adversarial, clean, labels = subset_rows((adversarial, clean, labels), args.train_examples, args.seed)
+
     net, tuned, history = fine_tune(
         classifier,
         purifier,

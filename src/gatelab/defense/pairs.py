@@ -253,3 +253,13 @@ def load_pair_labels(folder: str | os.PathLike) -> np.ndarray:
     if labels.dtype != np.int64 or labels.shape != (index.get("images"),):
         raise GatelabError(f"{folder / LABELS} holds {labels.dtype} {labels.shape}, not int64 ({index.get('images')},)")
     return np.concatenate([labels[s["start"] : s["stop"]] for s in index["shards"]])
+
+
+def subset_rows(arrays, k: int | None, seed: int) -> tuple:
+    """A seeded random subset of ``k`` rows, kept in order, of equally long arrays (say the pairs and their labels,
+    whose rows are ordered by attack); all of them when ``k`` is None or at least their length."""
+    n = len(arrays[0])
+    if k is None or k >= n:
+        return tuple(arrays)
+    rows = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+    return tuple(np.asarray(a[rows]) for a in arrays)

@@ -24,7 +24,7 @@ from gatelab.defense.attacks import attack
 from gatelab.defense.classifiers import ClassifierConfig, load_classifier, save_classifier, train_classifier
 from gatelab.defense.end_to_end import EndToEndConfig, fine_tune
 from gatelab.defense.evaluate import ADAPTIVE, BLACK_BOX, accuracy_table_png, evaluate
-from gatelab.defense.pairs import PAPER_ATTACKS, PAPER_EPS, load_pair_labels, load_pairs, make_pairs
+from gatelab.defense.pairs import PAPER_ATTACKS, PAPER_EPS, load_pair_labels, load_pairs, make_pairs, subset_rows
 from gatelab.defense.projection import ProjectionPurifier
 from gatelab.defense.purifier import DefenseVAE
 from gatelab.defense.substitute import HOLD_OUT, SubstituteConfig, train_substitute
@@ -137,15 +137,6 @@ def _projection_accuracy(classifier, projection: ProjectionPurifier, x, y, share
     return table, seconds / (len(sources) * len(x))
 
 
-def _subset(arrays, k: int | None, seed: int):
-    """A seeded subset of ``k`` rows (in order) of equally long arrays; all of them when ``k`` is None or too big."""
-    n = len(arrays[0])
-    if k is None or k >= n:
-        return arrays
-    rows = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
-    return tuple(np.asarray(a[rows]) for a in arrays)
-
-
 def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     s = dict(QUICK if quick else FULL)
     report.settings.update(s, dataset=dataset, eps=EPS, attacks=", ".join(ATTACKS), pair_eps=str(PAPER_EPS))
@@ -208,7 +199,7 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     report.settings["end-to-end (mode 3)"] = {**asdict(econfig), "pairs": s["end_to_end_pairs"] or "all"}
 
     def mode_3() -> dict:
-        triples = _subset((adversarial, clean, labels), s["end_to_end_pairs"], seed)
+        triples = subset_rows((adversarial, clean, labels), s["end_to_end_pairs"], seed)
         net, tuned, history = fine_tune(
             classifier, purifier, *triples, econfig, seed=seed, device=device, **report.trainer_options("mode_3")
         )
