@@ -35,6 +35,7 @@ TINY = {
     "test_images": 10,
     "adaptive_images": 4,
     "projection_images": 2,
+    "bpda_images": 1,
 }
 STAGES = ["adversarial", "classifier", "mode_2", "mode_3", "pairs", "vae"]
 COLUMNS = {"undefended", "defense_vae", "mode_2", "mode_3", "adversarial"}
@@ -89,21 +90,21 @@ def test_quick_reproduction_plumbing(tmp_path, events):
     table = results["results"]["accuracy"]
     assert set(table) == {"clean", "fgsm", "rand_fgsm", "cw", "black_box_fgsm", "adaptive_pgd"}
     assert set(table["fgsm"]) == COLUMNS | {"projection"} and set(table["black_box_fgsm"]) == COLUMNS | {"projection"}
-    assert set(table["adaptive_pgd"]) == COLUMNS  # no adaptive attack through the projection
+    assert set(table["adaptive_pgd"]) == COLUMNS | {"projection"}  # BPDA through the projection
     res = results["results"]
-    assert (res["test_images"], res["adaptive_images"], res["projection_images"]) == (10, 4, 2)
-    assert all(round(4 * a, 6).is_integer() for a in table["adaptive_pgd"].values())  # over 4 images
+    assert (res["test_images"], res["adaptive_images"], res["projection_images"], res["bpda_images"]) == (10, 4, 2, 1)
+    assert all(round(4 * a, 6).is_integer() for c, a in table["adaptive_pgd"].items() if c != "projection")
     whats = [r["what"] for r in results["table"]]
     for defence in ("no defence", "Defense-VAE mode 1", "Defense-VAE mode 3", "PGD adversarial training"):
         assert len([w for w in whats if w.startswith(defence + ":") and w.endswith("(%)")]) == 6
-    assert len([w for w in whats if w.startswith("projection baseline:") and w.endswith("(%)")]) == 5
+    assert len([w for w in whats if w.startswith("projection baseline:") and w.endswith("(%)")]) == 6
     assert sum("seconds per 1,000 images" in w for w in whats) == 2
     assert all(r["paper"] is None and r["reference"] is None for r in results["table"])
     assert all(0 <= table[r][c] <= 1 for r in table for c in table[r])
     assert [h["images"] for h in res["training"]["substitute"]] == [150, 300]
     report = (folder / "report.md").read_text()
     assert "mode 3 at least as accurate as mode 1" in report and "could not be retrieved offline" in report
-    assert "extrapolated from 2" in report and "BPDA" in report
+    assert "extrapolated from 2" in report and "BPDA (PGD as above" in report
     assert (folder / "accuracy.png").stat().st_size > 1000
 
 

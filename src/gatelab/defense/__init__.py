@@ -29,7 +29,7 @@ from gatelab.defense.end_to_end import EndToEndConfig, fine_tune
 from gatelab.defense.evaluate import ADAPTIVE, BLACK_BOX, accuracy_table_png, evaluate
 from gatelab.defense.models import CLASSES, IMAGE_SHAPE, KEEP, NAMES, Classifier, classifier, same_padding
 from gatelab.defense.pairs import load_pair_labels, load_pairs, make_pairs
-from gatelab.defense.projection import ProjectionPurifier, project, project_restarts
+from gatelab.defense.projection import BPDA, ProjectionPurifier, project, project_restarts
 from gatelab.defense.purifier import Defended, DefenseVAE
 from gatelab.defense.substitute import SubstituteConfig, jacobian_augmentation, train_substitute
 from gatelab.defense.vae import VAE18, VAEConfig, kl_divergence, loss
@@ -39,6 +39,7 @@ __all__ = [
     "ADAPTIVE",
     "AdversarialConfig",
     "BLACK_BOX",
+    "BPDA",
     "EndToEndConfig",
     "SubstituteConfig",
     "adversarial_training",
