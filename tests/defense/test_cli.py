@@ -49,7 +49,8 @@ def test_round_trip(tmp_path, capsys, split_reads, one_thread):
     rows = ["clean", "fgsm eps=0.2", "adaptive_pgd eps=0.2", "fgsm eps=0.3", "adaptive_pgd eps=0.3"]
     assert sorted(table) == sorted(rows) and (results["count"], results["dataset"]) == (12, "mnist")
     assert set(table["clean"]) == {"undefended", "defense_vae"} and set(table["adaptive_pgd eps=0.3"]) == {
-        "defense_vae"
+        "undefended",
+        "defense_vae",
     }
     assert all(0 <= a <= 1 and round(12 * a, 6).is_integer() for r in table.values() for a in r.values())
     assert all(row in printed for row in rows) and (tmp_path / "ev" / "accuracy.png").stat().st_size > 0
@@ -66,6 +67,36 @@ def test_round_trip(tmp_path, capsys, split_reads, one_thread):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folders left
 
 
+def test_modes_2_and_3_pgd_training_and_the_black_box_column(tmp_path, capsys, one_thread):
+    clf, vae, pairs = tmp_path / "c.safetensors", tmp_path / "v.safetensors", tmp_path / "pairs"
+    small = ["--quiet", "--epochs", "1", "--train-examples", "100", "--val-size", "50"]
+    assert run(["defense", "train-classifier", "--model", "D", "--out", str(clf), *small]) == 0
+    argv = ["defense", "train", "--classifier", str(clf), "--attacks", "fgsm", "--eps", "0.3", "--latent", "4"]
+    assert (
+        run([*argv, "--train-examples", "32", "--epochs", "1", "--pairs", str(pairs), "--out", str(vae), "--quiet"])
+        == 0
+    )
+    mode2 = tmp_path / "m2.safetensors"
+    assert run(["defense", "train-classifier", "--model", "D", "--vae", str(vae), "--out", str(mode2), *small]) == 0
+    assert "on reconstructions" in capsys.readouterr().out
+    m3c, m3v = tmp_path / "m3c.safetensors", tmp_path / "m3v.safetensors"
+    argv = ["defense", "fine-tune", "--classifier", str(clf), "--vae", str(vae), "--pairs", str(pairs), "--epochs", "1"]
+    assert run([*argv, "--out", str(m3v), "--out-classifier", str(m3c), "--quiet"]) == 0
+    assert "mode 3 on 32 pairs" in capsys.readouterr().out
+    pgd = tmp_path / "pgd.safetensors"
+    argv = ["defense", "train-classifier", "--model", "D", "--adversarial", "--pgd-steps", "2", "--pgd-alpha", "0.1"]
+    assert run([*argv, "--init", str(clf), "--out", str(pgd), *small]) == 0
+    assert "PGD adversarial training" in capsys.readouterr().out
+    argv = ["defense", "evaluate", "--classifier", str(clf), "--vae", str(vae), "--count", "6", "--attacks", "fgsm"]
+    argv += ["--mode2", str(mode2), "--mode3", str(m3c), str(m3v), "--pgd-trained", str(pgd), "--black-box"]
+    assert run([*argv, "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    table = json.loads((tmp_path / "ev" / "results.json").read_text())["accuracy"]
+    assert set(table) == {"clean", "fgsm eps=0.3", "black_box_fgsm eps=0.3"}
+    assert set(table["clean"]) == {"undefended", "defense_vae", "mode_2", "mode_3", "pgd_trained"}
+    assert "mode-3" in printed and "black_box_fgsm eps=0.3" in printed
+
+
 @pytest.fixture
 def files(tmp_path, monkeypatch):
     """An (untrained) classifier and purifier, and traps that fail the test if any work starts."""
@@ -73,7 +104,7 @@ def files(tmp_path, monkeypatch):
     def never(*args, **kw):
         raise AssertionError("work started before the input was checked")
 
-    for name in ("train_classifier", "make_pairs", "evaluate"):
+    for name in ("train_classifier", "make_pairs", "evaluate", "fine_tune", "adversarial_training"):
         monkeypatch.setattr(f"gatelab.defense.{name}", never)
     monkeypatch.setattr("gatelab.defense.DefenseVAE.fit", never)
     clf = tmp_path / "c.safetensors"
@@ -120,6 +151,32 @@ BAD = {
     "cw at an eps without a learning rate": (
         ["purify", "--classifier", "{clf}", "--vae", "{vae}", "--attack", "cw", "--eps", "0.1", "mnist"],
         "CW-L2 has a learning rate only",
+    ),
+    "adaptive count above count": (
+        ["evaluate", "--classifier", "{clf}", "--vae", "{vae}", "--count", "5", "--adaptive-count", "6"],
+        "at most --count",
+    ),
+    "mode 2 and PGD training at once": (
+        ["train-classifier", "--vae", "{vae}", "--adversarial", "--out", "{dir}/c2.safetensors"],
+        "two different trainings",
+    ),
+    "fine-tune without a pairs folder": (
+        [
+            "fine-tune",
+            "--classifier",
+            "{clf}",
+            "--vae",
+            "{vae}",
+            "--pairs",
+            "{dir}/none",
+            "--out",
+            "{dir}/m.safetensors",
+        ],
+        "holds no index.json",
+    ),
+    "corrupt mode-3 VAE": (
+        ["evaluate", "--classifier", "{clf}", "--vae", "{vae}", "--mode3", "{clf}", "{corrupt}", "--out", "{dir}/ev"],
+        "not a gatelab Defense-VAE purifier file",
     ),
     "rand_fgsm below its random step": (
         ["train", "--classifier", "{clf}", "--attacks", "rand_fgsm", "--eps", "0.01"],

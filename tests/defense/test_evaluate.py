@@ -1,6 +1,8 @@
 """evaluate(): FGSM lowers accuracy, purification by a briefly trained Defense-VAE raises it again, the adaptive PGD
 through the purifier lowers it below the oblivious number; the table's PNG and refusals."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,10 @@ def test_purification_helps_and_the_adaptive_attack_hurts(softmax, tmp_path, mon
     purifier = DefenseVAE(VAEConfig(latent=32, epochs=2)).fit(*load_pairs(folder), quiet=True)
     monkeypatch.setattr(attacks_module, "PGD_STEPS", 10)  # the test's budget: 10 of the 40 PGD steps
     table = evaluate(model, x[5000:5100], y[5000:5100], ["fgsm"], purifier=purifier, adaptive=True, quiet=True)
-    assert set(table) == {"clean", "fgsm", "adaptive_pgd"} and set(table["adaptive_pgd"]) == {"defense_vae"}
+    assert set(table) == {"clean", "fgsm", "adaptive_pgd"} and set(table["adaptive_pgd"]) == {
+        "undefended",
+        "defense_vae",
+    }
     clean, fgsm, adaptive = table["clean"], table["fgsm"], table["adaptive_pgd"]["defense_vae"]
     assert fgsm["undefended"] < clean["undefended"] - 0.5, table  # measured 0.86 -> 0.00
     assert fgsm["defense_vae"] >= fgsm["undefended"] + 0.08, table  # measured 0.16
@@ -59,7 +64,8 @@ def test_without_purifier_only_the_undefended_column(softmax):
         ({"attacks": ["nope"]}, "nope"),
         ({"eps": 2.0}, r"\[0, 1\]"),
         ({"batch_size": 0}, "batch_size"),
-        ({"adaptive": True}, "purifier="),
+        ({"adaptive": True, "adaptive_images": 5}, "adaptive_images"),
+        ({"defences": {"undefended": (None, None)}}, "new names"),
         ({"purifier": "vae"}, "DefenseVAE"),
         ({"labels": torch.zeros(3, dtype=torch.long)}, "labels"),
     ],
@@ -69,6 +75,43 @@ def test_bad_input_is_refused(softmax, kw, match):
     args = {"images": x[:4], "labels": y[:4], "attacks": ["fgsm"], "quiet": True, **kw}
     with pytest.raises(GatelabError, match=match):
         evaluate(model, **args)
+
+
+def test_more_defences_black_box_and_adaptive_subset(softmax, monkeypatch):
+    """Each defence's white-box attack is crafted on its own classifier; the substitute's FGSM is shared."""
+    model, x, y = softmax
+    other = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    other.load_state_dict(model.state_dict())
+    crafted, original = [], attacks_module.attack
+
+    def recording(net, images, labels, name, eps, **kw):
+        crafted.append((net, name, len(images)))
+        return original(net, images, labels, name, eps, **kw)
+
+    evaluate_module = importlib.import_module("gatelab.defense.evaluate")  # the package's `evaluate` is the function
+    monkeypatch.setattr(evaluate_module, "attack", recording)
+    monkeypatch.setattr(attacks_module, "PGD_STEPS", 3)
+    table = evaluate(
+        model,
+        x[5000:5012],
+        y[5000:5012],
+        ["fgsm"],
+        defences={"copy": (other, None)},
+        substitute=model,
+        adaptive=True,
+        adaptive_images=5,
+        batch_size=8,
+        quiet=True,
+    )
+    assert list(table) == ["clean", "fgsm", "black_box_fgsm", "adaptive_pgd"]
+    assert all(set(v) == {"undefended", "copy"} for v in table.values())
+    assert table["fgsm"]["copy"] == table["fgsm"]["undefended"]  # the same weights, attacked on their own
+    assert table["black_box_fgsm"]["copy"] == table["black_box_fgsm"]["undefended"] == table["fgsm"]["copy"]
+    fgsm = [(net, n) for net, name, n in crafted if name == "fgsm"]
+    # per batch (8 and 4 images): each classifier once (the fgsm row), then the substitute once (the black-box row)
+    assert fgsm == [(model, 8), (other, 8), (model, 8), (model, 4), (other, 4), (model, 4)]
+    assert [n for _, name, n in crafted if name == "pgd"] == [5, 5]  # only the first 5 images, once per column
+    assert all(round(5 * a, 6).is_integer() for a in table["adaptive_pgd"].values())
 
 
 def test_bad_table_is_refused(tmp_path):

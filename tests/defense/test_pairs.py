@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from gatelab.defense import DefenseVAE, VAEConfig, load_pairs, make_pairs
+from gatelab.defense import DefenseVAE, VAEConfig, load_pair_labels, load_pairs, make_pairs
 from gatelab.defense import pairs as pairs_module
+from gatelab.defense.pairs import subset_rows
 from gatelab.errors import GatelabError
 
 pytest.importorskip("torchattacks")
@@ -55,6 +56,13 @@ def test_pairs_on_disk_resume_and_fit(data, counted, tmp_path, one_thread):
     k = next(i for i, s in enumerate(index["shards"]) if s["file"] == "adv-fgsm-0.3-00001.npy")
     assert np.array_equal(pure[10 * k : 10 * k + 10], clean[10:20])
     assert np.array_equal(adv[10 * k : 10 * k + 10], np.load(folder / "adv-fgsm-0.3-00001.npy"))
+    labels = load_pair_labels(folder)  # one per pair, aligned with the rows of load_pairs
+    assert labels.dtype == np.int64 and np.array_equal(labels, np.tile(y.numpy(), 6))
+    sub_adv, sub_pure, sub_labels, rows = subset_rows((adv, pure, labels, np.arange(120)), 7, seed=1)
+    assert len(set(rows)) == 7 and list(rows) == sorted(rows)  # in order, no repeats
+    assert np.array_equal(sub_adv, adv[rows]) and np.array_equal(sub_pure, pure[rows])
+    assert np.array_equal(sub_labels, labels[rows])
+    assert subset_rows((adv, pure), None, seed=1)[0] is adv
 
     lost = folder / "adv-rand_fgsm-0.2-00000.npy"
     before = lost.read_bytes()

@@ -4,9 +4,10 @@ keeps the best restart per image, stays in [0, 1], and refuses bad input."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from gatelab.defense import VAE18, ProjectionPurifier, project, project_restarts
+from gatelab.defense import BPDA, VAE18, ProjectionPurifier, project, project_restarts
 from gatelab.errors import GatelabError
 
 LATENT = 8
@@ -95,3 +96,19 @@ def test_bad_images_and_generators_are_refused(decoder):
             project(decoder, x, steps=1, restarts=1)
     with pytest.raises(GatelabError, match="generator"):
         project(nn.Linear(8, 784), torch.rand(1, 1, 28, 28))
+
+
+def test_bpda_passes_the_classifier_gradient_at_the_purified_point_straight_through(decoder, own_images):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    purifier = ProjectionPurifier(decoder, steps=3, restarts=2, seed=1)
+    y = torch.tensor([0, 1, 2, 3])
+    x = own_images.clone().requires_grad_(True)
+    logits = BPDA(net, purifier)(x)
+    purified = purifier.purify(own_images).requires_grad_(True)
+    assert torch.equal(logits, net(purified))  # forward: the classifier on the projection
+    (through,) = torch.autograd.grad(F.cross_entropy(logits, y), x)
+    (expected,) = torch.autograd.grad(F.cross_entropy(net(purified), y), purified)
+    assert torch.equal(through, expected) and through.abs().sum() > 0  # backward: the projection as the identity
+    with pytest.raises(GatelabError, match="purify"):
+        BPDA(net, lambda x: x)  # a function, not a purifier

@@ -8,13 +8,15 @@ import signal
 
 import pytest
 
+import gatelab.defense.attacks as attacks_module
 import gatelab.defense.purifier as purifier_module
 import gatelab.defense.reproductions as reproductions
 from gatelab.checkpoint import Interrupted
-from gatelab.defense import DefenseVAE, ProjectionPurifier
+from gatelab.defense import DefenseVAE, ProjectionPurifier, SubstituteConfig
 from gatelab.reproduce import run
 
 TINY = {
+    "model": "D",
     "classifier_examples": 60,
     "classifier_epochs": 1,
     "val_size": 30,
@@ -22,10 +24,21 @@ TINY = {
     "cw_images": 10,
     "vae_latent": 4,
     "vae_epochs": 1,
+    "vae_batch": 16,
+    "end_to_end_pairs": 32,
+    "end_to_end_epochs": 1,
+    "adversarial_examples": 40,
+    "adversarial_epochs": 1,
+    "adversarial_steps": 2,
+    "adversarial_alpha": 0.1,
+    "adversarial_from_clean": True,
     "test_images": 10,
-    "projection_images": 4,
+    "adaptive_images": 4,
+    "projection_images": 2,
+    "bpda_images": 1,
 }
-STAGES = ["classifier", "pairs", "vae"]
+STAGES = ["adversarial", "classifier", "mode_2", "mode_3", "pairs", "vae"]
+COLUMNS = {"undefended", "defense_vae", "mode_2", "mode_3", "adversarial"}
 
 
 @pytest.fixture
@@ -33,18 +46,21 @@ def events(monkeypatch, split_reads, one_thread):
     """The tiny quick setting and a short projection; ``split_reads`` also records each training as a tuple."""
     monkeypatch.setattr(reproductions, "QUICK", TINY)
     monkeypatch.setattr(reproductions, "ProjectionPurifier", functools.partial(ProjectionPurifier, steps=5, restarts=2))
-    train, fit = reproductions.train_classifier, DefenseVAE.fit
+    monkeypatch.setattr(reproductions, "SubstituteConfig", functools.partial(SubstituteConfig, rounds=2, epochs=1))
+    monkeypatch.setattr(attacks_module, "PGD_STEPS", 3)  # plumbing only: 3 of the 40 adaptive PGD steps
+    monkeypatch.setattr(attacks_module, "CW_STEPS", 5)
+    fit = DefenseVAE.fit
 
-    def train_classifier(*args, **kw):
-        split_reads.append(("train_classifier", kw.get("resume")))
-        return train(*args, **kw)
+    def recorded(name, fn):
+        def wrapper(*args, **kw):
+            split_reads.append((name, kw.get("resume")))
+            return fn(*args, **kw)
 
-    def vae_fit(self, *args, **kw):
-        split_reads.append(("fit", kw.get("resume")))
-        return fit(self, *args, **kw)
+        return wrapper
 
-    monkeypatch.setattr(reproductions, "train_classifier", train_classifier)
-    monkeypatch.setattr(DefenseVAE, "fit", vae_fit)
+    for name in ("train_classifier", "fine_tune", "adversarial_training"):
+        monkeypatch.setattr(reproductions, name, recorded(name, getattr(reproductions, name)))
+    monkeypatch.setattr(DefenseVAE, "fit", recorded("fit", fit))
     return split_reads
 
 
@@ -53,25 +69,42 @@ def test_quick_reproduction_plumbing(tmp_path, events):
     # every training happens before the test split is read, and it is read once
     assert events.count("test") == 1
     assert events.index("test") > max(i for i, e in enumerate(events) if isinstance(e, tuple))
+    assert [e[0] for e in events if isinstance(e, tuple)] == [
+        "train_classifier",
+        "fit",
+        "train_classifier",
+        "fine_tune",
+        "adversarial_training",
+    ]
     assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == STAGES + ["wall"]
-    assert sorted(p.stem for p in (folder / "checkpoints").glob("*.pt")) == ["classifier", "vae"]
+    assert sorted(p.stem for p in (folder / "checkpoints").glob("*.pt")) == [
+        "classifier",
+        "mode_2",
+        "mode_3",
+        "pgd",
+        "vae",
+    ]
 
     results = json.loads((folder / "results.json").read_text())
     assert results["settings"]["training pairs"] == 20 * 2 * 4 + 10 * 4  # fgsm, rand_fgsm on 20; cw on 10; 4 eps
     table = results["results"]["accuracy"]
-    assert set(table) == {"clean", "fgsm", "rand_fgsm", "cw", "adaptive_pgd"}
-    assert set(table["fgsm"]) == {"undefended", "defense_vae", "projection"}
-    assert set(table["adaptive_pgd"]) == {"defense_vae"}
-    assert results["results"]["test_images"] == 10 and results["results"]["projection_images"] == 4
+    assert set(table) == {"clean", "fgsm", "rand_fgsm", "cw", "black_box_fgsm", "adaptive_pgd"}
+    assert set(table["fgsm"]) == COLUMNS | {"projection"} and set(table["black_box_fgsm"]) == COLUMNS | {"projection"}
+    assert set(table["adaptive_pgd"]) == COLUMNS | {"projection"}  # BPDA through the projection
+    res = results["results"]
+    assert (res["test_images"], res["adaptive_images"], res["projection_images"], res["bpda_images"]) == (10, 4, 2, 1)
+    assert all(round(4 * a, 6).is_integer() for c, a in table["adaptive_pgd"].items() if c != "projection")
     whats = [r["what"] for r in results["table"]]
-    for defence in ("no defence", "Defense-VAE mode 1", "projection baseline"):
-        rows = [w for w in whats if w.startswith(defence + ":") and w.endswith("(%)")]
-        assert len(rows) == (5 if defence == "Defense-VAE mode 1" else 4)  # the adaptive PGD: Defense-VAE only
+    for defence in ("no defence", "Defense-VAE mode 1", "Defense-VAE mode 3", "PGD adversarial training"):
+        assert len([w for w in whats if w.startswith(defence + ":") and w.endswith("(%)")]) == 6
+    assert len([w for w in whats if w.startswith("projection baseline:") and w.endswith("(%)")]) == 6
     assert sum("seconds per 1,000 images" in w for w in whats) == 2
     assert all(r["paper"] is None and r["reference"] is None for r in results["table"])
     assert all(0 <= table[r][c] <= 1 for r in table for c in table[r])
+    assert [h["images"] for h in res["training"]["substitute"]] == [150, 300]
     report = (folder / "report.md").read_text()
-    assert "modes 2" in report and "could not be retrieved offline" in report and "extrapolated from 4" in report
+    assert "mode 3 at least as accurate as mode 1" in report and "could not be retrieved offline" in report
+    assert "extrapolated from 2" in report and "BPDA (PGD as above" in report
     assert (folder / "accuracy.png").stat().st_size > 1000
 
 
@@ -96,7 +129,9 @@ def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, mon
 
     monkeypatch.setattr(purifier_module, "loss", loss)
     folder = run("defense-vae-fmnist", quick=True, out=tmp_path, resume=work, echo=None, quiet=True)
-    assert [e for e in events if isinstance(e, tuple)] == [("fit", work / "checkpoints" / "vae.pt")]
+    trained = [e for e in events if isinstance(e, tuple)]
+    assert trained[0] == ("fit", work / "checkpoints" / "vae.pt") and "train_classifier" not in dict(trained[:1])
+    assert [e[0] for e in trained] == ["fit", "train_classifier", "fine_tune", "adversarial_training"]
     assert events.count("test") == 1
     assert not work.exists() and (folder / "report.md").is_file()
     assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == STAGES + ["wall"]

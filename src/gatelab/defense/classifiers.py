@@ -75,17 +75,24 @@ def train_classifier(
     checkpoint_every: float = 300.0,
     resume: str | os.PathLike | None = None,
     log_dir: str | os.PathLike | None = None,
+    purifier=None,
 ) -> tuple[Classifier, list[dict]]:
     """Train ``classifier(config.model)`` on the config's data set; returns the model (eval mode) and the history.
 
     The returned weights are those of the epoch with the lowest validation
     error. ``checkpoint`` is kept at every epoch's end and every
     ``checkpoint_every`` seconds; ``resume`` continues from one exactly.
+    With a fitted ``purifier`` (a DefenseVAE), the training and validation
+    images are replaced by their purified versions first: Defense-VAE's mode 2,
+    a classifier retrained on reconstructions of clean images.
     """
     config.validate()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     x, y, xv, yv = image_splits(config.dataset, config.val_size, config.seed, config.train_examples, data_root)
+    if purifier is not None:
+        x, xv = purifier.purify(x), purifier.purify(xv)
+        torch.manual_seed(config.seed)  # the same initial weights as without a purifier
     x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
     model = classifier(config.model).to(device)
     history = fit_classifier(

@@ -69,7 +69,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.data import IMAGE_DATASETS
-    from gatelab.defense import ATTACKS, NAMES, ClassifierConfig, VAEConfig
+    from gatelab.defense import ATTACKS, NAMES, ClassifierConfig, EndToEndConfig, VAEConfig
     from gatelab.defense.pairs import PAPER_ATTACKS, PAPER_EPS
 
     c, v = ClassifierConfig(), VAEConfig()
@@ -96,8 +96,48 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=c.val_size,
         help=f"training images held out to choose the epoch (default: {c.val_size})",
     )
+    t.add_argument(
+        "--vae",
+        default=None,
+        help="Defense-VAE mode 2: train on this purifier's reconstructions of the images (default: the images)",
+    )
+    t.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="PGD adversarial training (Madry et al.): eps 0.3, --pgd-steps steps of --pgd-alpha (default: off)",
+    )
+    t.add_argument("--pgd-steps", type=positive_int, default=40, help="PGD steps of --adversarial (default: 40)")
+    t.add_argument("--pgd-alpha", type=positive_float, default=0.01, help="PGD step of --adversarial (default: 0.01)")
+    t.add_argument(
+        "--init", default=None, help="--adversarial: start from this classifier file (default: from scratch)"
+    )
     t.add_argument("--out", default="classifier.safetensors", help="output file (default: classifier.safetensors)")
     t.set_defaults(func=_train_classifier)
+
+    f = cmds.add_parser(
+        "fine-tune",
+        help="Defense-VAE mode 3: fine-tune purifier and classifier together, the classification loss added",
+        description="End-to-end fine-tuning of a Defense-VAE and its classifier on the (adversarial, clean) pairs "
+        "of `gatelab defense train` (its --pairs folder; --train-examples N: a seeded random N of them); "
+        "writes both.",
+    )
+    f_defaults = EndToEndConfig()
+    _training_arguments(f, f_defaults.epochs, f_defaults.batch_size, f_defaults.lr)
+    _model_arguments(f)
+    f.add_argument("--pairs", required=True, metavar="DIR", help="pairs folder of `gatelab defense train` (required)")
+    f.add_argument(
+        "--weight",
+        type=positive_float,
+        default=f_defaults.weight,
+        help=f"weight of the classification loss against the summed BCE (default: {f_defaults.weight})",
+    )
+    f.add_argument("--out", default="mode-3-vae.safetensors", help="purifier file (default: mode-3-vae.safetensors)")
+    f.add_argument(
+        "--out-classifier",
+        default="mode-3-classifier.safetensors",
+        help="classifier file (default: mode-3-classifier.safetensors)",
+    )
+    f.set_defaults(func=_fine_tune)
 
     m = cmds.add_parser(
         "train",
@@ -139,6 +179,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--adaptive", action="store_true", help="also PGD (40 steps) through purifier and classifier (default: off)"
     )
     e.add_argument(
+        "--adaptive-count",
+        type=positive_int,
+        default=None,
+        help="attack only the first N images with the adaptive PGD (default: all --count)",
+    )
+    e.add_argument("--mode2", default=None, help="a mode-2 classifier file: one more column (default: none)")
+    e.add_argument(
+        "--mode3",
+        nargs=2,
+        default=None,
+        metavar=("CLASSIFIER", "VAE"),
+        help="the two files of `gatelab defense fine-tune`: one more column (default: none)",
+    )
+    e.add_argument(
+        "--pgd-trained", default=None, help="an adversarially trained classifier file: one more column (default: none)"
+    )
+    e.add_argument(
+        "--black-box",
+        action="store_true",
+        help="also FGSM from a Papernot substitute (model E) trained on the last 150 test images (default: off)",
+    )
+    e.add_argument(
         "--out", default="defense-eval", help="output folder, replaced when complete (default: defense-eval)"
     )
     e.set_defaults(func=_evaluate)
@@ -171,12 +233,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_classifier(args) -> int:
+    from dataclasses import asdict
+
     from gatelab.data import mnist_tensors
-    from gatelab.defense import ClassifierConfig, save_classifier, train_classifier
+    from gatelab.defense import (
+        AdversarialConfig,
+        ClassifierConfig,
+        DefenseVAE,
+        adversarial_training,
+        load_classifier,
+        save_classifier,
+        train_classifier,
+    )
+    from gatelab.errors import GatelabError
     from gatelab.evaluation import accuracy
     from gatelab.files import check_output_path
 
-    config = ClassifierConfig(
+    if args.vae and args.adversarial:
+        raise GatelabError("--vae (mode 2) and --adversarial are two different trainings; pass one of them")
+    if args.init and not args.adversarial:
+        raise GatelabError("--init is the starting point of --adversarial; pass --adversarial too")
+    config = (AdversarialConfig if args.adversarial else ClassifierConfig)(
         model=args.model,
         dataset=args.dataset,
         epochs=args.epochs,
@@ -186,22 +263,33 @@ def _train_classifier(args) -> int:
         val_size=args.val_size,
         seed=args.seed,
         device=args.device,
+        **({"steps": args.pgd_steps, "alpha": args.pgd_alpha} if args.adversarial else {}),
     ).validate()
     check_output_path(args.out)
-    model, history = train_classifier(
-        config,
-        quiet=args.quiet,
-        checkpoint=checkpoint_beside(args.out),
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
-        log_dir=args.log_dir,
-    )
+    trainer = {
+        "quiet": args.quiet,
+        "checkpoint": checkpoint_beside(args.out),
+        "checkpoint_every": args.checkpoint_every,
+        "resume": args.resume,
+        "log_dir": args.log_dir,
+    }
+    if args.adversarial:
+        init = load_classifier(args.init, args.device)[0] if args.init else None
+        model, history = adversarial_training(config, init=init, **trainer)
+        config = ClassifierConfig(**{k: getattr(config, k) for k in asdict(ClassifierConfig())})
+    else:
+        purifier = DefenseVAE.load(args.vae, args.device) if args.vae else None
+        model, history = train_classifier(config, purifier=purifier, **trainer)
     xt, yt = mnist_tensors(config.dataset, "test")  # read once, for the final number
     acc = accuracy(model, xt.to(args.device), yt.to(args.device))
     save_classifier(model, config, args.out, acc)
-    best = max(h["validation_accuracy"] for h in history)
+    if args.adversarial:  # Madry keeps the last model; the validation error is only logged
+        best = 1 - history[-1]["validation_error"] / 100
+    else:
+        best = max(h["validation_accuracy"] for h in history)
+    what = " on reconstructions" if args.vae else (" (PGD adversarial training)" if args.adversarial else "")
     print(
-        f"model {config.model} on {config.dataset}: validation accuracy {100 * best:.2f}%, "
+        f"model {config.model} on {config.dataset}{what}: validation accuracy {100 * best:.2f}%, "
         f"test accuracy {100 * acc:.2f}%  ->  {args.out}"
     )
     return 0
@@ -250,6 +338,45 @@ def _train_vae(args) -> int:
     return 0
 
 
+def _fine_tune(args) -> int:
+    from gatelab.defense import EndToEndConfig, fine_tune, load_pair_labels, load_pairs, save_classifier
+    from gatelab.defense.pairs import subset_rows
+    from gatelab.files import check_output_path
+
+    config = EndToEndConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight=args.weight).validate()
+    check_output_path(args.out)
+    check_output_path(args.out_classifier)
+    classifier, cconfig, purifier = _models(args)
+    adversarial, clean = load_pairs(args.pairs)
+    labels = load_pair_labels(args.pairs)
+    # --train-examples: a seeded random subset of the pairs (their rows are ordered by attack)
+    adversarial, clean, labels = subset_rows((adversarial, clean, labels), args.train_examples, args.seed)
+
+    net, tuned, history = fine_tune(
+        classifier,
+        purifier,
+        adversarial,
+        clean,
+        labels,
+        config,
+        seed=args.seed,
+        device=args.device,
+        checkpoint=checkpoint_beside(args.out),
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        quiet=args.quiet,
+        log_dir=args.log_dir,
+    )
+    tuned.save(args.out)
+    save_classifier(net, cconfig, args.out_classifier)
+    last = history[-1]
+    print(
+        f"mode 3 on {len(adversarial)} pairs: final loss {last['loss']:.2f}, "
+        f"classification {last['classification']:.4f} per pair  ->  {args.out}, {args.out_classifier}"
+    )
+    return 0
+
+
 def _models(args):
     """The classifier (with its config) and the purifier named by ``--classifier`` and ``--vae``."""
     from gatelab.defense import DefenseVAE, load_classifier
@@ -260,17 +387,37 @@ def _models(args):
 
 def _evaluate(args) -> int:
     from gatelab.data import mnist_tensors
-    from gatelab.defense import accuracy_table_png, evaluate
+    from gatelab.defense import DefenseVAE, accuracy_table_png, evaluate, load_classifier, train_substitute
+    from gatelab.defense.substitute import HOLD_OUT
     from gatelab.errors import GatelabError
     from gatelab.files import atomic_dir, check_output_path, write_json
 
     _check_attacks(args.attacks, args.eps)
     check_output_path(args.out, kind="dir")
+    if args.adaptive_count is not None and args.adaptive_count > args.count:
+        raise GatelabError(f"--adaptive-count must be at most --count ({args.count}), got {args.adaptive_count}")
     classifier, cconfig, purifier = _models(args)
     dataset = args.dataset or cconfig.dataset
     x, y = mnist_tensors(dataset, "test")
     if args.count > len(x):
         raise GatelabError(f"--count must be in [1, {len(x)}] (the {dataset} test images), got {args.count}")
+    defences = {}
+    if args.mode2:
+        defences["mode_2"] = (load_classifier(args.mode2, args.device)[0], purifier)
+    if args.mode3:
+        defences["mode_3"] = (
+            load_classifier(args.mode3[0], args.device)[0],
+            DefenseVAE.load(args.mode3[1], args.device),
+        )
+    if args.pgd_trained:
+        defences["pgd_trained"] = (load_classifier(args.pgd_trained, args.device)[0], None)
+    substitute = None
+    if args.black_box:
+        if args.count > len(x) - HOLD_OUT:
+            raise GatelabError(
+                f"--black-box keeps the last {HOLD_OUT} test images out: --count at most {len(x) - HOLD_OUT}"
+            )
+        substitute, _ = train_substitute(classifier, x[-HOLD_OUT:].to(args.device), quiet=args.quiet)
     x, y = x[: args.count], y[: args.count]
     table = {}
     for eps in dict.fromkeys(args.eps):
@@ -284,6 +431,9 @@ def _evaluate(args) -> int:
             args.adaptive,
             seed=args.seed,
             quiet=args.quiet,
+            defences=defences,
+            substitute=substitute,
+            adaptive_images=args.adaptive_count,
         )
         table.setdefault("clean", rows.pop("clean"))
         table.update({f"{row} eps={eps:g}": accs for row, accs in rows.items()})
@@ -295,6 +445,9 @@ def _evaluate(args) -> int:
         "attacks": list(dict.fromkeys(args.attacks)),
         "eps": list(dict.fromkeys(args.eps)),
         "adaptive": args.adaptive,
+        "adaptive_count": args.adaptive_count or args.count,
+        "columns": {"mode_2": args.mode2, "mode_3": args.mode3, "pgd_trained": args.pgd_trained},
+        "black_box": args.black_box,
         "seed": args.seed,
         "accuracy": table,
     }
@@ -302,10 +455,10 @@ def _evaluate(args) -> int:
         write_json(out / "results.json", results)
         accuracy_table_png(table, out / "accuracy.png")
     print(f"accuracy (%) on the first {args.count} {dataset} test images, attacks white-box on the classifier")
-    print(f"{'row':<24}{'undefended':>12}{'defense-vae':>13}")
+    columns = list(table["clean"])
+    print(f"{'row':<26}" + "".join(f"{c.replace('_', '-'):>13}" for c in columns))
     for row, accs in table.items():
-        undefended = f"{100 * accs['undefended']:.2f}" if "undefended" in accs else "-"
-        print(f"{row:<24}{undefended:>12}{100 * accs['defense_vae']:>13.2f}")
+        print(f"{row:<26}" + "".join(f"{100 * accs[c]:>13.2f}" for c in columns))
     print(f"results.json and accuracy.png in {args.out}")
     return 0
 

@@ -7,9 +7,10 @@
 The paper trains on 720,000 pairs per target model (3 attacks x 4 ε x 60,000 images), 564 MB as uint8 and four
 times that as float32, so nothing here holds more than one batch of adversarial images in memory.
 
-Folder layout: ``clean.npy`` (the images once, uint8), ``adv-<attack>-<eps>-<k>.npy`` (uint8 adversarial images of
-clean rows ``start:stop`` under one attack and ε), ``index.json`` (the settings and every shard's rows), and, made by
-:func:`load_pairs` once all shards exist, ``pairs-adversarial.npy`` and ``pairs-clean.npy`` (one row per pair).
+Folder layout: ``clean.npy`` (the images once, uint8), ``labels.npy`` (their labels, int64),
+``adv-<attack>-<eps>-<k>.npy`` (uint8 adversarial images of clean rows ``start:stop`` under one attack and ε),
+``index.json`` (the settings and every shard's rows), and, made by :func:`load_pairs` once all shards exist,
+``pairs-adversarial.npy`` and ``pairs-clean.npy`` (one row per pair).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gatelab.progress import bar, say
 
 INDEX = "index.json"
 CLEAN = "clean.npy"
+LABELS = "labels.npy"
 PAIRS = ("pairs-adversarial.npy", "pairs-clean.npy")
 PAPER_ATTACKS = ("fgsm", "rand_fgsm", "cw")
 PAPER_EPS = (0.2, 0.25, 0.3, 0.35)
@@ -123,6 +125,7 @@ def make_pairs(
     else:
         folder.mkdir(parents=True, exist_ok=True)
         _save(folder / CLEAN, clean)
+        _save(folder / LABELS, labels.cpu().numpy().astype(np.int64))
         write_json(folder / INDEX, index)
 
     device = next(classifier.parameters()).device
@@ -234,3 +237,29 @@ def load_pairs(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             clean_out.flush()
             del adv_out, clean_out
     return tuple(np.load(folder / name, mmap_mode="r") for name in PAIRS)
+
+
+def load_pair_labels(folder: str | os.PathLike) -> np.ndarray:
+    """The class label of every pair's clean image (int64, one per row of :func:`load_pairs`), for the end-to-end
+    fine-tuning (mode 3), which needs the labels beside the pairs."""
+    folder = Path(folder)
+    index = _read_index(folder)
+    try:
+        labels = np.load(folder / LABELS)
+    except (OSError, ValueError) as err:
+        raise GatelabError(
+            f"{folder / LABELS} cannot be read ({err}); delete the folder and run make_pairs again"
+        ) from None
+    if labels.dtype != np.int64 or labels.shape != (index.get("images"),):
+        raise GatelabError(f"{folder / LABELS} holds {labels.dtype} {labels.shape}, not int64 ({index.get('images')},)")
+    return np.concatenate([labels[s["start"] : s["stop"]] for s in index["shards"]])
+
+
+def subset_rows(arrays, k: int | None, seed: int) -> tuple:
+    """A seeded random subset of ``k`` rows, kept in order, of equally long arrays (say the pairs and their labels,
+    whose rows are ordered by attack); all of them when ``k`` is None or at least their length."""
+    n = len(arrays[0])
+    if k is None or k >= n:
+        return tuple(arrays)
+    rows = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+    return tuple(np.asarray(a[rows]) for a in arrays)

@@ -3,6 +3,7 @@
     x_pure = project(vae, x)                        # G(z*) of the best of R = 10 restarts, L = 200 steps each
     recs, errors = project_restarts(vae, x)         # every restart's G(z) (N, R, 1, 28, 28) and its error (N, R)
     purifier = ProjectionPurifier(vae)              # .purify(x), like DefenseVAE's
+    x_adv = attack(BPDA(net, purifier), x, y, "pgd", 0.3)   # adaptive PGD, the projection straight-through
 
 The generator is the VAE's own decoder (``VAE18.decode``, BatchNorm in eval mode), of a fitted DefenseVAE or a bare
 VAE18; the issue allows it in place of a separately trained WGAN-GP, and it makes the speed comparison one of
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from gatelab.defense.purifier import DefenseVAE, batch_of, check_pixels
 from gatelab.defense.vae import VAE18
@@ -105,8 +107,9 @@ def project_restarts(
             velocity = torch.zeros_like(z)
             for step in range(steps):
                 rate = lr if step < decay_at else 0.1 * lr
-                cost = (vae.decode(z) - target).pow(2).mean(dim=(1, 2, 3)).sum()
-                (grad,) = torch.autograd.grad(cost, z)
+                with torch.enable_grad():  # a descent on z, even when the caller runs under no_grad
+                    cost = (vae.decode(z) - target).pow(2).mean(dim=(1, 2, 3)).sum()
+                    (grad,) = torch.autograd.grad(cost, z)
                 with torch.no_grad():
                     velocity.mul_(momentum).add_(grad)
                     z.sub_(rate * velocity)
@@ -156,3 +159,34 @@ class ProjectionPurifier:
     def purify(self, x) -> torch.Tensor:
         """Projections of images ``x`` (as DefenseVAE.purify accepts) onto the decoder's range."""
         return project(self.vae, x, *self.settings)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Returns ``purified``; on the way back, hands the gradient to ``x`` unchanged (the identity)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, purified: torch.Tensor) -> torch.Tensor:
+        return purified.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class BPDA(nn.Module):
+    """``classifier(purifier.purify(x))`` with the purification taken as the identity in the backward pass: BPDA
+    (Athalye, Carlini & Wagner, ICML 2018), the adaptive attack on a purifier whose gradient is unusable, as the
+    projection's (an inner optimisation with restarts). Give it to :func:`gatelab.defense.attack` ("pgd").
+
+    Each forward pass runs a full purification: PGD with 40 steps costs 40 projections per image."""
+
+    def __init__(self, classifier: nn.Module, purifier):
+        super().__init__()
+        if not isinstance(classifier, nn.Module) or not callable(getattr(purifier, "purify", None)):
+            raise GatelabError("BPDA needs an nn.Module classifier and a purifier with a purify(x) method")
+        self.classifier = classifier
+        self.purifier = purifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        purified = self.purifier.purify(x.detach()).detach().to(x.device)
+        return self.classifier(_StraightThrough.apply(x, purified))

@@ -76,7 +76,10 @@ class VAE18(nn.Module):
     @torch.no_grad()
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         """decode(mu(x)) with BatchNorm in eval mode (running statistics), so a purified image does not depend on the
-        rest of its batch; the released code left BatchNorm in training mode. Restores the module's previous mode."""
+        rest of its batch; the released code left BatchNorm in training mode. Restores the module's previous mode.
+
+        Measured once (model D, a VAE of one epoch on 9,000 pairs, 200 MNIST test images, mode 1): eval mode gives
+        FGSM 88.5%, RAND+FGSM 91%, CW 61.5%, clean 91%; training mode 90.5%, 92%, 51.5%, 92%."""
         if not bool(((x >= 0) & (x <= 1)).all()):
             raise GatelabError("purify takes images with values in [0, 1] (no NaN); got values outside it")
         was_training = self.training
