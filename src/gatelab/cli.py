@@ -16,6 +16,7 @@ COMMANDS = (
     "gatelab.defense.cli",
     "gatelab.embeddings.cli",
     "gatelab.lm.cli",
+    "gatelab.activity.cli",
     "gatelab.reproduce.cli",
 )
 
