@@ -64,7 +64,7 @@ def translate(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 def temporal_crop(x: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Each sequence's window [start, start + length] (in frames, fractional) resampled to T frames."""
     b, t = x.shape[:2]
-    pos = starts[:, None] + lengths[:, None] * torch.linspace(0, 1, t, device=x.device)[None]
+    pos = starts[:, None] + lengths[:, None] * torch.linspace(0, 1, t, device=x.device, dtype=x.dtype)[None]
     pos = pos.clamp(0, t - 1)
     lo = pos.floor().long().clamp(max=t - 1)
     hi = (lo + 1).clamp(max=t - 1)

@@ -34,7 +34,7 @@ def _rate(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.activity.protocols import MSR_SUBSETS
-    from gatelab.activity.train import ARCHS, ActivityConfig
+    from gatelab.activity.trainer import ARCHS, ActivityConfig
 
     d = ActivityConfig()
     act = sub.add_parser(
@@ -163,7 +163,7 @@ def _dataset(name: str, part: str, subset: str, frames: int, rotate: bool, class
     """A named data set's cross-subject part, or a labelled folder (``part`` ignored)."""
     from gatelab.activity.protocols import DATASETS, LAYOUT, load_split
     from gatelab.activity.readers import load_folder
-    from gatelab.activity.train import SkeletonDataset
+    from gatelab.activity.trainer import SkeletonDataset
     from gatelab.errors import GatelabError
 
     if name in DATASETS:
@@ -182,7 +182,7 @@ def _dataset(name: str, part: str, subset: str, frames: int, rotate: bool, class
 
 def _train(args) -> int:
     from gatelab.activity.protocols import DATASETS
-    from gatelab.activity.train import ActivityConfig, evaluate, save_model, train
+    from gatelab.activity.trainer import ActivityConfig, evaluate, save_model, train
     from gatelab.progress import say
 
     config = ActivityConfig(
@@ -225,7 +225,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from gatelab.activity.train import evaluate, load_model
+    from gatelab.activity.trainer import evaluate, load_model
     from gatelab.files import write_json
 
     model, config, meta = load_model(args.model)
@@ -243,7 +243,7 @@ def _predict(args) -> int:
     from pathlib import Path
 
     from gatelab.activity.readers import VIDEO_SUFFIXES, read_clip
-    from gatelab.activity.train import load_model, predict
+    from gatelab.activity.trainer import load_model, predict
 
     model, config, meta = load_model(args.model)
     model.to(args.device)

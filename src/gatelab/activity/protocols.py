@@ -42,7 +42,7 @@ def actions(dataset: str, subset: str = "all") -> tuple[list[int], list[str]]:
 def load_split(dataset: str, part: str, subset: str = "all", frames: int = 32, rotate: bool = True, root=None):
     """The ``part`` ("train" or "test") of ``dataset``'s cross-subject split, restricted to ``subset``, as a
     ``SkeletonDataset`` whose labels count 0..k-1 within the subset."""
-    from gatelab.activity.train import SkeletonDataset
+    from gatelab.activity.trainer import SkeletonDataset
 
     if part not in ("train", "test"):
         raise GatelabError(f"unknown split part {part!r}; accepted: train, test")

@@ -174,8 +174,12 @@ def read_clip(path: str | os.PathLike, **extract) -> SkeletonSequence:
     """A skeleton file, or a video whose skeletons are extracted (needs the ``video`` extra; cached beside it)."""
     path = Path(path)
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        from gatelab.activity.video import extract_skeletons
-
+        try:
+            from gatelab.activity.video import extract_skeletons
+        except ImportError as exc:  # no video module or no mediapipe: say how to get them
+            raise GatelabError(
+                f"reading video {path} needs the video extra ({exc}); install it with pip install 'gatelab[video]'"
+            ) from None
         return extract_skeletons(path, **extract)
     return read_skeleton(path)
 
