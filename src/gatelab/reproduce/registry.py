@@ -22,6 +22,7 @@ PROVIDERS = (
     "gatelab.nice.reproductions",
     "gatelab.lm.reproductions",
     "gatelab.defense.reproductions",
+    "gatelab.activity.reproductions",
 )
 
 
