@@ -13,6 +13,7 @@ TINY = {
     "subsets": ["AS1"],
     "curve": ["AS1"],
     "fractions": [0.25, 1.0],
+    "ablation": [0.25],
     "model": {"epochs": 1, "hidden": 8, "layers": 2, "frames": 8},
     "stgcn_channels": [8, 8],
 }

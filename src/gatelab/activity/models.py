@@ -24,13 +24,26 @@ ARCHS = ("blstm", "stgcn")
 STGCN_CHANNELS = (64, 64, 64, 128, 128, 128, 256, 256, 256)
 
 
-class BLSTMClassifier(nn.Module):
-    """Deep bidirectional LSTM over frames; mean pooling over time; auxiliary heads on intermediate layers."""
+def with_motion(x: torch.Tensor) -> torch.Tensor:
+    """Positions (B, T, J, 3) and their frame-to-frame differences (0 at the first frame): (B, T, J, 6)."""
+    return torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
 
-    def __init__(self, joints: int, classes: int, hidden: int = 128, layers: int = 3, dropout: float = 0.3):
+
+class BLSTMClassifier(nn.Module):
+    """Deep bidirectional LSTM over frames; mean pooling over time; auxiliary heads on intermediate layers.
+
+    With ``motion`` each frame's vector also holds the joints' displacement since the previous frame.
+    """
+
+    def __init__(
+        self, joints: int, classes: int, hidden: int = 128, layers: int = 3, dropout: float = 0.3, motion=False
+    ):
         super().__init__()
+        self.motion = motion
         self.lstms = nn.ModuleList(
-            nn.LSTM(joints * 3 if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True)
+            nn.LSTM(
+                joints * (6 if motion else 3) if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True
+            )
             for i in range(layers)
         )
         self.drop = nn.Dropout(dropout)
@@ -39,7 +52,7 @@ class BLSTMClassifier(nn.Module):
 
     def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every layer's head, lowest first; the last entry is the classifier's own output."""
-        h = x.flatten(2)
+        h = (with_motion(x) if self.motion else x).flatten(2)
         outs = []
         for i, lstm in enumerate(self.lstms):
             h, _ = lstm(self.drop(h) if i else h)
@@ -110,14 +123,16 @@ class _STGCNBlock(nn.Module):
 class STGCN(nn.Module):
     """Spatial-temporal graph convolution network (Yan et al., AAAI 2018) on one joint layout."""
 
-    def __init__(self, layout: str, classes: int, channels=STGCN_CHANNELS, dropout: float = 0.5):
+    def __init__(self, layout: str, classes: int, channels=STGCN_CHANNELS, dropout: float = 0.5, motion=False):
         super().__init__()
+        self.motion = motion
         parts = torch.from_numpy(spatial_partition(layout))
         self.register_buffer("adj", parts)
         v = parts.shape[1]
-        self.data_bn = nn.BatchNorm1d(3 * v)
+        c = 6 if motion else 3
+        self.data_bn = nn.BatchNorm1d(c * v)
         strides = [2 if i in (3, 6) else 1 for i in range(len(channels))]
-        cins = (3, *channels[:-1])
+        cins = (c, *channels[:-1])
         self.blocks = nn.ModuleList(
             _STGCNBlock(cin, cout, len(parts), s, 0.0 if i == 0 else dropout, residual=i > 0)
             for i, (cin, cout, s) in enumerate(zip(cins, channels, strides))
@@ -126,6 +141,7 @@ class STGCN(nn.Module):
         self.head = nn.Linear(channels[-1], classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = with_motion(x) if self.motion else x
         n, t, v, c = x.shape
         x = self.data_bn(x.permute(0, 2, 3, 1).reshape(n, v * c, t))
         x = x.view(n, v, c, t).permute(0, 2, 3, 1)  # (N, C, T, V)
@@ -139,8 +155,9 @@ class STGCN(nn.Module):
 
 
 def build_model(config, layout: str, classes: int) -> nn.Module:
-    """The classifier ``config.arch`` names (with ``hidden``, ``layers``, ``dropout``, ``channels``), for
-    skeletons in ``layout`` and ``classes`` actions."""
+    """The classifier ``config.arch`` names (with ``hidden``, ``layers``, ``dropout``, ``channels``, ``motion``),
+    for skeletons in ``layout`` and ``classes`` actions."""
     if config.arch == "blstm":
-        return BLSTMClassifier(len(layout_joints(layout)), classes, config.hidden, config.layers, config.dropout)
-    return STGCN(layout, classes, tuple(config.channels), config.dropout)
+        joints = len(layout_joints(layout))
+        return BLSTMClassifier(joints, classes, config.hidden, config.layers, config.dropout, config.motion)
+    return STGCN(layout, classes, tuple(config.channels), config.dropout, config.motion)

@@ -41,7 +41,8 @@ class ActivityConfig:
     abstract, so none are); ours otherwise.
 
     Model: ``arch`` (blstm or the stgcn peer), BLSTM ``hidden`` units a direction and ``layers``, ``dropout``,
-    ST-GCN ``channels``. Input: ``frames`` per sequence after resampling, ``rotate`` to face the camera.
+    ST-GCN ``channels``. Input: ``frames`` per sequence after resampling, ``rotate`` to face the camera,
+    ``motion`` to add each joint's frame-to-frame displacement to its position.
     Training: Adam(``lr``, ``weight_decay``) for ``epochs`` epochs of ``batch_size``; ``val_size`` training
     sequences (a count, or a fraction) held out to choose the epoch. Aids, each with its switch:
     ``augment`` (ranges ``rotation``, ``scale``, ``translation``, ``jitter``, ``crop``), ``frame_dropout`` at
@@ -55,6 +56,7 @@ class ActivityConfig:
     channels: list[int] = field(default_factory=lambda: list(STGCN_CHANNELS))
     frames: int = 32
     rotate: bool = True
+    motion: bool = False
     epochs: int = 60
     batch_size: int = 32
     lr: float = 1e-3
