@@ -66,7 +66,7 @@ def main() -> None:
 
     blstm = ActivityConfig()
     stgcn = ActivityConfig(arch="stgcn", gradient_injection=False)
-    data = load_split("msr-action3d", "train", "all", blstm.frames)
+    data = load_split("msr-action3d", "train", "all", blstm)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} thread(s); data: {len(data)} MSR Action3D training sequences x {blstm.frames} frames"

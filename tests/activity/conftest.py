@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gatelab.activity import SkeletonSequence
-from gatelab.activity.trainer import SkeletonDataset
+from gatelab.activity.trainer import ActivityConfig, SkeletonDataset
 
 
 def synthetic_sequence(label: int, rng: np.random.Generator, frames: int = 20) -> SkeletonSequence:
@@ -26,7 +26,7 @@ def toy_data() -> SkeletonDataset:
 
     rng = np.random.default_rng(0)
     clips = [Clip(synthetic_sequence(i % 2, rng), i % 2, 1, i, f"c{i}") for i in range(24)]
-    return SkeletonDataset.from_clips(clips, ["up", "side"], "utd-mhad20", frames=12)
+    return SkeletonDataset.from_clips(clips, ["up", "side"], "utd-mhad20", ActivityConfig(frames=12))
 
 
 @pytest.fixture

@@ -10,6 +10,6 @@ FLOOR = 0.55
 
 def test_short_msr_as1_training_beats_its_floor(one_thread):
     config = ActivityConfig(hidden=32, layers=2, frames=16, epochs=20, lr=3e-3)
-    model, _ = train(load_split("msr-action3d", "train", "AS1", config.frames), config, quiet=True)
-    accuracy = evaluate(model, load_split("msr-action3d", "test", "AS1", config.frames))["accuracy"]
+    model, _ = train(load_split("msr-action3d", "train", "AS1", config), config, quiet=True)
+    accuracy = evaluate(model, load_split("msr-action3d", "test", "AS1", config))["accuracy"]
     assert accuracy >= FLOOR

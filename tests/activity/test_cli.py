@@ -57,3 +57,26 @@ def test_predict_refuses_short_clips_bad_videos_and_bad_models(tmp_path, capsys,
     assert main(["activity", "predict", str(model), str(toy_folder / "raise" / "0.npz")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all("%" in line for line in lines)  # two actions known: the top-3 is both
+
+
+def test_extract_then_predict_on_the_real_squat_clip(tmp_path, capsys, toy_folder):
+    """The RGB path end to end (needs the video extra): extract writes the skeleton and a contact sheet, predict
+    classifies the clip with a model trained on Kinect-layout skeletons and writes its overlay."""
+    pytest.importorskip("mediapipe")
+    pytest.importorskip("gatelab.activity.video")
+    import shutil
+
+    from gatelab.data.store import data_dir
+
+    clip = tmp_path / "squats.mp4"
+    shutil.copy(data_dir() / "video" / "tfjs_pose_squats.mp4", clip)
+    assert main(["activity", "extract", str(clip), "--quiet"]) == 0
+    assert (tmp_path / "squats.mp4.skeleton.png").stat().st_size > 1000
+    model = tmp_path / "m.safetensors"
+    argv = ["activity", "train", str(toy_folder), "--out", str(model), "--epochs", "1", "--hidden", "4"]
+    assert main([*argv, "--layers", "2", "--frames", "8", "--val-size", "2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["activity", "predict", str(model), str(clip), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "raise" in out and "swipe" in out
+    assert (tmp_path / "squats.mp4.prediction.png").stat().st_size > 1000

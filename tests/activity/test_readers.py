@@ -5,6 +5,7 @@ from gatelab.activity import SkeletonSequence, load_msr_action3d, read_skeleton
 from gatelab.activity.preprocess import fill_missing, normalise, prepare
 from gatelab.activity.protocols import load_split
 from gatelab.activity.skeleton import MSR_ACTION3D_20, UTD_MHAD_20
+from gatelab.activity.trainer import ActivityConfig
 from gatelab.data.store import data_dir
 from gatelab.errors import GatelabError
 
@@ -34,7 +35,7 @@ def test_utd_mhad_file_against_its_known_values():
 def test_msr_sequence_lists_and_cross_subject_split_read_only_their_subjects():
     assert len(load_msr_action3d(sequences="cvpr12", actions=[0])) == 27
     assert len(load_msr_action3d(sequences="all", actions=[12])) == 30  # bend: 3 broken files left out in cvpr12
-    train = load_split("msr-action3d", "train", "AS1", frames=16)
+    train = load_split("msr-action3d", "train", "AS1", ActivityConfig(frames=16))
     assert set(train.subjects) == {1, 3, 5, 7, 9} and train.x.shape[1:] == (16, 20, 3)
     assert sorted(set(train.y.tolist())) == list(range(8)) and train.classes[0] == "horizontal arm wave"
 
@@ -75,7 +76,10 @@ def test_normalisation_centres_scales_and_faces_the_camera():
     seq = read_skeleton(UTD / "a1_s1_t1_skeleton.mat")
     out = normalise(fill_missing(seq).xyz, seq.joint_names)
     names = seq.joint_names
-    np.testing.assert_allclose(out[0, names.index("hip_center")], 0, atol=1e-6)
+    np.testing.assert_allclose(out[:, names.index("hip_center")], 0, atol=1e-6)
+    first = normalise(fill_missing(seq).xyz, names, centre="first")
+    np.testing.assert_allclose(first[0, names.index("hip_center")], 0, atol=1e-6)
+    assert np.abs(first[:, names.index("hip_center")]).max() > 1e-3  # the root's motion is kept
     spine = np.linalg.norm(out[:, names.index("shoulder_center")] - out[:, names.index("hip_center")], axis=-1)
     assert spine.mean() == pytest.approx(1.0, rel=1e-5)
     hips = out[0, names.index("right_hip")] - out[0, names.index("left_hip")]

@@ -159,7 +159,7 @@ def _extract(args) -> int:
     return 0
 
 
-def _dataset(name: str, part: str, subset: str, frames: int, rotate: bool, classes=None):
+def _dataset(name: str, part: str, subset: str, config, classes=None):
     """A named data set's cross-subject part, or a labelled folder (``part`` ignored)."""
     from gatelab.activity.protocols import DATASETS, LAYOUT, load_split
     from gatelab.activity.readers import load_folder
@@ -167,7 +167,7 @@ def _dataset(name: str, part: str, subset: str, frames: int, rotate: bool, class
     from gatelab.errors import GatelabError
 
     if name in DATASETS:
-        return load_split(name, part, subset, frames, rotate)
+        return load_split(name, part, subset, config)
     clips, found = load_folder(name)
     if classes is not None:
         if not set(found) <= set(classes):
@@ -177,7 +177,7 @@ def _dataset(name: str, part: str, subset: str, frames: int, rotate: bool, class
         found = classes
     layout = clips[0].sequence.layout
     layout = LAYOUT["utd-mhad"] if layout == "mediapipe33" else layout
-    return SkeletonDataset.from_clips(clips, found, layout, frames, rotate)
+    return SkeletonDataset.from_clips(clips, found, layout, config)
 
 
 def _train(args) -> int:
@@ -200,7 +200,7 @@ def _train(args) -> int:
         gradient_injection=not args.no_gradient_injection,
         injection_weight=args.injection_weight,
     ).validate()
-    data = _dataset(args.data, "train", args.subset, config.frames, config.rotate)
+    data = _dataset(args.data, "train", args.subset, config)
     data = data.fraction(args.label_fraction, args.seed)
     model, history = train(
         data,
@@ -215,7 +215,7 @@ def _train(args) -> int:
     )
     info = {"data": args.data, "subset": args.subset, "label_fraction": args.label_fraction, "train_clips": len(data)}
     if args.data in DATASETS:  # the test subjects, read once, now
-        scores = evaluate(model, _dataset(args.data, "test", args.subset, config.frames, config.rotate))
+        scores = evaluate(model, _dataset(args.data, "test", args.subset, config))
         info["test_accuracy"] = scores["accuracy"]
         say(f"test accuracy ({args.data} {args.subset}, cross-subject): {scores['accuracy']:.4f}", args.quiet)
     save_model(model, args.out, config, data.layout, data.classes, history=history[-1:], **info)
@@ -231,7 +231,7 @@ def _evaluate(args) -> int:
     model, config, meta = load_model(args.model)
     model.to(args.device)
     subset = args.subset or meta.get("subset", "all")
-    data = _dataset(args.data, "test", subset, config.frames, config.rotate, classes=meta["classes"])
+    data = _dataset(args.data, "test", subset, config, classes=meta["classes"])
     scores = evaluate(model, data)
     print(f"accuracy {scores['accuracy']:.4f} on {scores['n']} clips")
     if args.out:

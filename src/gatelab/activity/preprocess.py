@@ -54,17 +54,24 @@ def fill_missing(seq: SkeletonSequence) -> Filled:
     return Filled(xyz, int((~seq.valid).sum()), never)
 
 
-def normalise(xyz: np.ndarray, names: tuple[str, ...], rotate: bool = True) -> np.ndarray:
-    """Centre on the first frame's hip centre, divide by the mean hip-to-shoulder-centre length, and (``rotate``)
-    turn about the vertical axis so that the first frame's left-to-right hip line lies along +x (facing the camera).
+CENTRES = ("frame", "first")
 
-    Keeps the body's motion through the clip (a jog or a bend moves the root); y is vertical in camera axes.
+
+def normalise(xyz: np.ndarray, names: tuple[str, ...], rotate: bool = True, centre: str = "frame") -> np.ndarray:
+    """Centre on the hip centre, divide by the mean hip-to-shoulder-centre length, and (``rotate``) turn about the
+    vertical axis so that the first frame's left-to-right hip line lies along +x (facing the camera).
+
+    ``centre``: "frame" puts every frame's hip centre at the origin (the body's pose only; on MSR Action3D AS1 this
+    scored a little higher); "first" subtracts the first frame's, keeping the root's motion through the clip.
+    y is vertical in camera axes.
     """
+    if centre not in CENTRES:
+        raise GatelabError(f"unknown centring {centre!r}; accepted: {', '.join(CENTRES)}")
     for name in (ROOT, NECK):
         if name not in names:
             raise GatelabError(f"normalisation needs a {name} joint; layout joints are {', '.join(names)}")
     root, neck = names.index(ROOT), names.index(NECK)
-    out = xyz - xyz[0, root]
+    out = xyz - (xyz[:, root : root + 1] if centre == "frame" else xyz[0, root])
     length = float(np.linalg.norm(xyz[:, neck] - xyz[:, root], axis=-1).mean())
     if not length > 1e-6:
         raise GatelabError("the skeleton's hip-to-shoulder length is zero; the joints are degenerate")
@@ -91,7 +98,9 @@ def resample(xyz: np.ndarray, frames: int) -> np.ndarray:
     return (1 - w) * xyz[lo] + w * xyz[hi]
 
 
-def prepare(seq: SkeletonSequence, layout: str, frames: int, rotate: bool = True, min_frames: int = 2) -> np.ndarray:
+def prepare(
+    seq: SkeletonSequence, layout: str, frames: int, rotate: bool = True, centre: str = "frame", min_frames: int = 2
+) -> np.ndarray:
     """One model input (frames, J, 3): convert to ``layout``, fill, normalise, resample.
 
     Sequences shorter than ``min_frames`` are refused (a single frame carries no motion).
@@ -103,4 +112,4 @@ def prepare(seq: SkeletonSequence, layout: str, frames: int, rotate: bool = True
     if seq.layout != layout:
         seq = seq.to_layout(layout)
     filled = fill_missing(seq)
-    return resample(normalise(filled.xyz, seq.joint_names, rotate), frames)
+    return resample(normalise(filled.xyz, seq.joint_names, rotate, centre), frames)

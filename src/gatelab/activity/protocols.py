@@ -39,9 +39,10 @@ def actions(dataset: str, subset: str = "all") -> tuple[list[int], list[str]]:
     return labels, [MSR_ACTIONS[a] for a in labels]
 
 
-def load_split(dataset: str, part: str, subset: str = "all", frames: int = 32, rotate: bool = True, root=None):
+def load_split(dataset: str, part: str, subset: str = "all", config=None, root=None):
     """The ``part`` ("train" or "test") of ``dataset``'s cross-subject split, restricted to ``subset``, as a
-    ``SkeletonDataset`` whose labels count 0..k-1 within the subset."""
+    ``SkeletonDataset`` whose labels count 0..k-1 within the subset, prepared as ``config`` (an ``ActivityConfig``;
+    default: its defaults) says."""
     from gatelab.activity.trainer import SkeletonDataset
 
     if part not in ("train", "test"):
@@ -55,4 +56,4 @@ def load_split(dataset: str, part: str, subset: str = "all", frames: int = 32, r
     relabel = {a: i for i, a in enumerate(labels)}
     for clip in clips:
         clip.label = relabel[clip.label]
-    return SkeletonDataset.from_clips(clips, names, LAYOUT[dataset], frames, rotate)
+    return SkeletonDataset.from_clips(clips, names, LAYOUT[dataset], config)

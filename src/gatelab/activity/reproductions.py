@@ -63,7 +63,7 @@ def _fit(report: Report, dataset: str, key: str, subset: str, config: ActivityCo
     """Stage ``key``: train on ``fraction`` of ``subset``'s training subjects and save the model."""
 
     def run() -> dict:
-        data = load_split(dataset, "train", subset, config.frames, config.rotate).fraction(fraction, report.seed)
+        data = load_split(dataset, "train", subset, config).fraction(fraction, report.seed)
         model, history = train(
             data, config, seed=report.seed, device=report.device, desc=key, **report.trainer_options(key)
         )
@@ -109,8 +109,7 @@ def _experiment(report: Report, dataset: str, s: dict) -> dict:
     def score() -> dict:  # the test subjects: read once per subset, here, after every model is trained
         scores = {}
         for subset in sorted({subset for subset, _, _ in plan.values()}):
-            cfg = ActivityConfig(**s["model"])
-            test = load_split(dataset, "test", subset, cfg.frames, cfg.rotate)
+            test = load_split(dataset, "test", subset, ActivityConfig(**s["model"]))
             for key, (sub, _, _) in plan.items():
                 if sub == subset:
                     model, _, _ = load_model(_models(report) / f"{key}.safetensors")

@@ -20,7 +20,7 @@ from torch import nn
 
 from gatelab.activity.augment import AugmentConfig, augment, frame_dropout
 from gatelab.activity.models import ARCHS, STGCN_CHANNELS, build_model
-from gatelab.activity.preprocess import prepare
+from gatelab.activity.preprocess import CENTRES, prepare
 from gatelab.activity.readers import Clip
 from gatelab.activity.skeleton import SkeletonSequence, layout_joints
 from gatelab.data.splits import validation_split
@@ -41,7 +41,8 @@ class ActivityConfig:
     abstract, so none are); ours otherwise.
 
     Model: ``arch`` (blstm or the stgcn peer), BLSTM ``hidden`` units a direction and ``layers``, ``dropout``,
-    ST-GCN ``channels``. Input: ``frames`` per sequence after resampling, ``rotate`` to face the camera,
+    ST-GCN ``channels``. Input: ``frames`` per sequence after resampling, ``rotate`` to face the camera, ``centre``
+    on every frame's hip centre or the first one's,
     ``motion`` to add each joint's frame-to-frame displacement to its position.
     Training: Adam(``lr``, ``weight_decay``) for ``epochs`` epochs of ``batch_size``; ``val_size`` training
     sequences (a count, or a fraction) held out to choose the epoch. Aids, each with its switch:
@@ -56,6 +57,7 @@ class ActivityConfig:
     channels: list[int] = field(default_factory=lambda: list(STGCN_CHANNELS))
     frames: int = 32
     rotate: bool = True
+    centre: str = "frame"
     motion: bool = False
     epochs: int = 60
     batch_size: int = 32
@@ -74,6 +76,8 @@ class ActivityConfig:
     injection_weight: float = 0.3
 
     def validate(self) -> "ActivityConfig":
+        if self.centre not in CENTRES:
+            raise GatelabError(f"unknown centring {self.centre!r}; accepted: {', '.join(CENTRES)}")
         if self.arch not in ARCHS:
             raise GatelabError(f"unknown model {self.arch!r}; accepted: {', '.join(ARCHS)}")
         for name in ("hidden", "layers", "frames", "epochs", "batch_size"):
@@ -129,10 +133,12 @@ class SkeletonDataset:
             )
 
     @classmethod
-    def from_clips(cls, clips: Sequence[Clip], classes: Sequence[str], layout: str, frames: int, rotate=True):
+    def from_clips(cls, clips: Sequence[Clip], classes: Sequence[str], layout: str, config=None):
+        """Prepare ``clips`` as ``config`` (an ``ActivityConfig``: frames, rotate, centre) says."""
+        config = config or ActivityConfig()
         if not clips:
             raise GatelabError("no clips to build a data set from")
-        x = np.stack([prepare(c.sequence, layout, frames, rotate) for c in clips])
+        x = np.stack([prepare(c.sequence, layout, config.frames, config.rotate, config.centre) for c in clips])
         return cls(x, [c.label for c in clips], layout, classes, [c.name for c in clips], [c.subject for c in clips])
 
     def __len__(self) -> int:
@@ -290,7 +296,7 @@ def load_model(path) -> tuple[nn.Module, ActivityConfig, dict]:
 @torch.no_grad()
 def predict(model: nn.Module, config: ActivityConfig, meta: dict, sequence: SkeletonSequence, top: int = 3):
     """The ``top`` most probable actions for one skeleton sequence, as (action, probability) pairs."""
-    x = torch.from_numpy(prepare(sequence, meta["layout"], config.frames, config.rotate))[None]
+    x = torch.from_numpy(prepare(sequence, meta["layout"], config.frames, config.rotate, config.centre))[None]
     device = next(model.parameters()).device
     prob = torch.softmax(model.eval()(x.to(device)), dim=1)[0].cpu()
     values, index = prob.topk(min(top, len(prob)))
