@@ -80,3 +80,14 @@ def test_extract_then_predict_on_the_real_squat_clip(tmp_path, capsys, toy_folde
     out = capsys.readouterr().out
     assert "raise" in out and "swipe" in out
     assert (tmp_path / "squats.mp4.prediction.png").stat().st_size > 1000
+
+
+def test_evaluate_refuses_a_subset_the_model_was_not_trained_on(tmp_path, capsys):
+    model = tmp_path / "m.safetensors"
+    argv = ["activity", "train", "msr-action3d", "--subset", "AS2", "--out", str(model), "--epochs", "1"]
+    assert main([*argv, "--hidden", "4", "--layers", "2", "--frames", "8", "--label-fraction", "0.1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["activity", "evaluate", str(model), "msr-action3d", "--out", str(tmp_path / "s.json")]) == 0
+    assert "accuracy" in capsys.readouterr().out and (tmp_path / "s.json").is_file()  # the model's own subset
+    err = _one_line_error(capsys, ["activity", "evaluate", str(model), "msr-action3d", "--subset", "all"])
+    assert "knows 8 actions" in err

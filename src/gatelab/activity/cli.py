@@ -226,12 +226,18 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from gatelab.activity.trainer import evaluate, load_model
+    from gatelab.errors import GatelabError
     from gatelab.files import write_json
 
     model, config, meta = load_model(args.model)
     model.to(args.device)
     subset = args.subset or meta.get("subset", "all")
     data = _dataset(args.data, "test", subset, config, classes=meta["classes"])
+    if data.classes != meta["classes"]:
+        raise GatelabError(
+            f"{args.model} knows {len(meta['classes'])} actions ({meta.get('subset', 'a folder')}), not the "
+            f"{len(data.classes)} of {args.data} {subset}; evaluate it on the subset it was trained on"
+        )
     scores = evaluate(model, data)
     print(f"accuracy {scores['accuracy']:.4f} on {scores['n']} clips")
     if args.out:

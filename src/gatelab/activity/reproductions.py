@@ -21,6 +21,7 @@ import numpy as np
 
 from gatelab.activity.protocols import load_split
 from gatelab.activity.trainer import ActivityConfig, evaluate, load_model, save_model, train
+from gatelab.errors import GatelabError
 from gatelab.reproduce import Report, register
 
 PAPER = (
@@ -257,8 +258,8 @@ def _rgb_clip(report: Report) -> None:
         from gatelab.activity.video import extract_skeletons
 
         sequence = extract_skeletons(clip, cache=False, progress=not report.quiet)
-    except ImportError as exc:
-        report.note(f"RGB path not run: the video extra is not installed ({exc}); pip install 'gatelab[video]'.")
+    except (ImportError, GatelabError) as exc:  # no video module or no mediapipe here
+        report.note(f"RGB path not run on {clip.name}: {exc}. It needs pip install 'gatelab[video]'.")
         return
     model, config, meta = load_model(_models(report) / "all-blstm.safetensors")
     top = predict(model, config, meta, sequence)
