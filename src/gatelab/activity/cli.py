@@ -33,6 +33,7 @@ def _rate(text: str) -> float:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from gatelab.activity.preprocess import CENTRES
     from gatelab.activity.protocols import MSR_SUBSETS
     from gatelab.activity.trainer import ARCHS, ActivityConfig
 
@@ -95,6 +96,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         default=d.val_size,
         help=f"training clips held out to choose the epoch: a count, or a fraction below 1 (default: {d.val_size})",
+    )
+    t.add_argument(
+        "--centre",
+        choices=CENTRES,
+        default=d.centre,
+        help=f"centre every frame on its hip centre, or on the first frame's (default: {d.centre})",
+    )
+    t.add_argument(
+        "--motion",
+        action=argparse.BooleanOptionalAction,
+        default=d.motion,
+        help=f"add each joint's frame-to-frame displacement to the input (default: {'on' if d.motion else 'off'})",
     )
     t.add_argument("--no-augment", action="store_true", help="switch data augmentation off (default: on)")
     t.add_argument("--no-frame-dropout", action="store_true", help="switch dynamic frame dropout off (default: on)")
@@ -190,6 +203,8 @@ def _train(args) -> int:
         hidden=args.hidden,
         layers=args.layers,
         frames=args.frames,
+        centre=args.centre,
+        motion=args.motion,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
