@@ -39,7 +39,7 @@ QUICK = {
     "curve": ["AS1"],
     "fractions": [0.1, 0.25, 1.0],
     "ablation": [0.1],
-    "model": {"epochs": 40, "hidden": 64, "frames": 24},
+    "model": {"epochs": 40, "hidden": 64, "layers": 2, "frames": 24, "lr": 3e-3},
     "stgcn_channels": [32, 32, 64, 64, 128],
 }
 FULL = {
@@ -50,7 +50,7 @@ FULL = {
     "model": {"epochs": 300},
     "stgcn_channels": list(ActivityConfig().channels),
 }
-UTD_QUICK = {**QUICK, "subsets": ["all"], "curve": ["all"], "model": {"epochs": 25, "hidden": 64, "frames": 24}}
+UTD_QUICK = {**QUICK, "subsets": ["all"], "curve": ["all"], "model": {**QUICK["model"], "epochs": 15}}
 UTD_FULL = {**FULL, "subsets": ["all"], "curve": ["all"]}
 
 
