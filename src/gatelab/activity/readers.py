@@ -186,8 +186,8 @@ def read_clip(path: str | os.PathLike, **extract) -> SkeletonSequence:
 
 def load_folder(folder: str | os.PathLike, **extract) -> tuple[list[Clip], list[str]]:
     """A user's labelled clips: one subfolder per action (its name is the action), holding videos or skeleton
-    files. Returns the clips and the action names (sorted). A video's ``.npz`` cache beside it (``clip.npz`` or
-    ``clip.mp4.npz``) is not counted as a second clip."""
+    files. Returns the clips and the action names (sorted). The pose cache the extractor keeps beside a video
+    (``clip.mp4.pose.npz``) is not counted as a second clip."""
     folder = Path(folder)
     if not folder.is_dir():
         raise GatelabError(f"{folder} is not a folder; give msr-action3d, utd-mhad or a folder of action subfolders")
@@ -195,8 +195,8 @@ def load_folder(folder: str | os.PathLike, **extract) -> tuple[list[Clip], list[
     clips = []
     for label, name in enumerate(classes):
         files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in VIDEO_SUFFIXES + SKELETON_SUFFIXES)
-        videos = {q for p in files if p.suffix.lower() in VIDEO_SUFFIXES for q in (p, p.with_suffix(""))}
-        for i, path in enumerate(p for p in files if not (p.suffix == ".npz" and p.with_suffix("") in videos)):
+        caches = {p.with_name(p.name + ".pose.npz") for p in files if p.suffix.lower() in VIDEO_SUFFIXES}
+        for i, path in enumerate(p for p in files if p not in caches):
             clips.append(Clip(read_clip(path, **extract), label, 0, i + 1, f"{name}/{path.name}"))
     if len(classes) < 2 or not clips:
         raise GatelabError(
