@@ -4,7 +4,7 @@ the video extra is installed.
 
     python benchmarks/activity.py [--steps 20] [--threads 1] [--video PATH]
 
-Both models use their ActivityConfig defaults (the BLSTM's 3 x 128 units a direction, ST-GCN's 9 blocks of the
+Both models use their ActivityConfig defaults (the BLSTM's 2 x 64 units a direction, ST-GCN's 9 blocks of the
 paper's widths) on the cross-subject training sequences of all 20 actions, 32 frames each, with all three aids on
 (ST-GCN has no auxiliary heads, so gradient injection does not apply to it). Timings exclude data loading.
 """

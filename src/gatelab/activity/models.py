@@ -3,8 +3,8 @@
 ``BLSTMClassifier``: a stack of bidirectional LSTM layers over per-frame joint vectors, mean-pooled over time, then
 a linear classifier. Every intermediate layer also has a pooled linear head: with gradient injection on, their
 cross-entropy losses (``forward_all``) inject gradient straight into the lower layers (deep supervision). The
-paper's depth and width are not in any text we could read; ours: 3 layers of 128 units a direction, dropout 0.3
-between layers (``gatelab.activity.ActivityConfig``).
+paper's depth and width are not in any text we could read; ours (``gatelab.activity.ActivityConfig``, where the
+choice is explained): 2 layers of 64 units a direction, dropout 0.3 between layers.
 
 ``STGCN``: Yan, Xiong & Lin (AAAI 2018), spatial-temporal graph convolution with the "spatial" partition (root,
 centripetal, centrifugal neighbours), learnable edge importance, 9-frame temporal convolutions and residual

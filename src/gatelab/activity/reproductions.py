@@ -39,7 +39,7 @@ QUICK = {
     "curve": ["AS1"],
     "fractions": [0.1, 0.25, 1.0],
     "ablation": [0.1],
-    "model": {"epochs": 40, "hidden": 64, "layers": 2, "frames": 24, "lr": 3e-3},
+    "model": {"epochs": 40, "frames": 24},
     "stgcn_channels": [32, 32, 64, 64, 128],
 }
 FULL = {
