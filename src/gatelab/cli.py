@@ -18,6 +18,7 @@ COMMANDS = (
     "gatelab.embeddings.wordrank_cli",
     "gatelab.lm.cli",
     "gatelab.vi.cli",
+    "gatelab.activity.cli",
     "gatelab.reproduce.cli",
 )
 

@@ -25,6 +25,7 @@ PROVIDERS = (
     "gatelab.vi.reproductions",
     "gatelab.embeddings.wordrank_reproduction",
     "gatelab.embeddings.reproductions",
+    "gatelab.activity.reproductions",
 )
 
 

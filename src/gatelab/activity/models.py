@@ -1,0 +1,163 @@
+"""The two classifiers over skeleton sequences (B, T, J, 3): the paper's deep BLSTM and the ST-GCN peer.
+
+``BLSTMClassifier``: a stack of bidirectional LSTM layers over per-frame joint vectors, mean-pooled over time, then
+a linear classifier. Every intermediate layer also has a pooled linear head: with gradient injection on, their
+cross-entropy losses (``forward_all``) inject gradient straight into the lower layers (deep supervision). The
+paper's depth and width are not in any text we could read; ours (``gatelab.activity.ActivityConfig``, where the
+choice is explained): 2 layers of 64 units a direction, dropout 0.3 between layers.
+
+``STGCN``: Yan, Xiong & Lin (AAAI 2018), spatial-temporal graph convolution with the "spatial" partition (root,
+centripetal, centrifugal neighbours), learnable edge importance, 9-frame temporal convolutions and residual
+blocks; the paper's 9 blocks of 64/64/64/128/128/128/256/256/256 channels, strides 2 at the 4th and 7th.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gatelab.activity.skeleton import BONES, layout_joints
+
+ARCHS = ("blstm", "stgcn")
+STGCN_CHANNELS = (64, 64, 64, 128, 128, 128, 256, 256, 256)
+
+
+def with_motion(x: torch.Tensor) -> torch.Tensor:
+    """Positions (B, T, J, 3) and their frame-to-frame differences (0 at the first frame): (B, T, J, 6)."""
+    return torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
+
+
+class BLSTMClassifier(nn.Module):
+    """Deep bidirectional LSTM over frames; mean pooling over time; auxiliary heads on intermediate layers.
+
+    With ``motion`` each frame's vector also holds the joints' displacement since the previous frame.
+    """
+
+    def __init__(
+        self, joints: int, classes: int, hidden: int = 128, layers: int = 3, dropout: float = 0.3, motion=False
+    ):
+        super().__init__()
+        self.motion = motion
+        self.lstms = nn.ModuleList(
+            nn.LSTM(
+                joints * (6 if motion else 3) if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True
+            )
+            for i in range(layers)
+        )
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * hidden, classes)
+        self.aux_heads = nn.ModuleList(nn.Linear(2 * hidden, classes) for _ in range(layers - 1))
+
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every layer's head, lowest first; the last entry is the classifier's own output."""
+        h = (with_motion(x) if self.motion else x).flatten(2)
+        outs = []
+        for i, lstm in enumerate(self.lstms):
+            h, _ = lstm(self.drop(h) if i else h)
+            outs.append(h.mean(dim=1))
+        return [head(self.drop(o)) for head, o in zip([*self.aux_heads, self.head], outs)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(x)[-1]
+
+
+def spatial_partition(layout: str) -> np.ndarray:
+    """ST-GCN's "spatial" adjacency (3, J, J): self, centripetal and centrifugal neighbours of each joint, by hop
+    distance to the root (the hip centre), each column-normalised by the joint's degree as in the authors' code."""
+    names = layout_joints(layout)
+    index = {n: i for i, n in enumerate(names)}
+    v = len(names)
+    adj = np.eye(v)
+    for a, b in BONES[layout]:
+        adj[index[a], index[b]] = adj[index[b], index[a]] = 1
+    root = index.get("hip_center", 0)
+    hops = np.full(v, np.inf)
+    hops[root], frontier = 0, [root]
+    while frontier:
+        nxt = []
+        for i in frontier:
+            for j in np.nonzero(adj[i])[0]:
+                if hops[j] == np.inf:
+                    hops[j] = hops[i] + 1
+                    nxt.append(j)
+        frontier = nxt
+    norm = adj / adj.sum(axis=0, keepdims=True)
+    parts = np.zeros((3, v, v))
+    for i in range(v):
+        for j in range(v):
+            if adj[j, i]:
+                k = 0 if hops[j] == hops[i] else (1 if hops[j] < hops[i] else 2)
+                parts[k, j, i] = norm[j, i]
+    return parts.astype(np.float32)
+
+
+class _STGCNBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, parts: int, stride: int, dropout: float, residual: bool):
+        super().__init__()
+        self.parts = parts
+        self.gcn = nn.Conv2d(cin, cout * parts, 1)
+        self.tcn = nn.Sequential(
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, (9, 1), (stride, 1), (4, 0)),
+            nn.BatchNorm2d(cout),
+            nn.Dropout(dropout),
+        )
+        if not residual:
+            self.res = None
+        elif cin == cout and stride == 1:
+            self.res = nn.Identity()
+        else:
+            self.res = nn.Sequential(nn.Conv2d(cin, cout, 1, (stride, 1)), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        n, _, t, v = x.shape
+        y = self.gcn(x).view(n, self.parts, -1, t, v)
+        y = torch.einsum("nkctv,kvw->nctw", y, adj)
+        y = self.tcn(y)
+        return F.relu(y + (self.res(x) if self.res is not None else 0))
+
+
+class STGCN(nn.Module):
+    """Spatial-temporal graph convolution network (Yan et al., AAAI 2018) on one joint layout."""
+
+    def __init__(self, layout: str, classes: int, channels=STGCN_CHANNELS, dropout: float = 0.5, motion=False):
+        super().__init__()
+        self.motion = motion
+        parts = torch.from_numpy(spatial_partition(layout))
+        self.register_buffer("adj", parts)
+        v = parts.shape[1]
+        c = 6 if motion else 3
+        self.data_bn = nn.BatchNorm1d(c * v)
+        strides = [2 if i in (3, 6) else 1 for i in range(len(channels))]
+        cins = (c, *channels[:-1])
+        self.blocks = nn.ModuleList(
+            _STGCNBlock(cin, cout, len(parts), s, 0.0 if i == 0 else dropout, residual=i > 0)
+            for i, (cin, cout, s) in enumerate(zip(cins, channels, strides))
+        )
+        self.importance = nn.ParameterList(nn.Parameter(torch.ones_like(parts)) for _ in self.blocks)
+        self.head = nn.Linear(channels[-1], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = with_motion(x) if self.motion else x
+        n, t, v, c = x.shape
+        x = self.data_bn(x.permute(0, 2, 3, 1).reshape(n, v * c, t))
+        x = x.view(n, v, c, t).permute(0, 2, 3, 1)  # (N, C, T, V)
+        for block, weight in zip(self.blocks, self.importance):
+            x = block(x, self.adj * weight)
+        return self.head(x.mean(dim=(2, 3)))
+
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The final logits only: ST-GCN has no intermediate heads (gradient injection is the BLSTM's)."""
+        return [self(x)]
+
+
+def build_model(config, layout: str, classes: int) -> nn.Module:
+    """The classifier ``config.arch`` names (with ``hidden``, ``layers``, ``dropout``, ``channels``, ``motion``),
+    for skeletons in ``layout`` and ``classes`` actions."""
+    if config.arch == "blstm":
+        joints = len(layout_joints(layout))
+        return BLSTMClassifier(joints, classes, config.hidden, config.layers, config.dropout, config.motion)
+    return STGCN(layout, classes, tuple(config.channels), config.dropout, config.motion)

@@ -1,0 +1,47 @@
+import numpy as np
+import torch
+
+from gatelab.activity.models import STGCN, BLSTMClassifier, spatial_partition
+from gatelab.activity.skeleton import UTD_MHAD_20
+from gatelab.activity.trainer import ActivityConfig, losses
+
+
+def _lower_layer_grad(model, x, y, config):
+    model.zero_grad()
+    loss, _ = losses(model, x, y, config)
+    loss.backward()
+    return model.lstms[0].weight_ih_l0.grad.clone()
+
+
+def test_gradient_injection_reaches_the_lower_layers_only_when_switched_on():
+    torch.manual_seed(0)
+    model = BLSTMClassifier(20, 4, hidden=8, layers=3, dropout=0.0)
+    x, y = torch.randn(6, 10, 20, 3), torch.randint(0, 4, (6,))
+    on = ActivityConfig(gradient_injection=True, injection_weight=0.5)
+    off = ActivityConfig(gradient_injection=False)
+    main = _lower_layer_grad(model, x, y, off)
+    injected = _lower_layer_grad(model, x, y, on) - main  # what the auxiliary losses add
+    assert injected.abs().max() > 1e-6 * main.abs().max()
+    # the auxiliary heads alone: their loss's gradient on the first layer is non-zero, on the top layer's head zero
+    model.zero_grad()
+    logits = model.forward_all(x)
+    sum(torch.nn.functional.cross_entropy(z, y) for z in logits[:-1]).backward()
+    assert model.lstms[0].weight_ih_l0.grad.abs().sum() > 0
+    assert model.head.weight.grad is None or model.head.weight.grad.abs().sum() == 0
+    torch.testing.assert_close(_lower_layer_grad(model, x, y, off), main)
+
+
+def test_models_take_any_length_and_give_one_score_per_action():
+    x = torch.randn(3, 17, 20, 3)
+    assert BLSTMClassifier(20, 5, hidden=8, layers=2)(x).shape == (3, 5)
+    assert STGCN("utd-mhad20", 5, channels=(8, 8, 16, 16))(x).shape == (3, 5)
+
+
+def test_stgcn_spatial_partition_follows_the_kinect_tree():
+    parts = spatial_partition("utd-mhad20")
+    i = {n: k for k, n in enumerate(UTD_MHAD_20)}
+    assert parts[0, i["hip_center"], i["hip_center"]] > 0  # self
+    assert parts[1, i["left_hip"], i["left_knee"]] > 0  # left hip is nearer the root than the knee: centripetal
+    assert parts[2, i["left_knee"], i["left_hip"]] > 0  # and the knee is centrifugal for the hip
+    assert parts[:, i["head"], i["left_foot"]].sum() == 0
+    np.testing.assert_allclose(parts.sum(axis=(0, 1)), 1.0, rtol=1e-6)  # each joint's inputs average

@@ -1,0 +1,115 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gatelab.activity.trainer import ActivityConfig, evaluate, load_model, predict, save_model, train
+from gatelab.checkpoint import load_state
+
+TINY = dict(hidden=8, layers=2, frames=12, batch_size=4, val_size=4.0)
+
+
+def test_resumed_training_equals_an_uninterrupted_one(toy_data, tmp_path, one_thread):
+    config = ActivityConfig(epochs=3, **TINY)
+    straight, history = train(toy_data, config, seed=3, quiet=True)
+    ckpt = tmp_path / "ckpt.pt"
+    train(toy_data, ActivityConfig(epochs=1, **TINY), seed=3, quiet=True, checkpoint=ckpt)
+    resumed, history2 = train(toy_data, config, seed=3, quiet=True, checkpoint=ckpt, resume=ckpt)
+    assert history2 == history
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_saved_model_predicts_like_the_trained_one(toy_data, tmp_path):
+    config = ActivityConfig(epochs=1, **TINY)
+    model, _ = train(toy_data, config, quiet=True)
+    path = save_model(model, tmp_path / "m.safetensors", config, toy_data.layout, toy_data.classes)
+    loaded, config2, meta = load_model(path)
+    assert config2 == config and meta["classes"] == ["up", "side"]
+    assert evaluate(loaded, toy_data) == evaluate(model, toy_data)
+
+
+def test_a_short_training_learns_the_toy_actions_and_the_aids_train_too(toy_data):
+    for config in (
+        ActivityConfig(epochs=25, lr=1e-2, **TINY),
+        ActivityConfig(epochs=25, lr=1e-2, **TINY).without_aids(),
+    ):
+        model, _ = train(toy_data, config, quiet=True)
+        assert evaluate(model, toy_data)["accuracy"] >= 0.9
+
+
+def test_stgcn_peer_trains_with_the_same_code(toy_data):
+    config = ActivityConfig(arch="stgcn", channels=[8, 8, 16], epochs=2, **TINY)
+    model, history = train(toy_data, config, quiet=True)
+    assert len(history) == 2 and 0 <= evaluate(model, toy_data)["accuracy"] <= 1
+
+
+def _gatelab(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "gatelab", *map(str, args)], env=env, **kw)
+
+
+def test_training_killed_mid_run_resumes_and_finishes(toy_folder, tmp_path):
+    out = tmp_path / "m.safetensors"
+    ckpt = out.with_name(out.name + ".checkpoint.pt")
+    args = ["activity", "train", toy_folder, "--out", out, "--hidden", "8", "--layers", "2", "--frames", "12"]
+    args += ["--batch-size", "2", "--val-size", "2", "--epochs", "400", "--quiet", "--checkpoint-every", "0.05"]
+    proc = _gatelab(*args, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), proc.stderr.read().decode()
+    before = load_state(ckpt)
+    position = (before["epoch"], before["step"])
+    assert position < (400, 0)
+    resume = [a for a in args if a != "--quiet"] + ["--resume", ckpt, "--epochs", str(before["epoch"] + 2)]
+    done = _gatelab(*resume, stderr=subprocess.PIPE)
+    _, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err.decode()
+    assert f"resuming {ckpt} at epoch {before['epoch'] + 1}, step {before['step']}" in err.decode()
+    model, _, meta = load_model(out)
+    assert meta["train_clips"] == 12 and len(meta["history"]) == 1
+
+
+def test_cli_train_reads_the_test_subjects_once_after_training(monkeypatch, tmp_path):
+    import gatelab.activity.protocols as protocols
+    import gatelab.activity.trainer as training
+    from gatelab.cli import main
+
+    events, load, fit = [], protocols.load_split, training.train
+
+    def recording_load(dataset, part, *a, **kw):
+        events.append(f"read {part}")
+        return load(dataset, part, *a, **kw)
+
+    def recording_train(*a, **kw):
+        result = fit(*a, **kw)
+        events.append("trained")
+        return result
+
+    monkeypatch.setattr(protocols, "load_split", recording_load)
+    monkeypatch.setattr(training, "train", recording_train)
+    out = tmp_path / "m.safetensors"
+    argv = ["activity", "train", "msr-action3d", "--subset", "AS1", "--epochs", "1", "--hidden", "8", "--layers", "2"]
+    assert main([*argv, "--frames", "8", "--label-fraction", "0.25", "--quiet", "--out", str(out)]) == 0
+    assert events == ["read train", "trained", "read test"]
+    _, _, meta = load_model(out)
+    assert 0 <= meta["test_accuracy"] <= 1 and meta["subset"] == "AS1"
+
+
+def test_predict_gives_the_top_three_actions(toy_data, tmp_path, make_sequence):
+    config = ActivityConfig(epochs=1, **TINY)
+    model, _ = train(toy_data, config, quiet=True)
+    save_model(model, tmp_path / "m.safetensors", config, toy_data.layout, toy_data.classes)
+    loaded, config, meta = load_model(tmp_path / "m.safetensors")
+    top = predict(loaded, config, meta, make_sequence(0))
+    assert [a for a, _ in top] in (["up", "side"], ["side", "up"])
+    assert sum(p for _, p in top) == pytest.approx(1.0, abs=1e-5)
