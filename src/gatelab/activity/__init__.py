@@ -1,7 +1,7 @@
 """Activity recognition from skeletons (Sarker et al., ICMLA 2018): pose from RGB video, then a deep BLSTM.
 
-``extract_skeletons`` (video to ``SkeletonSequence``; needs ``pip install 'gatelab[video]'``) lives in
-``gatelab.activity.video`` and is imported from there on first use, so the core needs no MediaPipe.
+``extract_skeletons`` (video to ``SkeletonSequence``), ``extract_folder`` and ``draw_overlay`` need
+``pip install 'gatelab[video]'``; ``gatelab.activity.video`` imports MediaPipe only when they run.
 """
 
 from gatelab.activity.augment import AugmentConfig, augment, frame_dropout
@@ -19,14 +19,7 @@ from gatelab.activity.trainer import (
     save_model,
     train,
 )
-
-
-def extract_skeletons(video, **options) -> SkeletonSequence:
-    """MediaPipe pose skeletons of ``video`` (see ``gatelab.activity.video.extract_skeletons``)."""
-    from gatelab.activity.video import extract_skeletons as extract
-
-    return extract(video, **options)
-
+from gatelab.activity.video import draw_overlay, extract_folder, extract_skeletons
 
 __all__ = [
     "LAYOUTS",
@@ -38,7 +31,9 @@ __all__ = [
     "SkeletonDataset",
     "SkeletonSequence",
     "augment",
+    "draw_overlay",
     "evaluate",
+    "extract_folder",
     "extract_skeletons",
     "fill_missing",
     "frame_dropout",
