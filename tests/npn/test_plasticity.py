@@ -10,7 +10,8 @@ from torch import nn
 from gatelab.data.synthetic import two_moons
 from gatelab.errors import GatelabError
 from gatelab.gates import gates, mlp, train_step
-from gatelab.npn import K_HARD, KSchedule, active_units, make_plastic, set_k, train_plastic
+from gatelab.npn import K_HARD, SYMMETRIC_LOGITS, KSchedule, active_units, make_plastic, set_k, train_plastic
+from gatelab.npn.plasticity import _grow
 
 
 def test_k_zero_is_dropout_with_rate_one_half():
@@ -57,7 +58,12 @@ def test_large_k_is_ordinary_training():
 def _moons_run(x, y, epochs=60, init_active=(3 / 100, 3 / 80)):
     """A 3-3 start (or another), 10 ordinary epochs, plasticity with the expansion step, hardening from 50."""
     model = make_plastic(
-        mlp(2, (100, 80), 2), init_active=list(init_active), k=7.0, lam=[0.05, 2.0], layers=["fc2", "fc3"]
+        mlp(2, (100, 80), 2),
+        init_active=list(init_active),
+        k=7.0,
+        lam=[0.05, 2.0],
+        layers=["fc2", "fc3"],
+        logits=SYMMETRIC_LOGITS,
     )
     schedule = KSchedule(k=7.0, plastic_from=10, harden_from=50)
     log = train_plastic(
@@ -125,3 +131,28 @@ def test_bad_input():
         train_plastic(model, data, data, 5, KSchedule(k=7.0, harden_from=9), harden=True)
     with pytest.raises(GatelabError, match="must come after"):
         KSchedule(k=7.0, plastic_from=5, harden_from=3).validate()
+
+
+def test_authors_start_keeps_hibernating_units_asleep_at_k_1():
+    model = make_plastic(mlp(4, (20,), 2), init_active=0.15, k=1.0, layers=["fc2"])
+    (gate,) = gates(model)
+    p = gate.prob_open().detach()
+    assert int((p > 0.5).sum()) == 3 and torch.allclose(p[p > 0.5], torch.sigmoid(torch.tensor(3.0)))
+    assert float(p[p < 0.5].max()) < 1e-15  # never drawn: no noise and no ARM gradient until woken
+    with pytest.raises(GatelabError, match="logits must be"):
+        make_plastic(mlp(4, (3,), 2), logits=(-1.0, 1.0))
+
+
+def test_growth_wakes_one_unit_a_layer_and_stops_in_a_layer_that_let_one_go():
+    torch.manual_seed(0)
+    model = make_plastic(mlp(4, (10, 8), 2), init_active=[0.3, 0.25], k=1.0, layers=["fc2", "fc3"])
+    first, second = gates(model)
+    size = {"fc2": 3, "fc3": 2}
+    _grow(model, size)
+    assert size == {"fc2": 4, "fc3": 3}
+    assert int((first.phi.abs() < 0.1).sum()) == 1 and int((second.phi.abs() < 0.1).sum()) == 1  # new: k phi ~ 0
+    with torch.no_grad():
+        first.phi.copy_(torch.where(first.phi > 2, -40.0, first.phi))  # fc2 lets its start units go
+        second.phi.copy_(torch.where(second.phi.abs() < 0.1, 1.0, second.phi))
+    _grow(model, size)
+    assert size == {"fc2": 4, "fc3": 4} and int((second.phi.abs() < 0.1).sum()) == 1

@@ -8,7 +8,7 @@ import torch
 import gatelab.npn.reproductions as reproductions
 import gatelab.npn.train as npn_train
 from gatelab.checkpoint import Interrupted
-from gatelab.npn.train import NPNConfig
+from gatelab.npn.train import AUTHORS_STARTS, NPNConfig
 from gatelab.reproduce import run
 
 TINY_MOONS = dict(points=100, epochs=4, plastic_from=2, harden_from=4)  # 4 batches an epoch
@@ -50,8 +50,8 @@ def test_an_interrupted_reproduction_resumes_its_stage_and_skips_finished_ones(
 
 
 def test_quick_mnist_plumbing(tmp_path, monkeypatch):
-    def tiny(model, init_active, seed, device="cpu"):
-        return NPNConfig(model=model, init_active=init_active, epochs=2, plastic_from=1, harden_from=2,
+    def tiny(model, start, seed, device="cpu"):
+        return NPNConfig(model=model, **AUTHORS_STARTS[start], epochs=2, plastic_from=1, harden_from=2,
                          train_examples=200, val_size=100, batch_size=100, seed=seed, device=device)  # fmt: skip
 
     real, cache, reads = npn_train.mnist_tensors, {}, []
@@ -68,14 +68,16 @@ def test_quick_mnist_plumbing(tmp_path, monkeypatch):
     monkeypatch.setattr("gatelab.data.splits.mnist_tensors", reader)
     folder = run("npn-mnist", quick=True, out=tmp_path, echo=None, quiet=True)
     results = json.loads((folder / "results.json").read_text())
-    keys = [f"mnist-{m}-{s}" for m in ("mlp", "lenet5") for s in ("0.1", "1", "dense")]
-    assert sorted(results["results"]) == sorted(keys) and reads == ["train", "test"] * 6
+    keys = [f"mnist-lenet5-{s}" for s in ("expand", "prune", "dense")]
+    assert sorted(results["results"]) == sorted(keys) and reads == ["train", "test"] * 3
     assert sorted(p.stem for p in (folder / "checkpoints").glob("*.pt")) == sorted(keys)
     table = {row["what"]: row for row in results["table"]}
-    for model in ("mlp", "lenet5"):
-        for label in ("expand from 10%", "prune from 100%", "dense baseline"):
-            row = table[f"{model}, {label}: test error (%)"]
-            assert row["paper"] is None and 0 <= row["ours"] <= 100
-        assert results["results"][f"mnist-{model}-0.1"]["log"]["stage"] == ["plastic", "hardening"]
-    assert results["results"]["mnist-mlp-dense"]["log"]["total"] == {}
+    for label in ("expand from 3-3-3, k = 1", "prune from 20-50-500, k = 7", "dense LeNet-5"):
+        row = table[f"{label}: test error (%)"]
+        assert row["paper"] is None and 0 <= row["ours"] <= 100
+    expand = results["results"]["mnist-lenet5-expand"]
+    assert expand["log"]["stage"] == ["plastic", "hardening"] and expand["config"]["k"] == 1.0
+    assert expand["log"]["active"]["conv1"][0] in (3, 4) and expand["log"]["active"]["fc1"][0] in (48, 49)
+    assert results["results"]["mnist-lenet5-dense"]["log"]["total"] == {}
     assert "100 training images held out" in results["settings"]["validation"]
+    assert (folder / "active_units.png").stat().st_size > 1000

@@ -17,7 +17,8 @@ from gatelab.npn.train import NPNConfig, dense_baseline, fit_npn
 
 
 def _moons(**kw):
-    """Six epochs on 200 points (7 batches each): ordinary, plastic with expansion steps, hardening."""
+    """Six epochs on 200 points (7 batches each): ordinary, plastic with expansion steps on a better validation
+    loss, hardening; lr x0.1 from epoch 5."""
     torch.manual_seed(0)
     x, y = two_moons(300, noise=0.15, seed=2)
     model = make_plastic(
@@ -26,7 +27,7 @@ def _moons(**kw):
     schedule = KSchedule(k=7.0, plastic_from=2, harden_from=6)
     log = train_plastic(
         model, (x[:200], y[:200]), (x[200:], y[200:]), 6, schedule, lr=1e-2, batch_size=32, expand_fill=0.1,
-        harden=True, quiet=True, **kw,
+        trigger="loss", weight_decay=5e-4, lr_decay_at=5, harden=True, quiet=True, **kw,
     )  # fmt: skip
     return model, log
 
@@ -60,6 +61,7 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(
     resumed, resumed_log = _moons(checkpoint=path, resume=path)
     assert len(calls) == 6 * 7 - ((position[0] - 1) * 7 + position[1])  # it starts where the checkpoint stopped
     assert asdict(resumed_log) == asdict(whole_log)
+    assert load_state(path)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # x0.1 from epoch 5
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     assert [g.estimator.g.k for g in gates(resumed)] == [g.estimator.g.k for g in gates(whole)]

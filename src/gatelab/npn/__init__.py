@@ -10,7 +10,9 @@ k = 0 is dropout, a moderate k is plasticity, k -> infinity is ordinary training
 """
 
 from gatelab.npn.plasticity import (
+    AUTHORS_LOGITS,
     K_HARD,
+    SYMMETRIC_LOGITS,
     KSchedule,
     PlasticityLog,
     active_units,
@@ -19,4 +21,14 @@ from gatelab.npn.plasticity import (
     train_plastic,
 )
 
-__all__ = ["KSchedule", "PlasticityLog", "make_plastic", "train_plastic", "set_k", "active_units", "K_HARD"]
+__all__ = [
+    "AUTHORS_LOGITS",
+    "SYMMETRIC_LOGITS",
+    "KSchedule",
+    "PlasticityLog",
+    "make_plastic",
+    "train_plastic",
+    "set_k",
+    "active_units",
+    "K_HARD",
+]

@@ -9,6 +9,7 @@ from gatelab.checkpoint import checkpoint_beside
 
 def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.data import IMAGE_DATASETS
+    from gatelab.npn.plasticity import TRIGGERS
     from gatelab.npn.train import NPN_MODELS, NPNConfig
     from gatelab.options import (
         add_training,
@@ -74,9 +75,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--expand-fill",
         type=unit_interval,
-        default=None,
-        help="fraction of hibernating units woken when the validation error improves (default: 0.1 when "
-        "expanding, 0 when pruning)",
+        default=d.expand_fill,
+        help="when expanding, wake this fraction of the hibernating units at each trigger instead of the "
+        f"authors' one unit a layer (default: {d.expand_fill:g}: one unit)",
+    )
+    t.add_argument(
+        "--trigger",
+        choices=TRIGGERS,
+        default=d.trigger,
+        help="expansion trigger: an improving validation loss plus regularizer (the authors') or "
+        f"validation error (default: {d.trigger})",
+    )
+    t.add_argument(
+        "--weight-decay",
+        type=nonnegative_float,
+        default=d.weight_decay,
+        help=f"gated expected-L2 weight decay (default: {d.weight_decay:g})",
+    )
+    t.add_argument(
+        "--lr-decay-at",
+        type=positive_int,
+        default=d.lr_decay_at,
+        help=f"multiply the learning rate by 0.1 from this epoch on (default: {d.lr_decay_at})",
     )
     t.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default: {d.lr:g})")
     t.add_argument(
@@ -122,6 +142,9 @@ def _train(args) -> int:
         plastic_from=args.plastic_from,
         harden_from=args.harden_from,
         expand_fill=args.expand_fill,
+        trigger=args.trigger,
+        weight_decay=args.weight_decay,
+        lr_decay_at=args.lr_decay_at,
         lr=args.lr,
         batch_size=args.batch_size,
         train_examples=args.train_examples,

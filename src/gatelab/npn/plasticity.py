@@ -25,11 +25,14 @@ from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_st
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
 from gatelab.evaluation import classifier_scores
-from gatelab.gates import Gate, gates, sparsify, train_step
+from gatelab.gates import Gate, gates, regularizer, sparsify, train_step
 from gatelab.progress import ScalarLog, bar, say
 
 FORMAT = "npn"  # the kind of checkpoint train_plastic writes
 K_HARD = 5000.0  # the authors' "k -> infinity": sigmoid(5000 phi) is 0 or 1 for any |phi| > 0.01
+AUTHORS_LOGITS = (3.0, -40.0)  # the authors' k*phi at the start: active units open w.p. 0.95, hibernating never
+SYMMETRIC_LOGITS = (math.log(9), -math.log(9))  # ours before: every gate on the wrong side one draw in ten
+TRIGGERS = ("loss", "error")
 
 
 @dataclass
@@ -116,34 +119,42 @@ def make_plastic(
     lam: float | Sequence[float] | Mapping[str, float] = 0.1,
     granularity: str = "structured",
     layers: Sequence[str] | None = None,
-    margin: float = 0.9,
-    generator: torch.Generator | None = None,
+    logits: tuple[float, float] = AUTHORS_LOGITS,
 ) -> nn.Module:
     """Turn ``model`` into a plastic network (in place) and return it.
 
     init_active: the fraction of units active at the start, in (0, 1] (one value,
       one per gated layer, or a mapping): 1.0 to prune from the full network,
-      e.g. 0.1 to expand from a tenth of it.
-    k: the slope used to place phi, so that at this k an active unit is open with
-      probability ``margin`` and a hibernating one with ``1 - margin``.
+      e.g. 0.1 to expand from a tenth of it. The active units are each layer's
+      first ones, as the authors': so a Linear after a Conv2d reads the channels
+      that are awake (LeNet-5's 3-3-3 start: fc1's first 48 inputs are conv2's
+      first 3 channels). Random choices per layer would leave fc1 reading mostly
+      hibernating channels, a network that cannot learn.
+    k: the slope used to place phi: at this k an active unit starts at k phi = ``logits[0]``
+      and a hibernating one at ``logits[1]``.
+    logits: the authors' (3, -40) by default: a hibernating unit is never drawn, so it
+      gets neither noise nor gradient until the expansion step wakes it. With a
+      symmetric start such as (2.2, -2.2), every hibernating unit is open one draw in
+      ten; at k = 1 the gates move 7 times slower than at k = 7 (Adam's step in phi
+      is about lr whatever k), so those units keep adding noise for many epochs.
     lam, granularity, layers: as in ``gatelab.gates.sparsify``.
     """
-    if not 0.5 < margin < 1:
-        raise GatelabError(f"margin must be in (0.5, 1), got {margin}")
+    on, off = (float(v) for v in logits)
+    if not (math.isfinite(on) and math.isfinite(off) and on > 0 > off):
+        raise GatelabError(f"logits must be (active > 0, hibernating < 0), finite, got {tuple(logits)}")
     sparsify(model, granularity, "arm", lam=lam, keep_prob=0.5, k=max(k, 1e-3), layers=layers)
     model_gates = gates(model)
     fractions = _spread(init_active, [g.layer for g in model_gates])
     for name, f in fractions.items():
         if not 0 < f <= 1:
             raise GatelabError(f"init_active for {name!r} is {f}; accepted: a fraction in (0, 1]")
-    magnitude = math.log(margin / (1 - margin)) / (k if k > 0 else 1.0)
+    scale = k if k > 0 else 1.0
     with torch.no_grad():
         for g in model_gates:
             n = g.phi.numel()
             n_active = max(1, round(fractions[g.layer] * n))
-            order = torch.randperm(n, generator=generator)
-            phi = torch.full((n,), -magnitude)
-            phi[order[:n_active]] = magnitude
+            phi = torch.full((n,), off / scale)
+            phi[:n_active] = on / scale
             g.phi.copy_(phi.view_as(g.phi))
     set_k(model, k)
     return model
@@ -194,10 +205,10 @@ def _harden(model: nn.Module, k: float) -> None:
             g.phi.copy_(sign * g.phi.abs().clamp(min=floor))
 
 
-def _wake(model: nn.Module, fill: float) -> None:
-    """Activate a ``fill`` fraction of each layer's hibernating units (the authors' expansion step).
+def _wake(model: nn.Module, fill: float, k: float) -> None:
+    """Activate a ``fill`` fraction of each layer's hibernating units (our expansion step).
 
-    A woken unit's phi is mirrored to the positive side, so it is as easy to put back to sleep.
+    A woken unit starts open with probability 0.9 at the current k, easy to put back to sleep.
     """
     with torch.no_grad():
         for g in _gates(model):
@@ -205,13 +216,31 @@ def _wake(model: nn.Module, fill: float) -> None:
             n = math.ceil(fill * len(sleeping))
             if n:
                 chosen = sleeping[torch.randperm(len(sleeping))[:n].to(sleeping.device)]
-                g.phi.view(-1)[chosen] = g.phi.view(-1)[chosen].abs()
+                g.phi.view(-1)[chosen] = math.log(9) / k
 
 
-def _dense_step(model: nn.Module, inputs, targets, optimizer, dataset_size: int) -> dict:
-    """One plain cross-entropy step: how a network without gates (the dense baseline) is trained."""
+def _grow(model: nn.Module, size: dict[str, int]) -> None:
+    """The authors' expansion step: one new unit in each layer that still has every unit it was given.
+
+    ``size`` counts the units a layer was given (its start plus the units grown):
+    the new unit is the next one in order (unit ``size``), and a layer that let a
+    unit go to sleep has found its size and grows no more. The new unit starts at
+    phi ~ N(0, 0.01^2), open half the time, and the gates decide whether it stays.
+    """
+    with torch.no_grad():
+        for g in _gates(model):
+            flat = g.phi.view(-1)
+            if size[g.layer] < len(flat) and int((flat > 0).sum()) >= size[g.layer]:
+                flat[size[g.layer]] = 1e-2 * torch.randn(())
+                size[g.layer] += 1
+
+
+def _dense_step(model: nn.Module, inputs, targets, optimizer, dataset_size: int, weight_decay: float = 0.0) -> dict:
+    """One plain cross-entropy step (plus weight_decay / 2 ||theta||^2): the dense baseline's training."""
     model.train()
     loss = F.cross_entropy(model(inputs), targets)
+    if weight_decay:
+        loss = loss + 0.5 * weight_decay * sum(p.square().sum() for p in model.parameters())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -227,6 +256,10 @@ def train_plastic(
     lr: float = 1e-3,
     batch_size: int = 128,
     expand_fill: float = 0.0,
+    expand_units: bool = False,
+    trigger: str = "error",
+    weight_decay: float = 0.0,
+    lr_decay_at: int | None = None,
     harden: bool = False,
     device: str | torch.device = "cpu",
     quiet: bool = False,
@@ -241,11 +274,16 @@ def train_plastic(
 
     val: a validation split carved from the training data; the expansion trigger
       reads it, so it must not be the test split.
-    expand_fill: during the plastic stage, each time the validation error improves,
-      wake this fraction of every layer's hibernating units (the authors' expansion
-      step; 0 leaves growth to the gates alone). The authors wake on a better
-      validation *loss*; that keeps falling on tasks the network already fits (its
-      confidence grows), which grows the network needlessly, so the error is used.
+    expand_fill, expand_units: the expansion step, taken during the plastic stage each
+      time the validation ``trigger`` improves: wake this fraction of every layer's
+      hibernating units, or (``expand_units``, the authors' rule) one unit in every
+      layer that has kept all the units it was given (see ``_grow``). Neither: growth
+      is left to the gates alone.
+    trigger: ``loss`` (the authors': validation cross-entropy plus the regularizer,
+      so growth must pay for its L0 and L2 cost) or ``error`` (the validation error;
+      it stops improving once the task is fitted, so the network stops growing).
+    weight_decay: the authors' gated expected-L2 term (5e-4 in their LeNet-5).
+    lr_decay_at: the learning rate is multiplied by 0.1 from this epoch on (the authors': 401).
     harden: require the schedule to end in a hardening stage.
     device: where the model, the data and the gates live; statistics stay there
       and are read once an epoch.
@@ -262,6 +300,14 @@ def train_plastic(
         raise GatelabError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
     if not 0 <= expand_fill <= 1:
         raise GatelabError(f"expand_fill must be in [0, 1], got {expand_fill}")
+    if expand_fill and expand_units:
+        raise GatelabError("choose one expansion step: expand_fill (a fraction) or expand_units (one unit a layer)")
+    if trigger not in TRIGGERS:
+        raise GatelabError(f"unknown expansion trigger {trigger!r}; accepted: {', '.join(TRIGGERS)}")
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise GatelabError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    if lr_decay_at is not None and lr_decay_at < 2:
+        raise GatelabError(f"lr_decay_at is a 1-based epoch after the first, got {lr_decay_at}")
     schedule.validate(epochs, harden)
     for name, (inputs, labels) in (("training", train), ("validation", val)):
         if len(inputs) != len(labels) or len(inputs) == 0:
@@ -273,7 +319,7 @@ def train_plastic(
     x, y = (t.to(device) for t in train)
     xv, yv = (t.to(device) for t in val)
     n, n_batches = len(x), math.ceil(len(x) / batch_size)
-    step_fn = train_step if _gates(model) else _dense_step
+    step_fn = partial(train_step if _gates(model) else _dense_step, weight_decay=weight_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     settings = {
         "epochs": epochs,
@@ -281,6 +327,10 @@ def train_plastic(
         "lr": lr,
         "batch_size": batch_size,
         "expand_fill": expand_fill,
+        "expand_units": expand_units,
+        "trigger": trigger,
+        "weight_decay": weight_decay,
+        "lr_decay_at": lr_decay_at,
         "harden": harden,
         "train_size": n,
         "val_size": len(xv),
@@ -291,7 +341,8 @@ def train_plastic(
     log.total = {name: int(mask.numel()) for name, mask in previous.items()}
     for name in log.total:
         log.active[name], log.switched_on[name], log.switched_off[name] = [], [], []
-    best_error, start, order = math.inf, (1, 0), None
+    size = {name: int(mask.sum()) for name, mask in previous.items()}  # units each layer was given
+    best, start, order = math.inf, (1, 0), None
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     if resume is not None:
         state = load_state(resume)
@@ -301,7 +352,8 @@ def train_plastic(
             optimizer.load_state_dict(state["optimizer"])
             log = PlasticityLog(**state["log"])
             previous = {name: mask.to(device) for name, mask in state["previous"].items()}
-            best_error, start, order = state["best_error"], (state["epoch"], state["step"]), state["order"]
+            best, start, order = state["best"], (state["epoch"], state["step"]), state["order"]
+            size = dict(state["size"])
             loss_sum.copy_(state["loss_sum"])
             set_rng_state(state["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -319,7 +371,8 @@ def train_plastic(
             "optimizer": optimizer.state_dict(),
             "log": asdict(log),
             "previous": {name: mask.cpu() for name, mask in previous.items()},
-            "best_error": best_error,
+            "best": best,
+            "size": size,
             "epoch": epoch,
             "step": step,
             "order": order,
@@ -331,6 +384,8 @@ def train_plastic(
         for epoch in range(start[0], epochs + 1):
             k, stage = schedule.at(epoch), schedule.stage(epoch)
             set_k(model, k)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (0.1 if lr_decay_at is not None and epoch >= lr_decay_at else 1.0)
             if order is None:  # a new epoch; a resumed one continues with its saved order and position
                 if stage == "hardening":
                     _harden(model, k)
@@ -357,10 +412,17 @@ def train_plastic(
                 log.switched_on[name].append(int((now[name] & ~previous[name]).sum()))
                 log.switched_off[name].append(int((~now[name] & previous[name]).sum()))
             previous = now
-            if expand_fill and stage == "plastic" and scores["error"] < best_error:
-                _wake(model, expand_fill)
-                previous = active_units(model)
-            best_error = min(best_error, scores["error"])
+            # The loss is compared with the plastic stage's best so far (the authors'), the error with every
+            # epoch's: the first plastic epoch grows the network only if it beats the ordinary stage.
+            if (expand_fill or expand_units) and (stage == "plastic" or trigger == "error"):
+                watched = scores["error"]
+                if trigger == "loss":
+                    with torch.no_grad():
+                        watched = scores["loss"] + float(regularizer(model, n, weight_decay))
+                if stage == "plastic" and watched < best:
+                    _wake(model, expand_fill, k) if expand_fill else _grow(model, size)
+                    previous = active_units(model)
+                best = min(best, watched)
             switches = sum(log.switched_on[name][-1] + log.switched_off[name][-1] for name in log.total)
             say(
                 f"epoch {epoch:4d}/{epochs}  k {k:g}  loss {log.loss[-1]:.4f}  val error {scores['error']:5.2f}%"

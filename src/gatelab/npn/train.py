@@ -17,28 +17,41 @@ from gatelab.errors import GatelabError, check_choice
 from gatelab.evaluation import classifier_scores
 from gatelab.gates import PAPER_LAMBDA
 from gatelab.gates.models import build_model
-from gatelab.npn.plasticity import K_HARD, KSchedule, PlasticityLog, make_plastic, train_plastic
+from gatelab.npn.plasticity import (
+    AUTHORS_LOGITS,
+    K_HARD,
+    TRIGGERS,
+    KSchedule,
+    PlasticityLog,
+    make_plastic,
+    train_plastic,
+)
 
 NPN_MODELS = ("mlp", "lenet5")
 
 
 @dataclass
 class NPNConfig:
-    """A plastic run. Defaults are the authors' LeNet-5 settings: 500 epochs, plasticity from
-    epoch 100 to 350, hardening after, Adam 1e-3, batch 128. The authors expand at k = 1 and
-    prune at k = 7; a small start at k = 1 learned poorly here (two moons), so both use k = 7.
-    ``val_size`` training images (seeded by ``seed``) are held out for validation;
-    ``train_examples`` then keeps only the first N of the rest."""
+    """A plastic run. Defaults are the authors' LeNet-5 settings (``leo-yangli/npns``, train_lenet.py):
+    500 epochs, plasticity from epoch 101 to 350 (k = 7 to prune, ``authors_start`` for k = 1 to
+    expand from 3-3-3), hardening after, Adam 1e-3 with lr x0.1 from epoch 401, batch 128, gated
+    weight decay 5e-4, start logits (3, -40), and when expanding one unit a layer each time the
+    validation loss (plus the regularizer) improves. ``val_size`` training images (seeded by
+    ``seed``) are held out for validation; ``train_examples`` then keeps only the first N of the rest."""
 
     model: str = "lenet5"
     dataset: str = "mnist"
-    init_active: float = 1.0
+    init_active: float | list[float] = 1.0
     k: float = 7.0
     lam: float | list[float] | None = None  # None: the L0-ARM paper's per-layer values
     epochs: int = 500
-    plastic_from: int = 100
-    harden_from: int | None = 350
-    expand_fill: float | None = None  # None: 0.1 when expanding, 0 when pruning
+    plastic_from: int = 101
+    harden_from: int | None = 351
+    logits: tuple[float, float] = AUTHORS_LOGITS
+    trigger: str = "loss"
+    expand_fill: float = 0.0  # > 0: wake this fraction of the hibernating units instead of one unit a layer
+    weight_decay: float = 5e-4
+    lr_decay_at: int | None = 401
     lr: float = 1e-3
     batch_size: int = 128
     train_examples: int | None = None
@@ -50,8 +63,10 @@ class NPNConfig:
         """A copy with the mode-dependent defaults filled in, validated."""
         check_choice("model", self.model, NPN_MODELS)
         check_choice("data set", self.dataset, IMAGE_DATASETS)
-        if not 0 < self.init_active <= 1:
-            raise GatelabError(f"init_active must be a fraction in (0, 1], got {self.init_active}")
+        fractions = self.init_active if isinstance(self.init_active, (list, tuple)) else [self.init_active]
+        if not fractions or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions):
+            raise GatelabError(f"init_active must be a fraction in (0, 1] (or one per layer), got {self.init_active}")
+        check_choice("expansion trigger", self.trigger, TRIGGERS)
         for name in ("epochs", "batch_size", "val_size", "train_examples"):
             value = getattr(self, name)
             if name == "train_examples" and value is None:  # None: all of them
@@ -60,13 +75,23 @@ class NPNConfig:
                 raise GatelabError(f"{name} must be an integer >= 1, got {value!r}")
         lam = self.lam if self.lam is not None else PAPER_LAMBDA[self.model]  # sparsify checks each value
         self.schedule.validate(self.epochs, harden=self.harden_from is not None)
-        expanding = self.init_active < 1
-        fill = self.expand_fill if self.expand_fill is not None else (0.1 if expanding else 0.0)
-        return replace(self, lam=lam, expand_fill=fill)
+        return replace(self, lam=lam)
+
+    @property
+    def expanding(self) -> bool:
+        return any(f < 1 for f in (self.init_active if isinstance(self.init_active, list) else [self.init_active]))
 
     @property
     def schedule(self) -> KSchedule:
         return KSchedule(k=self.k, plastic_from=self.plastic_from, harden_from=self.harden_from)
+
+
+# The authors' starts for LeNet-5-Caffe (gates on conv1's 20 and conv2's 50 channels, fc1's 800 and fc2's
+# 500 inputs): expand from 3-3-3 at k = 1 (fc1's inputs follow conv2: 3 channels of 16 pixels), prune at k = 7.
+AUTHORS_STARTS = {
+    "expand": dict(init_active=[3 / 20, 3 / 50, 48 / 800, 3 / 500], k=1.0),
+    "prune": dict(init_active=1.0, k=7.0),
+}
 
 
 def training_splits(config: NPNConfig, data_root=None) -> tuple[tuple, tuple]:
@@ -110,7 +135,7 @@ def _fit(config: NPNConfig, plastic: bool, data_root, quiet, log_dir, checkpoint
     torch.manual_seed(config.seed)
     model = build_model(config.model)
     if plastic:  # before the data is read, so that a bad lam is refused at once
-        make_plastic(model, init_active=config.init_active, k=config.k, lam=config.lam)
+        make_plastic(model, init_active=config.init_active, k=config.k, lam=config.lam, logits=config.logits)
     train, val = training_splits(config, data_root)
     model(train[0][:1])  # records the input shape for summaries
     log = train_plastic(
@@ -122,6 +147,10 @@ def _fit(config: NPNConfig, plastic: bool, data_root, quiet, log_dir, checkpoint
         lr=config.lr,
         batch_size=config.batch_size,
         expand_fill=config.expand_fill if plastic else 0.0,
+        expand_units=plastic and config.expanding and not config.expand_fill,
+        trigger=config.trigger,
+        weight_decay=config.weight_decay,
+        lr_decay_at=config.lr_decay_at,
         harden=plastic and config.harden_from is not None,
         device=config.device,
         quiet=quiet,
@@ -137,16 +166,17 @@ def _fit(config: NPNConfig, plastic: bool, data_root, quiet, log_dir, checkpoint
     return model, log
 
 
-def quick_config(model: str, init_active: float, seed: int, device: str = "cpu") -> NPNConfig:
-    """A minute-long version of the schedule on 10,000 training images: one ordinary epoch, then
-    plasticity, then one hardening epoch (10 epochs for the MLP, 5 for LeNet-5)."""
-    epochs = 10 if model == "mlp" else 5
+def quick_config(model: str, start: str, seed: int, device: str = "cpu") -> NPNConfig:
+    """A short version of the authors' schedule on 10,000 training images, for ``start`` ``expand`` or
+    ``prune`` (``AUTHORS_STARTS``): one ordinary epoch, plastic epochs, one hardening epoch."""
+    epochs = 6
     return NPNConfig(
         model=model,
-        init_active=init_active,
+        **AUTHORS_STARTS[start],
         epochs=epochs,
         plastic_from=2,
         harden_from=epochs,
+        lr_decay_at=None,
         train_examples=10000,
         seed=seed,
         device=device,
