@@ -16,6 +16,8 @@ from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
 from gatelab.vi.base import MixtureVI, _typed, dirichlet_expectation
 
+FIRST_PASS_ITER = 20  # local steps of the first pass under the random λ⁰ (at least; more if local_iter is larger)
+
 
 def completion_split(corpus: BagOfWords, seed: int = 0) -> tuple[BagOfWords, BagOfWords]:
     """Split each document's distinct words at random into halves ``(observed, scored)`` for document completion."""
@@ -143,11 +145,15 @@ class LDAVI(MixtureVI):
         if self.algorithm == "svi":  # Hoffman et al.'s start: a random λ, no local parameters kept
             state["generator"] = local_gen.get_state()
             return lam0 - eta, torch.zeros_like(lam0), state
-        # every shard's first statistics come from one local pass under the random λ⁰, so that T = Σ_p S_p
-        # holds from the start and every topic begins shaped by the data (none starts ahead of the others)
+        # every shard's first statistics come from a local pass under the random λ⁰, so that T = Σ_p S_p
+        # holds from the start and every topic begins shaped by the data (none starts ahead of the others).
+        # The pass runs γ close to its fixed point under λ⁰ (as the first E-step of Hoffman et al.'s online VB
+        # and gensim's does): a single step leaves φ almost uniform over the topics, and the topics then start
+        # nearly identical, which costs batch VI, BSP and ESVI tens of iterations on KOS
         gamma = state["gamma"] = self._start_gamma(data.n_docs)
         everything = torch.arange(self.n_components, device=self._device)
-        S = self._local_steps(data, gamma, dirichlet_expectation(lam0).T.contiguous(), everything, 1, None)
+        elog_beta0 = dirichlet_expectation(lam0).T.contiguous()
+        S = self._local_steps(data, gamma, elog_beta0, everything, max(self.local_iter, FIRST_PASS_ITER), None)
         T = distributed.all_reduce_(S.clone())
         if self.algorithm == "esvi":
             logits = self._logits(data, gamma, self._elog_beta_t(T), None)
