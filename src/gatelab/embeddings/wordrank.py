@@ -23,8 +23,12 @@ code, ``shihaoji/wordrank``):
   epoch (plain SGD as the authors, or AdaGrad, see :class:`WordRankConfig`); vectors start
   uniform in [0, 1) and normalised, as theirs.
 
-Threads update the shared matrices without locks (Hogwild, numba ``prange``). The authors
-evaluate word + context vectors; all three sets are available (:meth:`WordRank.vectors`).
+Threads update the shared matrices without locks (Hogwild, numba ``prange``). ``wv`` holds the
+word vectors U: the authors evaluate word similarity on U alone (their ``scripts/eval.sh`` runs
+hyperwords' ``ws_eval.py`` without ``--w+c``; only analogies use word + context). V is a poor
+embedding here: with uniform negatives, a rare context is mostly pushed away from the average
+word, so U + V scored near zero on WS-353 where U scores as word2vec does. All three sets are
+available (:meth:`WordRank.vectors`).
 Not implemented: the authors' multi-process block rotation (one process here; threads share
 the matrices instead).
 """
@@ -274,8 +278,8 @@ class WordRank:
     ``data``: a :class:`CooccurrenceMatrix`, the path of a saved one (``.npz``), a corpus file
     (one sentence a line) or any iterable of token lists (counted with ``window`` and ``min_count``).
 
-    Fitted attributes: ``vocab``, ``word_vectors_`` (U), ``context_vectors_`` (V), ``wv`` (U + V,
-    :class:`KeyedVectors`, what the authors evaluate), ``xi_`` (per nonzero), ``history_`` (one
+    Fitted attributes: ``vocab``, ``word_vectors_`` (U), ``context_vectors_`` (V), ``wv`` (U, the
+    :class:`KeyedVectors` the authors evaluate similarity on), ``xi_`` (per nonzero), ``history_`` (one
     dict an epoch), ``train_stats_``. Long runs: ``fit(checkpoint=...)`` saves the matrices, xi,
     the position (epoch and job), the RNG states and the config at each epoch's end and every
     ``checkpoint_every`` seconds, and on SIGINT/SIGTERM saves and raises
@@ -468,7 +472,8 @@ class WordRank:
         words, counts = self.vocab.words, self.vocab.counts
         self.word_vectors_ = KeyedVectors(words, U, counts)
         self.context_vectors_ = KeyedVectors(words, V, counts)
-        self.wv = KeyedVectors(words, U + V, counts)
+        self.sum_vectors_ = KeyedVectors(words, U + V, counts)
+        self.wv = self.word_vectors_
         self.train_stats_ = {
             "updates": pos.updates,
             "resumed_from_updates": resumed_from,
@@ -492,12 +497,12 @@ class WordRank:
             rank_sums(scores, r0, indptr, matrix.cols, self.config.loss == "logistic", out)
         return out
 
-    def vectors(self, kind: str = "sum") -> KeyedVectors:
-        """The trained vectors: ``word`` (U), ``context`` (V) or ``sum`` (U + V)."""
-        check_choice("vector kind", kind, ("sum", "word", "context"))
+    def vectors(self, kind: str = "word") -> KeyedVectors:
+        """The trained vectors: ``word`` (U, the default and ``wv``), ``context`` (V) or ``sum`` (U + V)."""
+        check_choice("vector kind", kind, ("word", "context", "sum"))
         if not hasattr(self, "wv"):
             raise GatelabError("fit the model before asking for its vectors")
-        return {"sum": self.wv, "word": self.word_vectors_, "context": self.context_vectors_}[kind]
+        return {"sum": self.sum_vectors_, "word": self.word_vectors_, "context": self.context_vectors_}[kind]
 
 
 def work_dir(out: str | os.PathLike) -> Path:
@@ -510,7 +515,7 @@ def train_wordrank(
     sentences: Iterable[Iterable[str]] | str | os.PathLike | CooccurrenceMatrix,
     out: str | os.PathLike | None = None,
     binary: bool = True,
-    word_out: str | os.PathLike | None = None,
+    sum_out: str | os.PathLike | None = None,
     context_out: str | os.PathLike | None = None,
     progress: bool = False,
     checkpoint: str | os.PathLike | None = None,
@@ -520,14 +525,14 @@ def train_wordrank(
     metadata: dict | None = None,
     **params,
 ) -> WordRank:
-    """Train WordRank and (if ``out``) save word + context vectors in word2vec format, with a config JSON.
+    """Train WordRank and (if ``out``) save the word vectors U in word2vec format, with a config JSON.
 
-    ``word_out``/``context_out`` also save U and V. With ``out``, the co-occurrence matrix and the
+    ``sum_out``/``context_out`` also save U + V and V. With ``out``, the co-occurrence matrix and the
     checkpoint live in :func:`work_dir` while training, so an interrupted or killed run resumes
     without counting again; a finished run removes them.
     """
     model = WordRank(progress=progress, **params)
-    paths = [Path(p) for p in (out, word_out, context_out) if p is not None]
+    paths = [Path(p) for p in (out, sum_out, context_out) if p is not None]
     for p in paths:
         check_output_path(p)
     work = None
@@ -553,7 +558,7 @@ def train_wordrank(
         raise
     if out is not None:
         model.wv.save_word2vec_format(out, binary=binary)
-        for path, kind in ((word_out, "word"), (context_out, "context")):
+        for path, kind in ((sum_out, "sum"), (context_out, "context")):
             if path is not None:
                 model.vectors(kind).save_word2vec_format(path, binary=binary)
         info = {
@@ -563,7 +568,7 @@ def train_wordrank(
             "vocab_size": len(model.vocab),
             "nnz": model.matrix_.nnz,
             "corpus": repr(sentences),
-            "vectors": "word + context",
+            "vectors": "word (U)",
         }
         write_json(Path(out).with_name(Path(out).name + ".json"), {**info, **(metadata or {})})
         shutil.rmtree(work, ignore_errors=True)

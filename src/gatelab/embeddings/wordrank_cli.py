@@ -49,16 +49,18 @@ def register(subparsers) -> None:
     t = sub.add_parser(
         "train",
         help="train WordRank vectors on a corpus or a co-occurrence file",
-        description="Train WordRank; OUT gets word + context vectors (what the authors evaluate).",
+        description="Train WordRank; OUT gets the word vectors U (what the authors evaluate similarity on).",
     )
     counting(t)
     t.add_argument(
         "--out",
         required=True,
-        help="vectors file to write (word + context); the config goes to OUT.json, and an unfinished run keeps "
+        help="vectors file to write (word vectors U); the config goes to OUT.json, and an unfinished run keeps "
         "its co-occurrence matrix and checkpoint in OUT.wordrank-work/ (removed when training finishes)",
     )
-    t.add_argument("--word-out", default=None, help="also write the word vectors U here (default: not written)")
+    t.add_argument(
+        "--sum-out", default=None, help="also write word + context vectors U + V here (default: not written)"
+    )
     t.add_argument("--context-out", default=None, help="also write the context vectors V here (default: not written)")
     t.add_argument("--text", action="store_true", help="write the text format instead of binary (default: binary)")
     t.add_argument(
@@ -136,7 +138,7 @@ def _cooccur(args) -> int:
 def _train(args) -> int:
     from gatelab.embeddings.wordrank import train_wordrank
 
-    for path in (args.out, args.word_out, args.context_out):
+    for path in (args.out, args.sum_out, args.context_out):
         if path is not None:
             check_output_path(path)  # before anything is read
     if str(args.corpus).endswith(".npz"):
@@ -153,7 +155,7 @@ def _train(args) -> int:
         data,
         out=args.out,
         binary=not args.text,
-        word_out=args.word_out,
+        sum_out=args.sum_out,
         context_out=args.context_out,
         progress=not args.quiet,
         checkpoint_every=args.checkpoint_every,

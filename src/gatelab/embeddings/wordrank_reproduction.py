@@ -151,7 +151,7 @@ def wordrank_reproduction(report, quick: bool, seed: int) -> None:
         {
             "dimension": DIM,
             "wordrank": f"window 15, 1/d, min-count 5, hinge, alpha 100, beta 99, AdaGrad lr 0.05, "
-            f"{s['wordrank_epochs']} epochs, xi every 2, 2 threads, word + context vectors",
+            f"{s['wordrank_epochs']} epochs, xi every 2, 2 threads, word vectors U (as the authors score similarity)",
             "word2vec (ours, gensim)": "skip-gram, window 5, negative 5, sample 1e-4, 5 epochs, 2 threads",
             "glove": f"mittens {GLOVE_MAX_VOCAB if s['glove'] else 'skipped'} (dense; only vocabularies up to "
             f"{GLOVE_MAX_VOCAB} words), 100 iterations",
