@@ -158,6 +158,7 @@ def test_one_vocabulary_and_every_default_stated():
     assert not missing
     trainers = [c for c in commands if c.split()[-1] in ("train", "train-classifier")]
     assert sorted(trainers) == [
+        "activity train",
         "defense train",
         "defense train-classifier",
         "gates train",
