@@ -2,6 +2,7 @@
 and a record of which MNIST splits are read."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,15 @@ if "GATELAB_DATA" not in os.environ and _SHARED.is_dir():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_python():
+    """Tests press Ctrl-C by sending SIGINT; a shell that starts the suite in the background (`nohup ... &`)
+    leaves SIGINT ignored, which gatelab rightly respects, so give the test process Python's own handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -273,7 +273,8 @@ def test_a_killed_run_resumes_from_its_intact_checkpoint(tmp_path):
     out = tmp_path / "v.bin"
     ckpt = wordrank.work_dir(out) / "checkpoint.pt"
     cmd = [sys.executable, "-m", "gatelab", "wordrank", "train", "zipf:100000:1000", "--out", str(out), "--quiet"]
-    cmd += ["--epochs", "6", "--workers", "1", "--size", "16", "--checkpoint-every", "0.1"]
+    # enough epochs that a quiet machine cannot finish between the first checkpoint and the kill
+    cmd += ["--epochs", "40", "--workers", "1", "--size", "16", "--checkpoint-every", "0.1"]
     env = {**os.environ, "PYTHONPATH": str(Path(wordrank.__file__).parents[2])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -282,7 +283,7 @@ def test_a_killed_run_resumes_from_its_intact_checkpoint(tmp_path):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        time.sleep(0.3)
+        time.sleep(0.1)
         assert proc.poll() is None, "the run finished before it could be killed"
     finally:
         proc.kill()
