@@ -128,3 +128,16 @@ def add_training(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="also write TensorBoard scalars here (needs the tensorboard extra; default: off)",
     )
+
+
+def add_image_training(parser: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
+    """``add_training`` plus a schedule: ``--epochs``, ``--batch-size``, ``--lr``, ``--train-examples``."""
+    add_training(parser)
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default: {epochs})")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=batch_size, help=f"batch size (default: {batch_size})"
+    )
+    parser.add_argument("--lr", type=positive_float, default=lr, help=f"Adam learning rate (default: {lr})")
+    parser.add_argument(
+        "--train-examples", type=positive_int, default=None, help="use only the first N training images (default: all)"
+    )

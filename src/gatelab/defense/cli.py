@@ -11,17 +11,14 @@ from __future__ import annotations
 import argparse
 
 from gatelab.checkpoint import checkpoint_beside
-from gatelab.options import add_common, add_training, nonnegative_float, positive_float, positive_int, unit_interval
-
-
-def _training_arguments(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
-    add_training(p)
-    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default: {epochs})")
-    p.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"batch size (default: {batch_size})")
-    p.add_argument("--lr", type=positive_float, default=lr, help=f"Adam learning rate (default: {lr})")
-    p.add_argument(
-        "--train-examples", type=positive_int, default=None, help="use only the first N training images (default: all)"
-    )
+from gatelab.options import (
+    add_common,
+    add_image_training,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 
 
 def _attack_arguments(p: argparse.ArgumentParser, attacks: tuple[str, ...], eps: tuple[float, ...]) -> None:
@@ -87,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a classifier to defend, keeping the epoch with the lowest error on a validation split of "
         "the training images; writes safetensors with its config and test accuracy.",
     )
-    _training_arguments(t, c.epochs, c.batch_size, c.lr)
+    add_image_training(t, c.epochs, c.batch_size, c.lr)
     t.add_argument("--model", choices=NAMES, default=c.model, help=f"classifier architecture (default: {c.model})")
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=c.dataset, help=f"data set (default: {c.dataset})")
     t.add_argument(
@@ -122,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "writes both.",
     )
     f_defaults = EndToEndConfig()
-    _training_arguments(f, f_defaults.epochs, f_defaults.batch_size, f_defaults.lr)
+    add_image_training(f, f_defaults.epochs, f_defaults.batch_size, f_defaults.lr)
     _model_arguments(f)
     f.add_argument("--pairs", required=True, metavar="DIR", help="pairs folder of `gatelab defense train` (required)")
     f.add_argument(
@@ -145,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Attack every training image with each attack at each eps (shards kept in --pairs, so a killed "
         "run continues), then fit the VAE18 purifier on the pairs.",
     )
-    _training_arguments(m, v.epochs, v.batch_size, v.lr)
+    add_image_training(m, v.epochs, v.batch_size, v.lr)
     m.add_argument(
         "--classifier", required=True, help="classifier file from `gatelab defense train-classifier` (required)"
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from gatelab.checkpoint import checkpoint_beside
-from gatelab.options import add_common, add_training, nonnegative_float, positive_float, positive_int
+from gatelab.options import add_common, add_image_training, nonnegative_float, positive_int
 
 
 def _quality(text: str) -> int:
@@ -22,16 +22,6 @@ def _quality(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_QUALITY:
         raise argparse.ArgumentTypeError(f"JPEG quality must be an integer from 1 to {MAX_QUALITY}, got {text!r}")
     return int(text)
-
-
-def _training_arguments(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
-    add_training(p)
-    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs (default: {epochs})")
-    p.add_argument("--batch-size", type=positive_int, default=batch_size, help=f"batch size (default: {batch_size})")
-    p.add_argument("--lr", type=positive_float, default=lr, help=f"Adam learning rate (default: {lr})")
-    p.add_argument(
-        "--train-examples", type=positive_int, default=None, help="use only the first N training images (default: all)"
-    )
 
 
 def _mask_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -87,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train the small CNN that NICE explains, keeping the epoch with the lowest error on a "
         "validation split of the training images; writes safetensors with its config and test accuracy.",
     )
-    _training_arguments(t, c.epochs, c.batch_size, c.lr)
+    add_image_training(t, c.epochs, c.batch_size, c.lr)
     t.add_argument("--dataset", choices=IMAGE_DATASETS, default=c.dataset, help=f"data set (default: {c.dataset})")
     t.add_argument(
         "--val-size",
@@ -116,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train the mask network: per-pixel L0 gates against the fixed classifier. "
         "Larger --lam gives sparser masks.",
     )
-    _training_arguments(m, d.epochs, d.batch_size, d.lr)
+    add_image_training(m, d.epochs, d.batch_size, d.lr)
     m.add_argument(
         "--classifier", required=True, help="classifier file from `gatelab nice train-classifier` (required)"
     )
