@@ -234,18 +234,9 @@ class FusedStep:
         self.slot = np.full(model.vocab_size, -1, dtype=np.int64)
         self.log_q = model.output.log_q.numpy()
 
-    def _state(self, p):
-        state = self.optimizer.state[p]
-        if not state:
-            state["step"] = 0
-            state["v"] = torch.zeros_like(p)
-            state["last"] = torch.zeros(p.shape[0], dtype=torch.long)
-        state["step"] += 1
-        return state
-
     def __call__(self, inputs: torch.Tensor, targets: torch.Tensor, state: torch.Tensor | None):
         group = self.optimizer.param_groups[0]
-        s_emb, s_rec, s_out = (self._state(p) for p in self.params)
+        s_emb, s_rec, s_out = (self.optimizer.begin_step(p) for p in self.params)
         s_emb["lagging"] = s_out["lagging"] = True
         s_rec["last"].fill_(s_rec["step"])
         samples = self.model.output.draw(inputs.shape[0])

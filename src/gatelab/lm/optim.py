@@ -26,6 +26,16 @@ class RMSProp(torch.optim.Optimizer):
             raise GatelabError(f"RMSProp eps must be positive, got {eps}")
         super().__init__(params, dict(lr=lr, decay=decay, eps=eps))
 
+    def begin_step(self, p: torch.Tensor) -> dict:
+        """``p``'s state (``v``, ``last``: the step each row was last updated, ``step``), advanced to this step."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["v"] = torch.zeros_like(p)
+            state["last"] = torch.zeros(p.shape[0] if p.dim() else 1, dtype=torch.long, device=p.device)
+        state["step"] += 1
+        return state
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
@@ -33,12 +43,7 @@ class RMSProp(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["v"] = torch.zeros_like(p)
-                    state["last"] = torch.zeros(p.shape[0] if p.dim() else 1, dtype=torch.long, device=p.device)
-                state["step"] += 1
+                state = self.begin_step(p)
                 step, v = state["step"], state["v"]
                 g = p.grad
                 if g.is_sparse:
