@@ -20,9 +20,9 @@ from gatelab.embeddings import KeyedVectors, Word2Vec
 from .conftest import group_margin, planted_sentences
 
 PARAMS = dict(vector_size=24, window=3, min_count=1, sample=0, workers=1, seed=5, chunk_words=1000, min_sync_words=16)
-# one epoch, 12 merges: far from converged, so what the model learned depends on every update counting
+# one epoch, 48 merges: far from converged, so what the model learned depends on every update counting
 SHORT = dict(epochs=1, chunk_words=250)
-TOLERANCE = 0.15
+TOLERANCE = 0.03
 
 WORKER = """
 import os, signal, sys
@@ -105,7 +105,8 @@ def test_two_gloo_processes_agree_and_a_killed_one_is_named(tmp_path):
     np.testing.assert_allclose(a.vectors, b.vectors, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "out0.npy"), np.load(tmp_path / "out1.npy"), atol=1e-6)
     (raw, syncs, shard0), (_, _, shard1) = np.load(tmp_path / "stats0.npy"), np.load(tmp_path / "stats1.npy")
-    assert shard0 == shard1 == 1000 * 12  # each rank encoded only its half of the sentences
+    # each rank encoded only its shard: every 2nd chunk of 250-1000 words, about half the corpus
+    assert shard0 + shard1 == 2000 * 12 and abs(int(shard0) - int(shard1)) <= 1000
     assert raw == 3 * 2000 * 12 and syncs > 1  # all words of both shards, several syncs
     # the averaged model still learned the planted groups
     sims = a.unit_vectors()
@@ -113,8 +114,9 @@ def test_two_gloo_processes_agree_and_a_killed_one_is_named(tmp_path):
     g1 = [a.key_to_index[f"g1w{i}"] for i in range(8)]
     assert (sims[g0] @ sims[g0].T).mean() > (sims[g0] @ sims[g1].T).mean() + 0.3
 
-    # Two processes learn about as much as one from the same words: a merge keeps every update. Here the
-    # group margin is 0.54 against 0.62 for one process; model averaging (the former merge) gave 0.38.
+    # Two processes learn as much as one from the same words: a merge keeps every update, after every round
+    # of one chunk per thread. Here the group margin is 0.618 against 0.617 for one process; merging after
+    # rounds of 4 chunks (the former schedule) gave 0.551, averaging the models instead of summing the changes 0.350.
     sents, vocab = planted_sentences(n_sentences=2000)
     one = Word2Vec(sents, **{**PARAMS, **SHORT})
     two = KeyedVectors(one.wv.index_to_key, np.load(tmp_path / "short0.npy"))

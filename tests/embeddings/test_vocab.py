@@ -119,13 +119,39 @@ def test_compiled_text_scan_equals_the_python_path(tmp_path, monkeypatch, lowerc
         assert ("Ä" in fast.vocab.words) != lowercase and "ä" in fast.vocab.words  # merged only when lower-casing
         assert fast.stream.tolist() == slow.stream.tolist() and fast.chunks.tolist() == slow.chunks.tolist()
         assert (fast.n_words, fast.n_sentences) == (slow.n_words, slow.n_sentences)
-        for shard in [(0, 50), (120, 233), (len(as_lists) - 9, None)]:
-            a = EncodedCorpus.encode(corpus, fast.vocab, shard=shard, **layout)
-            b = EncodedCorpus.encode(as_lists, fast.vocab, shard=shard, **layout)
-            assert a.stream.tolist() == b.stream.tolist() and a.chunks.tolist() == b.chunks.tolist(), shard
-            a.close(), b.close()
+        whole = [fast.stream[fast.chunks[c] : fast.chunks[c + 1]].tolist() for c in range(fast.n_chunks)]
+        for parts in (2, 3):
+            for part in range(parts):
+                a = EncodedCorpus.encode(corpus, fast.vocab, shard=(part, parts), **layout)
+                b = EncodedCorpus.encode(as_lists, fast.vocab, shard=(part, parts), **layout)
+                assert a.stream.tolist() == b.stream.tolist() and a.chunks.tolist() == b.chunks.tolist()
+                assert a.origins.tolist() == b.origins.tolist() == fast.chunks[part:-1:parts].tolist()
+                assert a.total_tokens == b.total_tokens == fast.n_tokens
+                # every parts-th chunk of the whole corpus, as one process cuts it
+                assert [a.chunk(k).tolist() for k in range(a.n_chunks)] == whole[part::parts], (part, parts)
+                a.close(), b.close()
         (v1, n1), (v2, n2) = count_vocab(corpus, min_count=2), count_vocab(as_lists, min_count=2)
         assert v1.words == v2.words and list(v1.counts) == list(v2.counts) and n1 == n2 == len(as_lists)
         assert set(seen) == {list}  # the text file never took the Python path
     finally:
         fast.close(), slow.close()
+
+
+def test_a_corpus_of_one_line_splits_into_shards_of_its_chunks(tmp_path):
+    """text8 is one line: sharding by lines gave one rank everything and the other nothing; chunks split it evenly."""
+    from gatelab.data.text import LineCorpus
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "one-line.txt"
+    path.write_text(" ".join(f"w{i}" for i in rng.integers(50, size=5000)))  # no newline at all
+    layout = dict(max_sentence_length=300, chunk_words=1000)
+    vocab, lines = count_vocab(LineCorpus(path), min_count=1)
+    assert lines == 1
+    shards = [EncodedCorpus.encode(LineCorpus(path), vocab, shard=(p, 2), **layout) for p in range(2)]
+    try:
+        assert [s.n_words for s in shards] == [2600, 2400]  # chunks of 1200 words (4 pieces of 300) and 200
+        assert [s.origins.tolist() for s in shards] == [[0, 2408, 4816], [1204, 3612]]  # 301 tokens a piece
+        assert shards[0].total_tokens == shards[1].total_tokens == 5000 + 17
+    finally:
+        for s in shards:
+            s.close()

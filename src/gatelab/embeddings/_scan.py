@@ -6,7 +6,9 @@ way ``str.split()`` on a text-mode line does (every Unicode whitespace character
 inserts it on first sight, counts it, and writes its provisional id (order of first appearance)
 to ``out``, with ``-1`` after each sentence piece. Blank lines are skipped, lines longer than
 ``max_sentence`` tokens are cut into pieces, and chunk boundaries are set every ``chunk_words``
-words, all exactly as the Python path of :class:`gatelab.embeddings.vocab.EncodedCorpus`.
+words, all exactly as the Python path of :class:`gatelab.embeddings.vocab.EncodedCorpus`. A shard
+``part`` of ``parts`` keeps only the chunks ``part``, ``part + parts``, ... of the whole corpus
+(the others are tokenised, to find the chunk boundaries, but not looked up).
 
 Distinct words are kept as their bytes in ``pool``, each followed by ``\\n`` (which no token
 holds), so that the vocabulary decodes in one call. State that crosses blocks lives in ``st``.
@@ -18,8 +20,8 @@ import numpy as np
 from numba import njit
 
 # indices into the state array ``st``
-LINE, PIECE, SINCE_CUT, TOKENS, WORDS, PIECES, HAS_TOKEN, DISTINCT, POOL = range(9)
-STATE_SIZE = 9
+LINE, PIECE, SINCE_CUT, TOKENS, WORDS, PIECES, HAS_TOKEN, DISTINCT, POOL, ALL_TOKENS, CHUNK = range(11)
+STATE_SIZE = 11
 _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
 
@@ -101,15 +103,37 @@ def rehash(old, slots):
                 slots[j, c] = old[i, c]
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _end_piece(st, out, n_out, bounds, ends, n_bounds, chunk_words, part, parts):
+    """Close the current sentence piece (and the chunk, once it holds ``chunk_words`` words)."""
+    owned = st[CHUNK] % parts == part
+    if owned:
+        out[n_out] = -1
+        n_out += 1
+        st[TOKENS] += 1
+        st[PIECES] += 1
+    st[ALL_TOKENS] += 1
+    st[SINCE_CUT] += st[PIECE]
+    st[PIECE] = 0
+    if st[SINCE_CUT] >= chunk_words:
+        if owned:
+            bounds[n_bounds] = st[TOKENS]
+            ends[n_bounds] = st[ALL_TOKENS]
+            n_bounds += 1
+        st[SINCE_CUT] = 0
+        st[CHUNK] += 1
+    return n_out, n_bounds
+
+
 @njit(nogil=True, cache=True)
-def scan(buf, i, n, slots, pool, st, out, bounds, max_sentence, chunk_words, first, stop):
+def scan(buf, i, n, slots, pool, st, out, bounds, ends, max_sentence, chunk_words, part, parts):
     """Tokenise ``buf[i:n]`` (which ends at a token boundary).
 
-    Returns ``(position, tokens written, bounds written, done)``. Only lines ``first`` up to
-    ``stop`` (counting non-blank lines; ``stop < 0``: no end) are encoded; ``done`` is True once
-    line ``stop`` is reached. ``out`` and ``bounds`` must hold ``n - i + 2`` and ``(n - i) // 2 + 2``
-    values. The scan stops early, at the start of a new word, when the table is half full or
-    ``pool`` has no room for it: the caller grows them and calls again from the position returned.
+    Returns ``(position, tokens written, bounds written)``. ``bounds`` gets the end of each chunk
+    of the shard in the shard's tokens, ``ends`` the same end in the whole corpus's tokens. ``out``
+    and ``bounds`` must hold ``n - i + 2`` and ``(n - i) // 2 + 2`` values. The scan stops early,
+    at the start of a new word, when the table is half full or ``pool`` has no room for it: the
+    caller grows them and calls again from the position returned.
     """
     n_out = 0
     n_bounds = 0
@@ -118,21 +142,10 @@ def scan(buf, i, n, slots, pool, st, out, bounds, max_sentence, chunk_words, fir
         b = buf[i]
         if b == 10 or b == 13:  # end of line
             if st[PIECE] > 0:
-                out[n_out] = -1
-                n_out += 1
-                st[TOKENS] += 1
-                st[PIECES] += 1
-                st[SINCE_CUT] += st[PIECE]
-                st[PIECE] = 0
-                if st[SINCE_CUT] >= chunk_words:
-                    bounds[n_bounds] = st[TOKENS]
-                    n_bounds += 1
-                    st[SINCE_CUT] = 0
+                n_out, n_bounds = _end_piece(st, out, n_out, bounds, ends, n_bounds, chunk_words, part, parts)
             if st[HAS_TOKEN]:
                 st[LINE] += 1
                 st[HAS_TOKEN] = 0
-                if stop >= 0 and st[LINE] >= stop:
-                    return i + 1, n_out, n_bounds, True
             i += 1
             continue
         sp = _space(buf, i, n)
@@ -148,40 +161,31 @@ def scan(buf, i, n, slots, pool, st, out, bounds, max_sentence, chunk_words, fir
             h = (h ^ np.uint64(b)) * _FNV_PRIME
             i += 1
         st[HAS_TOKEN] = 1
-        if st[LINE] < first:
-            continue
-        h = _mix(h)
-        j = _lookup(buf, s, i, h, slots, pool)
-        w = slots[j, 1]
-        if w < 0:
-            w = st[DISTINCT]
-            if w >= room or st[POOL] + i - s + 1 > pool.shape[0]:
-                return s, n_out, n_bounds, False
-            st[DISTINCT] += 1
-            p = st[POOL]
-            slots[j, 0] = np.int64(h)
-            slots[j, 1] = w
-            slots[j, 2] = p
-            slots[j, 3] = 0
-            for k in range(i - s):
-                pool[p + k] = buf[s + k]
-            pool[p + i - s] = 10
-            st[POOL] = p + i - s + 1
-        slots[j, 3] += 1
         if st[PIECE] == max_sentence:  # cut a long line
-            out[n_out] = -1
+            n_out, n_bounds = _end_piece(st, out, n_out, bounds, ends, n_bounds, chunk_words, part, parts)
+        if st[CHUNK] % parts == part:
+            h = _mix(h)
+            j = _lookup(buf, s, i, h, slots, pool)
+            w = slots[j, 1]
+            if w < 0:
+                w = st[DISTINCT]
+                if w >= room or st[POOL] + i - s + 1 > pool.shape[0]:
+                    return s, n_out, n_bounds
+                st[DISTINCT] += 1
+                p = st[POOL]
+                slots[j, 0] = np.int64(h)
+                slots[j, 1] = w
+                slots[j, 2] = p
+                slots[j, 3] = 0
+                for k in range(i - s):
+                    pool[p + k] = buf[s + k]
+                pool[p + i - s] = 10
+                st[POOL] = p + i - s + 1
+            slots[j, 3] += 1
+            out[n_out] = w
             n_out += 1
             st[TOKENS] += 1
-            st[PIECES] += 1
-            st[SINCE_CUT] += st[PIECE]
-            st[PIECE] = 0
-            if st[SINCE_CUT] >= chunk_words:
-                bounds[n_bounds] = st[TOKENS]
-                n_bounds += 1
-                st[SINCE_CUT] = 0
-        out[n_out] = w
-        n_out += 1
-        st[TOKENS] += 1
-        st[WORDS] += 1
+            st[WORDS] += 1
+        st[ALL_TOKENS] += 1
         st[PIECE] += 1
-    return i, n_out, n_bounds, False
+    return i, n_out, n_bounds

@@ -9,7 +9,9 @@ word for progress). Training epochs read that file by chunks through a memory
 map, so no pass after the first touches Python strings.
 
 Under torchrun the vocabulary is counted once (:func:`count_vocab`, rank 0) and
-each rank encodes only its shard with it (:meth:`EncodedCorpus.encode`). The file
+each rank encodes only its shard with it (:meth:`EncodedCorpus.encode`): every ``parts``-th
+chunk of the whole corpus, so that the ranks go through the corpus side by side in its order, as
+the threads of one process do, and a corpus of one long line splits as well as any. The file
 lives in a temporary folder, or in a given ``workdir`` (beside the output), where
 a resumed run finds it again (:meth:`EncodedCorpus.reopen`).
 """
@@ -94,11 +96,14 @@ class EncodedCorpus:
     """A corpus encoded to vocabulary ids in an int32 file, read back by memory map.
 
     Build it with :meth:`build` (count the vocabulary and encode in one pass) or :meth:`encode`
-    (a known vocabulary, optionally one shard of the sentences). ``chunks`` holds the token
+    (a known vocabulary, optionally one shard of the chunks). ``chunks`` holds the token
     offsets where training chunks start and end (always at a sentence end), ``n_words`` the raw
-    word count of one epoch. With a ``workdir`` the file (``NAME.int32``, with ``NAME.json``
-    describing it) stays there after :meth:`close`, so an interrupted run can :meth:`reopen` it;
-    without one it lives in a fresh temporary folder that :meth:`close` removes.
+    word count of one epoch. ``origins[k]`` is where chunk ``k`` starts in the whole corpus's
+    ``total_tokens`` tokens (for a shard; the same as ``chunks[k]`` otherwise), so that the
+    learning rate of a shard's chunk is the one a single process would use there. With a
+    ``workdir`` the file (``NAME.int32``, with ``NAME.json`` describing it) stays there after
+    :meth:`close`, so an interrupted run can :meth:`reopen` it; without one it lives in a fresh
+    temporary folder that :meth:`close` removes.
     """
 
     def __init__(
@@ -110,9 +115,13 @@ class EncodedCorpus:
         chunks: np.ndarray,
         vocab: Vocab,
         tmpdir: Path | None,
+        ends: np.ndarray | None = None,
+        total_tokens: int | None = None,
     ):
         self.path, self.n_tokens, self.n_words, self.n_sentences = path, n_tokens, n_words, n_sentences
         self.chunks, self.vocab, self._tmpdir = chunks, vocab, tmpdir
+        self.total_tokens = n_tokens if total_tokens is None else total_tokens
+        self.origins = chunks[:-1] if ends is None else ends - np.diff(chunks)
         self.stream = (
             np.memmap(path, dtype=np.int32, mode="r", shape=(n_tokens,)) if n_tokens else np.zeros(0, dtype=np.int32)
         )
@@ -145,21 +154,22 @@ class EncodedCorpus:
             _remap_file(path, n_tokens, remap if merged is None else remap[merged])
             return vocab
 
-        return cls._write(sentences, (0, None), max_sentence_length, chunk_words, workdir, name, key, finish)
+        return cls._write(sentences, (0, 1), max_sentence_length, chunk_words, workdir, name, key, finish)
 
     @classmethod
     def encode(
         cls,
         sentences: Iterable[Iterable[str]],
         vocab: Vocab,
-        shard: tuple[int, int | None] = (0, None),
+        shard: tuple[int, int] = (0, 1),
         max_sentence_length: int = 10000,
         chunk_words: int = 20000,
         workdir: str | os.PathLike | None = None,
         name: str = "corpus",
         key: dict | None = None,
     ) -> "EncodedCorpus":
-        """Encode sentences ``shard[0]`` up to ``shard[1]`` (None: the end) with a known vocabulary.
+        """Encode shard ``shard[0]`` of ``shard[1]`` (the chunks ``shard[0]``, ``shard[0] + shard[1]``, ...
+        of the whole corpus) with a known vocabulary.
 
         Words outside ``vocab`` become dropped words (they still count as raw words).
         """
@@ -173,7 +183,7 @@ class EncodedCorpus:
 
     @classmethod
     def _write(cls, sentences, shard, max_sentence_length, chunk_words, workdir, name, key, finish):
-        """Stream sentences ``shard[0]:shard[1]`` to an int32 file of provisional ids (order of first
+        """Stream the chunks of ``shard`` (part, parts) to an int32 file of provisional ids (order of first
         appearance), then let ``finish(path, n_tokens, words, counts)`` re-map it and return the vocabulary."""
         if isinstance(sentences, (str, bytes)):
             raise GatelabError("sentences must be an iterable of token lists or a corpus path, not a bare string")
@@ -185,19 +195,23 @@ class EncodedCorpus:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{name}.json").unlink(missing_ok=True)  # a half-replaced corpus is never reopened
         path = folder / f"{name}.int32"
+        part, parts = shard
+        if not 0 <= part < parts:
+            raise GatelabError(f"shard {part} of {parts} does not exist (parts 0..{parts - 1})")
         try:
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as out:
                     layout = _Layout(max_sentence_length, chunk_words)
                     words, counts = _scan(sentences, layout, shard, out)
-                if layout.n_words == 0:
+                if layout.all_tokens == 0:  # (a shard may be empty: more processes than chunks)
                     raise GatelabError(
                         "the corpus is empty: it holds no tokens "
                         "(give one sentence a line, tokens separated by whitespace)"
                     )
-                chunk_bounds = layout.chunk_bounds
-                if chunk_bounds[-1] != layout.n_tokens:
+                chunk_bounds, ends = layout.chunk_bounds, layout.chunk_ends
+                if chunk_bounds[-1] != layout.n_tokens:  # the corpus ends inside a chunk of this shard
                     chunk_bounds.append(layout.n_tokens)
+                    ends.append(layout.all_tokens)
                 vocab = finish(tmp, layout.n_tokens, words, counts)
             meta = {
                 "key": key,
@@ -206,11 +220,14 @@ class EncodedCorpus:
                 "n_words": layout.n_words,
                 "n_sentences": layout.n_sentences,
                 "chunks": chunk_bounds,
+                "ends": ends,
+                "total_tokens": layout.all_tokens,
             }
             if tmpdir is None:
                 write_json(folder / f"{name}.json", meta)
-            chunks = np.asarray(chunk_bounds, dtype=np.int64)
-            return cls(path, layout.n_tokens, layout.n_words, layout.n_sentences, chunks, vocab, tmpdir)
+            chunks, ends = (np.asarray(a, dtype=np.int64) for a in (chunk_bounds, ends))
+            n = (layout.n_tokens, layout.n_words, layout.n_sentences)
+            return cls(path, *n, chunks, vocab, tmpdir, ends, layout.all_tokens)
         except BaseException:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
@@ -225,6 +242,8 @@ class EncodedCorpus:
             path = folder / f"{name}.int32"
             n_tokens = int(meta["n_tokens"])
             chunks = np.asarray(meta["chunks"], dtype=np.int64)
+            ends = np.asarray(meta["ends"], dtype=np.int64)
+            total = int(meta["total_tokens"])
             usable = (
                 meta["key"] == key
                 and meta["vocab"] == vocab.fingerprint()
@@ -233,12 +252,15 @@ class EncodedCorpus:
                 and chunks[0] == 0
                 and chunks[-1] == n_tokens
                 and np.all(np.diff(chunks) > 0)
+                and ends.shape == (len(chunks) - 1,)
+                and np.all(ends - np.diff(chunks) >= 0)
+                and np.all(ends <= total)
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not usable:
             return None
-        return cls(path, n_tokens, int(meta["n_words"]), int(meta["n_sentences"]), chunks, vocab, None)
+        return cls(path, n_tokens, int(meta["n_words"]), int(meta["n_sentences"]), chunks, vocab, None, ends, total)
 
     def chunk(self, k: int) -> np.ndarray:
         """Tokens of chunk ``k`` (a contiguous run of whole sentences)."""
@@ -268,12 +290,12 @@ def count_vocab(
     """Count a corpus without encoding it: the pruned vocabulary and the number of sentences.
 
     Distributed runs count once (rank 0), broadcast the result and let each rank
-    :meth:`EncodedCorpus.encode` its own shard of the sentences.
+    :meth:`EncodedCorpus.encode` its own shard of the chunks.
     """
     if isinstance(sentences, (str, bytes)):
         raise GatelabError("sentences must be an iterable of token lists or a corpus path, not a bare string")
     layout = _Layout(max_sentence_length=1 << 62, chunk_words=1 << 62)
-    words, counts = _scan(sentences, layout, (0, None), None)
+    words, counts = _scan(sentences, layout, (0, 1), None)
     if layout.n_words == 0:
         raise GatelabError(
             "the corpus is empty: it holds no tokens (give one sentence a line, tokens separated by whitespace)"
@@ -288,12 +310,13 @@ class _Layout:
 
     def __init__(self, max_sentence_length: int, chunk_words: int):
         self.max_sentence_length, self.chunk_words = max_sentence_length, chunk_words
-        self.n_tokens = self.n_words = self.n_sentences = self.lines = 0
-        self.chunk_bounds = [0]
+        self.n_tokens = self.n_words = self.n_sentences = self.lines = self.all_tokens = 0
+        self.chunk_bounds = [0]  # in the shard's tokens
+        self.chunk_ends = []  # the end of each of the shard's chunks, in the whole corpus's tokens
 
 
 def _scan(sentences, layout: _Layout, shard, out) -> tuple[list[str], np.ndarray]:
-    """Write sentences ``shard[0]:shard[1]`` as provisional ids to ``out`` (None: only count).
+    """Write the chunks of ``shard`` (part, parts) as provisional ids to ``out`` (None: only count).
 
     Returns the words in order of first appearance (possibly repeated, see :func:`_merge`)
     and their counts within the shard.
@@ -307,7 +330,8 @@ def _scan(sentences, layout: _Layout, shard, out) -> tuple[list[str], np.ndarray
 
 def _scan_python(sentences, layout: _Layout, shard, out) -> tuple[list[str], np.ndarray]:
     """Any iterable of token lists, one sentence at a time."""
-    start, stop = shard
+    part, parts = shard
+    chunk = 0  # the chunk of the whole corpus being read
     ids: dict[str, int] = {}
     counts = np.zeros(0, dtype=np.int64)
     buf: list[np.ndarray] = []
@@ -331,25 +355,27 @@ def _scan_python(sentences, layout: _Layout, shard, out) -> tuple[list[str], np.
                 "each sentence must be a list of tokens, got a string; split it (or pass a path to a text file)"
             )
         layout.lines = i + 1
-        if i < start:
-            continue
-        if stop is not None and i >= stop:
-            break
-        tokens = [ids.setdefault(w, len(ids)) for w in sentence]
-        for begin in range(0, len(tokens), max_len):
-            piece = tokens[begin : begin + max_len]
-            arr = np.empty(len(piece) + 1, dtype=np.int32)
-            arr[:-1] = piece
-            arr[-1] = SENTENCE_END
-            buf.append(arr)
-            buffered += len(arr)
-            layout.n_tokens += len(arr)
-            layout.n_words += len(piece)
-            layout.n_sentences += 1
+        sentence = sentence if isinstance(sentence, list) else list(sentence)
+        for begin in range(0, len(sentence), max_len):
+            piece = sentence[begin : begin + max_len]
+            owned = chunk % parts == part
+            if owned:
+                arr = np.empty(len(piece) + 1, dtype=np.int32)
+                arr[:-1] = [ids.setdefault(w, len(ids)) for w in piece]
+                arr[-1] = SENTENCE_END
+                buf.append(arr)
+                buffered += len(arr)
+                layout.n_tokens += len(arr)
+                layout.n_words += len(piece)
+                layout.n_sentences += 1
+            layout.all_tokens += len(piece) + 1
             since_cut += len(piece)
             if since_cut >= layout.chunk_words:
-                layout.chunk_bounds.append(layout.n_tokens)
+                if owned:
+                    layout.chunk_bounds.append(layout.n_tokens)
+                    layout.chunk_ends.append(layout.all_tokens)
                 since_cut = 0
+                chunk += 1
         if buffered >= _BLOCK:
             flush()
     flush()
@@ -361,12 +387,12 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
     from gatelab.data.text import check_text
     from gatelab.embeddings import _scan as k
 
-    first, stop = shard[0], -1 if shard[1] is None else shard[1]
+    part, parts = shard
     st = np.zeros(k.STATE_SIZE, dtype=np.int64)
     slots = np.full((0, 4), -1, dtype=np.int64)
     pool = np.zeros(0, dtype=np.uint8)
     out_buf = np.empty(0, dtype=np.int32)
-    bounds = np.empty(0, dtype=np.int64)
+    bounds = ends = np.empty(0, dtype=np.int64)
 
     def grow(a: np.ndarray, size: int) -> np.ndarray:
         if len(a) >= size:
@@ -384,9 +410,8 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
             head = fh.read(_BLOCK)
             check_text(head[: 1 << 16], str(corpus.path), corpus.encoding)
             rest = b""
-            done = stop >= 0 and stop <= first
             block = head
-            while not done:
+            while True:
                 data = rest + block
                 if not block:
                     data, rest = data + b"\n", b""  # the last line may lack its newline
@@ -402,8 +427,8 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
                     data, rest = data[: cut + 1], data[cut + 1 :]
                 buf = np.frombuffer(data, dtype=np.uint8)
                 n, i = len(buf), 0
-                out_buf, bounds = grow(out_buf, n + 2), grow(bounds, n // 2 + 2)
-                while i < n and not done:
+                out_buf, bounds, ends = grow(out_buf, n + 2), grow(bounds, n // 2 + 2), grow(ends, n // 2 + 2)
+                while i < n:
                     distinct = int(st[k.DISTINCT])
                     if 2 * (distinct + 1) > len(slots):  # the table stays under half full
                         old, slots = slots, np.full((max(1 << 17, 4 * len(slots)), 4), -1, dtype=np.int64)
@@ -411,7 +436,7 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
                         del old
                     if int(st[k.POOL]) + (n - i) + 1 > len(pool):
                         pool = grow(pool, int(st[k.POOL]) + 1 + min(n - i, max(1 << 20, len(pool))))
-                    i, n_out, n_bounds, done = k.scan(
+                    i, n_out, n_bounds = k.scan(
                         buf,
                         i,
                         n,
@@ -420,21 +445,23 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
                         st,
                         out_buf,
                         bounds,
+                        ends,
                         layout.max_sentence_length,
                         layout.chunk_words,
-                        first,
-                        stop,
+                        part,
+                        parts,
                     )
                     if out is not None:
                         out_buf[:n_out].tofile(out)
                     layout.chunk_bounds.extend(bounds[:n_bounds].tolist())
+                    layout.chunk_ends.extend(ends[:n_bounds].tolist())
                 if not block:
                     break
                 block = fh.read(_BLOCK)
         except OSError as exc:
             raise GatelabError(f"cannot read corpus file {corpus.path}: {exc}") from None
     layout.n_tokens, layout.n_words = int(st[k.TOKENS]), int(st[k.WORDS])
-    layout.n_sentences, layout.lines = int(st[k.PIECES]), int(st[k.LINE])
+    layout.n_sentences, layout.lines, layout.all_tokens = int(st[k.PIECES]), int(st[k.LINE]), int(st[k.ALL_TOKENS])
     distinct = int(st[k.DISTINCT])
     text = pool[: int(st[k.POOL])].tobytes().decode("utf-8", errors="replace")
     if corpus.lowercase:

@@ -3,9 +3,11 @@
 Ji, Shah, Satish, Li, Dubey, "Parallelizing Word2Vec in Shared and Distributed Memory"
 (arXiv:1604.04661, 1611.06172): the context words of a window share one draw of noise words,
 so each update is a few small matrix-matrix products; threads update the shared matrices
-without locks; processes train on shards of the corpus and merge their models now and then
-(the sum of every rank's changes since the last merge), the frequent words (the first rows
-of the frequency-sorted vocabulary) more often.
+without locks; processes train on shards of the corpus (every ``world``-th chunk, so that they
+go through the corpus side by side in its order, with the learning rate of the whole run) and
+merge their models after every round of one chunk per thread (the sum of every rank's changes
+since the last merge), the frequent words (the first rows of the frequency-sorted vocabulary)
+more often than the rest.
 
 Typical use::
 
@@ -44,7 +46,7 @@ class Word2VecConfig:
 
     ``batch_size`` is the paper's: the most context words that share one draw of noise words
     (None: all ``2 * window`` of a window, as in the authors' default). ``chunk_words`` is the
-    size of the unit of work a thread takes. ``sync_every`` (rounds of ``4 * workers`` chunks),
+    size of the unit of work a thread takes. ``sync_every`` (rounds of one chunk per thread),
     ``min_sync_words`` and ``full_sync_times`` set the distributed model synchronisation: every
     sync merges the first ``min_sync_words`` rows, every 2nd sync twice as many, every 4th four
     times as many, ... (the authors' schedule), plus ``full_sync_times`` full merges spread over
@@ -284,8 +286,7 @@ class Word2Vec:
                 sentences, min_count=cfg.min_count, max_vocab_size=cfg.max_vocab_size, workdir=workdir, **layout
             )
         elif corpus is None:
-            shard = distributed.shard_bounds(n_sentences) if world > 1 else (0, None)
-            corpus = EncodedCorpus.encode(sentences, vocab, shard=shard, workdir=workdir, name=name, **layout)
+            corpus = EncodedCorpus.encode(sentences, vocab, shard=(rank, world), workdir=workdir, name=name, **layout)
         self.corpus, self.vocab = corpus, corpus.vocab
         self._corpus_info = {"source": key["source"], "n_sentences": n_sentences}
         v, d = len(self.vocab), cfg.vector_size
@@ -374,8 +375,8 @@ class Word2Vec:
         w_in, w_out = self.wv.vectors, self.syn1neg
         rank, world = distributed.rank(), distributed.world_size()
         n = corpus.n_chunks
-        shard_tokens = max(corpus.n_tokens, 1)
-        round_size = 4 * cfg.workers
+        total_tokens = max(corpus.total_tokens, 1)  # of the whole corpus, over all ranks
+        round_size = cfg.workers
         backend = cfg.effective_backend
         dev = torch.device(cfg.device if backend == "torch" else "cpu")  # of the counts that ranks exchange (NCCL)
         if world > 1:  # every rank runs the same number of rounds, so all meet at each model merge
@@ -432,8 +433,10 @@ class Word2Vec:
             return max(cfg.alpha - (cfg.alpha - cfg.min_alpha) * done, cfg.min_alpha)
 
         def job(epoch, k):
-            p0 = (epoch * shard_tokens + corpus.chunks[k]) / (epochs * shard_tokens)
-            p1 = (epoch * shard_tokens + corpus.chunks[k + 1]) / (epochs * shard_tokens)
+            """Chunk k with the learning rate that one process gives that place of the whole corpus."""
+            start = epoch * total_tokens + int(corpus.origins[k])
+            p0 = start / (epochs * total_tokens)
+            p1 = (start + int(corpus.chunks[k + 1] - corpus.chunks[k])) / (epochs * total_tokens)
             seed = (cfg.seed * 1_000_003 + (rank * epochs + epoch) * (n + 1) + k + 1) & 0x7FFFFFFFFFFFFFFF
             return k, alpha_at(p0), alpha_at(p1), seed
 
