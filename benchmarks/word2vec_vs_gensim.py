@@ -14,7 +14,14 @@ Rows, all in one run with the load average beside each (the machine is shared):
 - end to end (a fresh ``gatelab word2vec train`` process: imports, vocabulary, training, saving):
   1 process x N threads against ``torchrun`` N processes x 1 thread, and, with ``--baseline-src``,
   the same command from another gatelab source tree (say, a checkout of the previous main);
-- with ``--pword2vec PATH``, the authors' binary (IntelLabs/pWord2Vec) end to end on the same file.
+- with ``--pword2vec PATH``, the authors' binary (IntelLabs/pWord2Vec) end to end on the same file,
+  and its vectors in the quality table (trained on Brown + PTB written out one sentence a line).
+
+pWord2Vec is not shipped; to build it with OpenBLAS (``apt-get install libopenblas-dev``), in a
+checkout of github.com/IntelLabs/pWord2Vec: a file ``shim/mkl.h`` holding ``#include <cblas.h>``,
+``#include <mm_malloc.h>``, ``void openblas_set_num_threads(int);`` and ``#define mkl_set_num_threads
+openblas_set_num_threads``, then ``g++ -std=c++11 -fopenmp -O3 -march=native -D USE_MKL -I shim
+-I /usr/include/x86_64-linux-gnu/openblas-pthread pWord2Vec.cpp -o pWord2Vec -lopenblas``.
 
 Usage::
 
@@ -203,6 +210,13 @@ def quality(args, tmp: Path) -> None:
     env = {"GATELAB_DATA": str(args.data_dir)} if args.data_dir else {}
     run_command(gatelab_command("brown+ptb", out, 1, processes=th, epochs=e) + ["--seed", str(args.seed)], env)
     models[f"gatelab {th} processes"] = KeyedVectors.load_word2vec_format(out)
+    if args.pword2vec:
+        text = tmp / "brown-ptb.txt"
+        with open(text, "w", encoding="utf-8") as fh:
+            fh.writelines(" ".join(sentence) + "\n" for sentence in corpus)
+        sec, _ = run_command(pword2vec_command(args.pword2vec, text, tmp / "pw.bin", th, epochs=e))
+        models["pWord2Vec"] = KeyedVectors.load_word2vec_format(tmp / "pw.bin")
+        print(f"pWord2Vec on Brown + PTB, {e} epochs: {sec:.1f} s end to end (load {load()})")
     scores = {
         name: {r["name"]: r for r in evaluate_all(kv, args.data_dir) if "missing" not in r}
         for name, kv in models.items()

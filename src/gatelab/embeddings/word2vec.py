@@ -211,7 +211,7 @@ class Word2Vec:
     map) or a path to a text file with one sentence a line; given here, the model is trained
     at once. Under ``torchrun`` (:mod:`gatelab.distributed` initialised) rank 0 counts the
     vocabulary and broadcasts it, each process encodes and trains on its own shard of the
-    sentences, and the models are merged as described in :class:`Word2VecConfig`; after
+    chunks, and the models are merged as described in :class:`Word2VecConfig`; after
     training all processes hold the same vectors.
 
     Long runs: ``train(checkpoint=...)`` saves the matrices, the position (epoch and chunk, so
