@@ -107,6 +107,7 @@ CHEAP_FOR = {
     "npn train": {"--epochs": "2"},
     "defense train": {"--attacks": "fgsm", "--eps": "0.3"},
     "defense train-classifier": {"--model": "D"},
+    "activity train": {"--val-size": "2", "--frames": "8"},
 }
 # Settings under which a command that trains first and checks its output afterwards is still busy at the timeout.
 # "" drops the cheap setting (all the training data).
@@ -146,9 +147,10 @@ HUGE_OK = {
     "panels",
     "lr",
     "dist_timeout",
+    "injection_weight",  # a loss weight, like lam: a huge one trains the auxiliary heads only, as asked
 }
 FREE_TEXT = {"prime"}  # strings that may be anything
-OUTPUT_DESTS = {"out", "json", "log_dir"}
+OUTPUT_DESTS = {"out", "json", "log_dir", "overlay"}
 # Values hidden inside a string argument: "command:dest" -> extra bad values.
 ENCODED_NUMBERS = {"word2vec train:corpus": ["zipf:0", "zipf:-1", "zipf:nan", "zipf:1e30"]}
 
@@ -222,8 +224,8 @@ def output_kind(action) -> str:
 
 
 def input_kind(command: str, action, commands: dict) -> str | None:
-    """What an input path argument expects: 'product:CMD', 'image', 'text', 'docword', 'csv', 'json:NAME',
-    'checkpoint', 'dir'."""
+    """What an input path argument expects: 'product:CMD', 'image', 'text', 'docword', 'csv', 'clips' (a folder of
+    labelled skeleton clips), 'skeleton', 'video', 'json:NAME', 'checkpoint', 'dir'."""
     if action.option_strings and action.nargs == 0 or action.choices or number_kind(action) or is_output(action):
         return None
     text, help_ = _text(action), action.help or ""
@@ -241,6 +243,12 @@ def input_kind(command: str, action, commands: dict) -> str | None:
         return "docword"
     if action.dest == "csv":
         return "csv"
+    if "subfolder of clips" in text:
+        return "clips"
+    if "skeleton" in text:
+        return "skeleton"
+    if "video" in text:
+        return "video"
     if action.dest == "resume" or "checkpoint" in text:
         return "dir" if "run_dir" in text or "folder" in text else "checkpoint"
     if re.search(r"\bdir\b|data_dir|folder", text):
@@ -275,6 +283,20 @@ def _png_bomb(path: Path) -> Path:
     ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)))
     return path
+
+
+def _skeleton(path: Path, label: int, rng: random.Random) -> Path:
+    """A 20-frame UTD-MHAD skeleton clip, standing, whose right hand rises (label 0) or swings sideways (1)."""
+    import numpy as np
+
+    from gatelab.activity import SkeletonSequence
+
+    noise = np.random.default_rng(rng.getrandbits(32))
+    joints = noise.normal(0, 0.05, (20, 20, 3)) + np.array([0, 0, 3.0])
+    joints[:, :, 1] += np.linspace(0.6, -1.0, 20)  # head high, feet low
+    joints[:, 11, 1 - label] += np.linspace(0, 0.5, 20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SkeletonSequence(joints, "utd-mhad20", 30.0, path.name).save(path)
 
 
 def _edit_safetensors(src: Path, dst: Path, how: str) -> bool:
@@ -361,6 +383,20 @@ class Fixtures:
             rows = [f"{self.rng.gauss(3 * (i % 2), 1):.4f},{self.rng.gauss(0, 1):.4f}" for i in range(80)]
             (r / "points.csv").write_text("x,y\n" + "\n".join(rows) + "\n")
             return r / "points.csv"
+        if kind == "clips":  # two actions, six synthetic skeleton clips each: a hand that rises or swings sideways
+            for label, name in enumerate(("raise", "swipe")):
+                for i in range(6):
+                    _skeleton(r / "clips" / name / f"{i}.npz", label, self.rng)
+            return r / "clips"
+        if kind == "skeleton":
+            return _skeleton(r / "skeleton.npz", 0, self.rng)
+        if kind == "video":  # the shared squats clip, if this machine has it (pose extraction needs a person)
+            clip = Path(os.environ.get("GATELAB_DATA", "")) / "video" / "tfjs_pose_squats.mp4"
+            if not clip.is_file():
+                self.notes["video"] = f"no video fixture: {clip} is not here"
+                return None
+            (r / "video").mkdir(exist_ok=True)
+            return Path(shutil.copyfile(clip, r / "video" / clip.name))
         if kind.startswith("product:"):
             return self.probe.produce(kind.split(":", 1)[1], r)
         if kind.startswith("json:"):
@@ -736,9 +772,9 @@ class Probe:
         if kind.startswith("product:"):
             outs = [a for a in self._actions(kind.split(":", 1)[1]) if a.dest == "out"]
             return self._out_suffix(outs[0]) if outs and output_kind(outs[0]) == "file" else ""
-        return {"image": ".png", "text": ".txt", "docword": ".txt", "csv": ".csv", "checkpoint": ".pt"}.get(
-            kind, ".json" if kind.startswith("json:") else ""
-        )
+        suffixes = {"image": ".png", "text": ".txt", "docword": ".txt", "csv": ".csv", "checkpoint": ".pt"}
+        suffixes |= {"skeleton": ".npz", "video": ".mp4"}
+        return suffixes.get(kind, ".json" if kind.startswith("json:") else "")
 
     @staticmethod
     def _out_suffix(action) -> str:
