@@ -425,12 +425,16 @@ class Fixtures:
         d.mkdir(parents=True, exist_ok=True)
 
         def sidecars(name: str) -> Path:
-            """A path for a mutated copy of ``valid``, with copies of its sidecar files (X.json beside X)."""
+            """A path for a mutated copy of ``valid``, with copies of its sidecars (X.json or a folder X.pairs beside
+            X)."""
             target = d / name / (valid.name if valid else f"input{suffix}")
             target.parent.mkdir(parents=True, exist_ok=True)
             if valid and valid.is_file():
                 for side in valid.parent.glob(valid.name + ".*"):
-                    shutil.copy(side, target.parent / side.name)
+                    if side.name.endswith(".checkpoint.pt"):  # the run's own checkpoint: no reader needs it
+                        continue
+                    copy = shutil.copytree if side.is_dir() else shutil.copy
+                    copy(side, target.parent / side.name)
             return target
 
         text = kind == "text"
