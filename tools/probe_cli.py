@@ -108,6 +108,8 @@ CHEAP_FOR = {
     "defense train": {"--attacks": "fgsm", "--eps": "0.3"},
     "defense train-classifier": {"--model": "D"},
     "activity train": {"--val-size": "2", "--frames": "8"},
+    "vi lda": {"--val-size": "0.2"},
+    "vi gmm": {"--val-size": "0.2"},
 }
 # Settings under which a command that trains first and checks its output afterwards is still busy at the timeout.
 # "" drops the cheap setting (all the training data).
@@ -152,6 +154,16 @@ HUGE_OK = {
 FREE_TEXT = {"prime"}  # strings that may be anything
 OUTPUT_DESTS = {"out", "json", "log_dir", "overlay"}
 # Values hidden inside a string argument: "command:dest" -> extra bad values.
+# Input files whose help names no `gatelab X` command: "command:dest" (or "dest") -> the command that writes them;
+# "CMD+.SUFFIX" is the sidecar folder CMD writes beside its --out (defense train's OUT.pairs).
+PRODUCT_OF = {
+    "defense train-classifier:vae": "defense train",
+    "defense train-classifier:init": "defense train-classifier",
+    "defense evaluate:mode2": "defense train-classifier",
+    "defense evaluate:pgd_trained": "defense train-classifier",
+    "defense fine-tune:pairs": "defense train+.pairs",
+    "nice train-classifier:init": "nice train-classifier",
+}
 ENCODED_NUMBERS = {"word2vec train:corpus": ["zipf:0", "zipf:-1", "zipf:nan", "zipf:1e30"]}
 
 
@@ -197,26 +209,26 @@ def _text(action) -> str:
 
 
 def number_kind(action) -> str | None:
-    """'int' or 'float' when the option takes a number, else None (tried on the type itself)."""
+    """'int' or 'float' when the option takes a number, else None (tried on the type itself, with 1, 2 and 0.5, so
+    that a probability in (0, 1) or a count from 2 counts too)."""
     if action.type is None or action.choices or action.nargs == 0:
         return None
-    try:
-        value = action.type("1")
-    except Exception:
+    numbers = {}
+    for text in ("1", "2", "0.5"):
+        try:
+            value = action.type(text)
+        except Exception:
+            continue
+        value = value[0] if isinstance(value, list) and value else value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[text] = value
+    if not numbers:
         return None
-    if isinstance(value, list):
-        value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        action.type("0.5")
-    except Exception:
-        return "int"
-    return "float"
+    return "float" if "0.5" in numbers else "int"
 
 
 def is_output(action) -> bool:
-    return action.dest in OUTPUT_DESTS
+    return action.dest in OUTPUT_DESTS or action.dest.startswith("out_") or action.dest.endswith("_out")
 
 
 def output_kind(action) -> str:
@@ -229,6 +241,8 @@ def input_kind(command: str, action, commands: dict) -> str | None:
     if action.option_strings and action.nargs == 0 or action.choices or number_kind(action) or is_output(action):
         return None
     text, help_ = _text(action), action.help or ""
+    if f"{command}:{action.dest}" in PRODUCT_OF:
+        return f"product:{PRODUCT_OF[f'{command}:{action.dest}']}"
     m = re.search(r"`gatelab ([\w-]+(?: [\w-]+)?)", help_)
     if m and m.group(1) in commands:
         return f"product:{m.group(1)}"
@@ -398,7 +412,9 @@ class Fixtures:
             (r / "video").mkdir(exist_ok=True)
             return Path(shutil.copyfile(clip, r / "video" / clip.name))
         if kind.startswith("product:"):
-            return self.probe.produce(kind.split(":", 1)[1], r)
+            command, _, sidecar = kind.split(":", 1)[1].partition("+")
+            made = self.probe.produce(command, r)
+            return made.with_name(made.name + sidecar) if made and sidecar else made
         if kind.startswith("json:"):
             name = kind.split(":", 1)[1]
             for folder in [p for p in self._made.values() if p and p.is_dir()]:
@@ -774,6 +790,8 @@ class Probe:
     def suffix_for(self, kind: str) -> str:
         """The file extension an input of this kind has, without making it."""
         if kind.startswith("product:"):
+            if "+" in kind:  # a sidecar folder
+                return ""
             outs = [a for a in self._actions(kind.split(":", 1)[1]) if a.dest == "out"]
             return self._out_suffix(outs[0]) if outs and output_kind(outs[0]) == "file" else ""
         suffixes = {"image": ".png", "text": ".txt", "docword": ".txt", "csv": ".csv", "checkpoint": ".pt"}
