@@ -108,7 +108,7 @@ CHEAP_FOR = {
     "defense train": {"--attacks": "fgsm", "--eps": "0.3"},
     "defense train-classifier": {"--model": "D"},
     "activity train": {"--val-size": "2", "--frames": "8"},
-    "vi lda": {"--val-size": "0.2"},
+    "vi lda": {"--val-size": "0.2", "--topics": "3"},
     "vi gmm": {"--val-size": "0.2"},
 }
 # Settings under which a command that trains first and checks its output afterwards is still busy at the timeout.
@@ -127,6 +127,7 @@ ZERO_OK = {
     "min_alpha",
     "lm train:alpha",
     "lowres_factor",
+    "frame_dropout_rate",  # no frames dropped: the literal meaning, not a default
 }
 # Numbers for which 1e30 means "never" or "no cap", or is legal however long it takes.
 HUGE_OK = {
@@ -149,7 +150,21 @@ HUGE_OK = {
     "panels",
     "lr",
     "dist_timeout",
-    "injection_weight",  # a loss weight, like lam: a huge one trains the auxiliary heads only, as asked
+    # Weights of a loss term, like lam: a huge one makes that term all the objective, and the run (Adam or clipped
+    # steps) stays finite, its scores showing it (gates --weight-decay 1e30: test error 90%, weights finite).
+    "injection_weight",
+    "weight_decay",
+    "weight",
+    "r",
+    "reg",
+    "pgd_alpha",  # PGD's step, projected back into the eps ball: a huge one jumps to the ball's surface
+    # WordRank's positive reals with no upper bound in the paper (checked: vectors finite after a run)
+    "xi_alpha",
+    "xi_beta",
+    "t",
+    "x_max",
+    "epsilon",
+    "tau",  # SVI's delay in (tau + t)^-kappa: any tau >= 0 keeps Robbins-Monro's conditions
 }
 FREE_TEXT = {"prime"}  # strings that may be anything
 OUTPUT_DESTS = {"out", "json", "log_dir", "overlay"}
@@ -228,7 +243,9 @@ def number_kind(action) -> str | None:
 
 
 def is_output(action) -> bool:
-    return action.dest in OUTPUT_DESTS or action.dest.startswith("out_") or action.dest.endswith("_out")
+    """An output path: --out and kin, or a folder that defaults to one beside --out (defense train's OUT.pairs)."""
+    named = action.dest in OUTPUT_DESTS or action.dest.startswith("out_") or action.dest.endswith("_out")
+    return named or "(default: OUT." in (action.help or "")
 
 
 def output_kind(action) -> str:
@@ -486,7 +503,8 @@ class Fixtures:
             cut = sidecars("truncated")
             data = valid.read_bytes()
             cut.write_bytes(data[: len(data) // 2])
-            yield "truncated", cut, "run" if text else "refuse"
+            # half a text is a shorter text; half a CSV is fewer rows, or a last row cut mid-number
+            yield "truncated", cut, "run" if text else "either" if kind == "csv" else "refuse"
         wrong = sidecars("wrong-kind")
         if kind == "image":
             ckpt = self.valid("product:gates train")
