@@ -107,6 +107,9 @@ CHEAP_FOR = {
     "npn train": {"--epochs": "2"},
     "defense train": {"--attacks": "fgsm", "--eps": "0.3"},
     "defense train-classifier": {"--model": "D"},
+    "activity train": {"--val-size": "2", "--frames": "8"},
+    "vi lda": {"--val-size": "0.2", "--topics": "3"},
+    "vi gmm": {"--val-size": "0.2"},
 }
 # Settings under which a command that trains first and checks its output afterwards is still busy at the timeout.
 # "" drops the cheap setting (all the training data).
@@ -124,6 +127,7 @@ ZERO_OK = {
     "min_alpha",
     "lm train:alpha",
     "lowres_factor",
+    "frame_dropout_rate",  # no frames dropped: the literal meaning, not a default
 }
 # Numbers for which 1e30 means "never" or "no cap", or is legal however long it takes.
 HUGE_OK = {
@@ -146,10 +150,35 @@ HUGE_OK = {
     "panels",
     "lr",
     "dist_timeout",
+    # Weights of a loss term, like lam: a huge one makes that term all the objective, and the run (Adam or clipped
+    # steps) stays finite, its scores showing it (gates --weight-decay 1e30: test error 90%, weights finite).
+    "injection_weight",
+    "weight_decay",
+    "weight",
+    "r",
+    "reg",
+    "pgd_alpha",  # PGD's step, projected back into the eps ball: a huge one jumps to the ball's surface
+    # WordRank's positive reals with no upper bound in the paper (checked: vectors finite after a run)
+    "xi_alpha",
+    "xi_beta",
+    "t",
+    "x_max",
+    "epsilon",
+    "tau",  # SVI's delay in (tau + t)^-kappa: any tau >= 0 keeps Robbins-Monro's conditions
 }
 FREE_TEXT = {"prime"}  # strings that may be anything
-OUTPUT_DESTS = {"out", "json", "log_dir"}
+OUTPUT_DESTS = {"out", "json", "log_dir", "overlay"}
 # Values hidden inside a string argument: "command:dest" -> extra bad values.
+# Input files whose help names no `gatelab X` command: "command:dest" (or "dest") -> the command that writes them;
+# "CMD+.SUFFIX" is the sidecar folder CMD writes beside its --out (defense train's OUT.pairs).
+PRODUCT_OF = {
+    "defense train-classifier:vae": "defense train",
+    "defense train-classifier:init": "defense train-classifier",
+    "defense evaluate:mode2": "defense train-classifier",
+    "defense evaluate:pgd_trained": "defense train-classifier",
+    "defense fine-tune:pairs": "defense train+.pairs",
+    "nice train-classifier:init": "nice train-classifier",
+}
 ENCODED_NUMBERS = {"word2vec train:corpus": ["zipf:0", "zipf:-1", "zipf:nan", "zipf:1e30"]}
 
 
@@ -195,26 +224,28 @@ def _text(action) -> str:
 
 
 def number_kind(action) -> str | None:
-    """'int' or 'float' when the option takes a number, else None (tried on the type itself)."""
+    """'int' or 'float' when the option takes a number, else None (tried on the type itself, with 1, 2 and 0.5, so
+    that a probability in (0, 1) or a count from 2 counts too)."""
     if action.type is None or action.choices or action.nargs == 0:
         return None
-    try:
-        value = action.type("1")
-    except Exception:
+    numbers = {}
+    for text in ("1", "2", "0.5"):
+        try:
+            value = action.type(text)
+        except Exception:
+            continue
+        value = value[0] if isinstance(value, list) and value else value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[text] = value
+    if not numbers:
         return None
-    if isinstance(value, list):
-        value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        action.type("0.5")
-    except Exception:
-        return "int"
-    return "float"
+    return "float" if "0.5" in numbers else "int"
 
 
 def is_output(action) -> bool:
-    return action.dest in OUTPUT_DESTS
+    """An output path: --out and kin, or a folder that defaults to one beside --out (defense train's OUT.pairs)."""
+    named = action.dest in OUTPUT_DESTS or action.dest.startswith("out_") or action.dest.endswith("_out")
+    return named or "(default: OUT." in (action.help or "")
 
 
 def output_kind(action) -> str:
@@ -222,11 +253,13 @@ def output_kind(action) -> str:
 
 
 def input_kind(command: str, action, commands: dict) -> str | None:
-    """What an input path argument expects: 'product:CMD', 'image', 'text', 'docword', 'csv', 'json:NAME',
-    'checkpoint', 'dir'."""
+    """What an input path argument expects: 'product:CMD', 'image', 'text', 'docword', 'csv', 'clips' (a folder of
+    labelled skeleton clips), 'skeleton', 'video', 'json:NAME', 'checkpoint', 'dir'."""
     if action.option_strings and action.nargs == 0 or action.choices or number_kind(action) or is_output(action):
         return None
     text, help_ = _text(action), action.help or ""
+    if f"{command}:{action.dest}" in PRODUCT_OF:
+        return f"product:{PRODUCT_OF[f'{command}:{action.dest}']}"
     m = re.search(r"`gatelab ([\w-]+(?: [\w-]+)?)", help_)
     if m and m.group(1) in commands:
         return f"product:{m.group(1)}"
@@ -241,6 +274,12 @@ def input_kind(command: str, action, commands: dict) -> str | None:
         return "docword"
     if action.dest == "csv":
         return "csv"
+    if "subfolder of clips" in text:
+        return "clips"
+    if "skeleton" in text:
+        return "skeleton"
+    if "video" in text:
+        return "video"
     if action.dest == "resume" or "checkpoint" in text:
         return "dir" if "run_dir" in text or "folder" in text else "checkpoint"
     if re.search(r"\bdir\b|data_dir|folder", text):
@@ -275,6 +314,20 @@ def _png_bomb(path: Path) -> Path:
     ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)))
     return path
+
+
+def _skeleton(path: Path, label: int, rng: random.Random) -> Path:
+    """A 20-frame UTD-MHAD skeleton clip, standing, whose right hand rises (label 0) or swings sideways (1)."""
+    import numpy as np
+
+    from gatelab.activity import SkeletonSequence
+
+    noise = np.random.default_rng(rng.getrandbits(32))
+    joints = noise.normal(0, 0.05, (20, 20, 3)) + np.array([0, 0, 3.0])
+    joints[:, :, 1] += np.linspace(0.6, -1.0, 20)  # head high, feet low
+    joints[:, 11, 1 - label] += np.linspace(0, 0.5, 20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SkeletonSequence(joints, "utd-mhad20", 30.0, path.name).save(path)
 
 
 def _edit_safetensors(src: Path, dst: Path, how: str) -> bool:
@@ -361,8 +414,24 @@ class Fixtures:
             rows = [f"{self.rng.gauss(3 * (i % 2), 1):.4f},{self.rng.gauss(0, 1):.4f}" for i in range(80)]
             (r / "points.csv").write_text("x,y\n" + "\n".join(rows) + "\n")
             return r / "points.csv"
+        if kind == "clips":  # two actions, six synthetic skeleton clips each: a hand that rises or swings sideways
+            for label, name in enumerate(("raise", "swipe")):
+                for i in range(6):
+                    _skeleton(r / "clips" / name / f"{i}.npz", label, self.rng)
+            return r / "clips"
+        if kind == "skeleton":
+            return _skeleton(r / "skeleton.npz", 0, self.rng)
+        if kind == "video":  # the shared squats clip, if this machine has it (pose extraction needs a person)
+            clip = Path(os.environ.get("GATELAB_DATA", "")) / "video" / "tfjs_pose_squats.mp4"
+            if not clip.is_file():
+                self.notes["video"] = f"no video fixture: {clip} is not here"
+                return None
+            (r / "video").mkdir(exist_ok=True)
+            return Path(shutil.copyfile(clip, r / "video" / clip.name))
         if kind.startswith("product:"):
-            return self.probe.produce(kind.split(":", 1)[1], r)
+            command, _, sidecar = kind.split(":", 1)[1].partition("+")
+            made = self.probe.produce(command, r)
+            return made.with_name(made.name + sidecar) if made and sidecar else made
         if kind.startswith("json:"):
             name = kind.split(":", 1)[1]
             for folder in [p for p in self._made.values() if p and p.is_dir()]:
@@ -389,12 +458,16 @@ class Fixtures:
         d.mkdir(parents=True, exist_ok=True)
 
         def sidecars(name: str) -> Path:
-            """A path for a mutated copy of ``valid``, with copies of its sidecar files (X.json beside X)."""
+            """A path for a mutated copy of ``valid``, with copies of its sidecars (X.json or a folder X.pairs beside
+            X)."""
             target = d / name / (valid.name if valid else f"input{suffix}")
             target.parent.mkdir(parents=True, exist_ok=True)
             if valid and valid.is_file():
                 for side in valid.parent.glob(valid.name + ".*"):
-                    shutil.copy(side, target.parent / side.name)
+                    if side.name.endswith(".checkpoint.pt"):  # the run's own checkpoint: no reader needs it
+                        continue
+                    copy = shutil.copytree if side.is_dir() else shutil.copy
+                    copy(side, target.parent / side.name)
             return target
 
         text = kind == "text"
@@ -430,7 +503,8 @@ class Fixtures:
             cut = sidecars("truncated")
             data = valid.read_bytes()
             cut.write_bytes(data[: len(data) // 2])
-            yield "truncated", cut, "run" if text else "refuse"
+            # half a text is a shorter text; half a CSV is fewer rows, or a last row cut mid-number
+            yield "truncated", cut, "run" if text else "either" if kind == "csv" else "refuse"
         wrong = sidecars("wrong-kind")
         if kind == "image":
             ckpt = self.valid("product:gates train")
@@ -734,11 +808,13 @@ class Probe:
     def suffix_for(self, kind: str) -> str:
         """The file extension an input of this kind has, without making it."""
         if kind.startswith("product:"):
+            if "+" in kind:  # a sidecar folder
+                return ""
             outs = [a for a in self._actions(kind.split(":", 1)[1]) if a.dest == "out"]
             return self._out_suffix(outs[0]) if outs and output_kind(outs[0]) == "file" else ""
-        return {"image": ".png", "text": ".txt", "docword": ".txt", "csv": ".csv", "checkpoint": ".pt"}.get(
-            kind, ".json" if kind.startswith("json:") else ""
-        )
+        suffixes = {"image": ".png", "text": ".txt", "docword": ".txt", "csv": ".csv", "checkpoint": ".pt"}
+        suffixes |= {"skeleton": ".npz", "video": ".mp4"}
+        return suffixes.get(kind, ".json" if kind.startswith("json:") else "")
 
     @staticmethod
     def _out_suffix(action) -> str:

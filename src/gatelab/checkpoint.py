@@ -26,6 +26,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -82,8 +83,10 @@ def load_state(path: str | os.PathLike, what: str = "checkpoint") -> dict:
     path = Path(path)
     if not path.is_file():
         raise GatelabError(f"{what} {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # torch warns about a foreign pickle protocol before failing: the error below says it in one line
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, foreign or corrupt: torch raises many kinds
         reason = (str(exc).splitlines() or [""])[0][:200]
         raise GatelabError(

@@ -127,6 +127,19 @@ def test_bad_input_is_refused_in_one_line(command, dest, what, probe, tmp_path, 
     assert len(lines) == 1 and lines[0].startswith("gatelab"), shown
 
 
+@pytest.mark.parametrize("command", sorted({c for c, _, _ in CASES}))
+def test_every_baseline_is_a_valid_command_line(command, probe, tmp_path, capsys):
+    """The valid command line each case edits parses: a cheap setting the command refuses (a count where it takes
+    a fraction) would make every case of that command refused for the wrong reason, and pass."""
+    argv = probe.baseline(command, tmp_path / "run")
+    if argv is None:
+        pytest.skip(f"no valid input could be made for {command}")
+    try:
+        build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"gatelab {' '.join(argv)} is refused: {capsys.readouterr().err.strip()}")
+
+
 def test_cases_cover_every_command():
     """Every command is probed, and every command with an --out has its output case."""
     commands = dict(probe_cli.leaf_commands(build_parser()))

@@ -3,6 +3,7 @@
 import os
 import random
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -50,6 +51,17 @@ def test_unreadable_checkpoints_give_the_library_error(tmp_path, content):
         load_state(path)
     with pytest.raises(GatelabError, match="does not exist"):
         load_state(tmp_path / "missing.pt")
+
+
+def test_a_foreign_pickle_protocol_is_one_error_and_no_warning(tmp_path):
+    """Random bytes that start like a pickle of protocol 179: torch warns before failing; only our error remains."""
+    path = tmp_path / "c.pt"
+    path.write_bytes(b"\x80\xb3" + bytes(range(256)) * 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(GatelabError, match="c.pt is not a readable gatelab checkpoint"):
+            load_state(path)
+    assert not caught, [str(w.message)[:100] for w in caught]
 
 
 def test_a_pickle_cannot_run_code(tmp_path):

@@ -178,6 +178,10 @@ BAD = {
         ["evaluate", "--classifier", "{clf}", "--vae", "{vae}", "--mode3", "{clf}", "{corrupt}", "--out", "{dir}/ev"],
         "not a gatelab Defense-VAE purifier file",
     ),
+    "an empty pairs folder name": (
+        ["train", "--classifier", "{clf}", "--pairs", "", "--out", "{dir}/v.safetensors"],
+        "the output path is empty",
+    ),
     "rand_fgsm below its random step": (
         ["train", "--classifier", "{clf}", "--attacks", "rand_fgsm", "--eps", "0.01"],
         ">= 0.05",

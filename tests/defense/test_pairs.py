@@ -117,3 +117,17 @@ def test_bad_folders_are_refused(data, tmp_path):
     (folder / "adv-fgsm-0.3-00000.npy").write_bytes(b"not numpy")
     with pytest.raises(GatelabError, match="cannot be read"):
         load_pairs(folder)
+
+
+def test_damaged_joined_pairs_are_refused(data, tmp_path):
+    """The joined files an earlier load_pairs wrote, cut short or swapped for another array, are named."""
+    model, x, y = data
+    folder = make_pairs(model, x[:4], y[:4], tmp_path / "p", ("fgsm",), (0.3,), quiet=True)
+    load_pairs(folder)
+    joined = folder / "pairs-adversarial.npy"
+    joined.write_bytes(joined.read_bytes()[:1000])
+    with pytest.raises(GatelabError, match="pairs-adversarial.npy cannot be read"):
+        load_pairs(folder)
+    np.save(joined, np.zeros((3, 1, 28, 28), np.uint8))
+    with pytest.raises(GatelabError, match=r"not uint8 \(4, 1, 28, 28\)"):
+        load_pairs(folder)

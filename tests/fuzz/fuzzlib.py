@@ -227,6 +227,35 @@ def read_training_state(path: Path) -> None:
     load_state(path)
 
 
+# --- skeleton files of gatelab activity: its own .npz and MSR Action3D's text ---------------------
+@functools.lru_cache(maxsize=None)
+def msr_skeleton_text() -> bytes:
+    """The first 6 frames (20 joints x 4 numbers each) of a real MSR Action3D skeleton file."""
+    with open(data_dir() / "msr-action3d" / "real_world_coordinates" / "a01_s01_e01_skeleton3D.txt", "rb") as fh:
+        return b"".join(fh.readline() for _ in range(6 * 20))
+
+
+@functools.lru_cache(maxsize=None)
+def skeleton_npz() -> bytes:
+    import tempfile
+
+    from gatelab.activity.readers import read_msr_action3d
+
+    folder = Path(tempfile.mkdtemp(prefix="gatelab-fuzz-skeleton-"))
+    (folder / "clip.txt").write_bytes(msr_skeleton_text())
+    return read_msr_action3d(folder / "clip.txt").save(folder / "clip.npz").read_bytes()
+
+
+def read_skeleton_file(path: Path) -> None:
+    from gatelab.activity.readers import read_skeleton
+    from gatelab.activity.skeleton import layout_joints
+
+    seq = read_skeleton(path)
+    frames, joints, channels = seq.joints.shape
+    assert frames >= 1 and joints == len(layout_joints(seq.layout)) and channels >= 3
+    assert seq.valid.shape == (frames, joints) and seq.valid.dtype == bool
+
+
 def gzipped(content: bytes) -> bytes:
     return gzip.compress(content, compresslevel=1, mtime=0)
 
@@ -257,5 +286,7 @@ READERS = {
     "lm-config": ("config.json", lambda: lm_file("config.json"), 64, read_lm_file("config.json")),
     "lm-vocab": ("vocab.json", lambda: lm_file("vocab.json"), 32, read_lm_file("vocab.json")),
     "training-checkpoint": ("state.pt", training_state, 64, read_training_state),
+    "skeleton-npz": ("clip.npz", skeleton_npz, 64, read_skeleton_file),
+    "skeleton-msr-text": ("clip.txt", msr_skeleton_text, 32, read_skeleton_file),
 }
 READERS = {name: Reader(*spec) for name, spec in READERS.items()}

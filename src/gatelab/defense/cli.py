@@ -308,7 +308,7 @@ def _train_vae(args) -> int:
     config = VAEConfig(
         latent=args.latent, r=args.r, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs
     ).validate()
-    pairs = args.pairs or f"{args.out}.pairs"
+    pairs = f"{args.out}.pairs" if args.pairs is None else args.pairs  # "" is refused below, not the default
     check_output_path(args.out)
     check_output_path(pairs, kind="dir")
     if args.resume:  # refuse a wrong checkpoint now, not after generating the pairs

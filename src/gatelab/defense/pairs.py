@@ -236,7 +236,20 @@ def load_pairs(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             adv_out.flush()
             clean_out.flush()
             del adv_out, clean_out
-    return tuple(np.load(folder / name, mmap_mode="r") for name in PAIRS)
+    total = sum(s["stop"] - s["start"] for s in index["shards"])
+    joined = []
+    for name in PAIRS:  # written above or by an earlier call: a damaged one is named, not a numpy traceback
+        try:
+            array = np.load(folder / name, mmap_mode="r")
+        except (OSError, ValueError) as err:
+            raise GatelabError(f"{folder / name} cannot be read ({err}); delete it and rerun make_pairs") from None
+        if array.dtype != np.uint8 or array.shape != (total, 1, 28, 28):
+            raise GatelabError(
+                f"{folder / name} holds {array.dtype} {array.shape}, not uint8 ({total}, 1, 28, 28); "
+                "delete it and rerun make_pairs"
+            )
+        joined.append(array)
+    return tuple(joined)
 
 
 def load_pair_labels(folder: str | os.PathLike) -> np.ndarray:
