@@ -243,7 +243,7 @@ def train(
         ids = ids[: config.max_train_words + 1]
     streams = make_streams(ids, config.batch_size, corpus.vocab.eos_id)
     chunks = list(streams.chunks(config.bptt))
-    counts = [int((targets != IGNORE).sum()) for _, targets in chunks]  # host-side, once
+    counts = torch.stack([(targets != IGNORE).sum() for _, targets in chunks]).tolist()  # one sync, before training
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = RMSProp(params, lr=config.lr, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
     sampler = getattr(model.output, "generator", None)
