@@ -343,7 +343,7 @@ class WordRank:
         """Count co-occurrences if needed, then train the configured epochs (from the resumed position)."""
         import numba
 
-        from gatelab.embeddings._wordrank_kernel import adagrad_pass, sgd_pass
+        from gatelab.embeddings._wordrank_kernel import train_pass
 
         cfg = self.config
         matrix = _as_matrix(data, cfg, self.progress)
@@ -406,33 +406,21 @@ class WordRank:
                         seeds = np.random.SeedSequence([cfg.seed, epoch, pos.step]).generate_state(
                             cfg.workers, np.uint64
                         )
-                        if cfg.optimizer == "adagrad":
-                            adagrad_pass(
-                                part,
-                                rows,
-                                cols,
-                                coef,
-                                U,
-                                V,
-                                HU,
-                                HV,
-                                np.float32(cfg.lr),
-                                np.float32(cfg.reg),
-                                cfg.loss == "logistic",
-                                seeds,
-                            )
-                        else:
-                            sgd_pass(
-                                part,
-                                rows,
-                                cols,
-                                coef,
-                                U,
-                                V,
-                                np.float32(cfg.lr / coef.mean()),
-                                cfg.loss == "logistic",
-                                seeds,
-                            )
+                        adagrad = cfg.optimizer == "adagrad"
+                        train_pass(
+                            part,
+                            rows,
+                            cols,
+                            coef,
+                            U,
+                            V,
+                            HU if adagrad else None,
+                            HV if adagrad else None,
+                            np.float32(cfg.lr if adagrad else cfg.lr / coef.mean()),
+                            np.float32(cfg.reg),
+                            cfg.loss == "logistic",
+                            seeds,
+                        )
                         pos.step += 1
                         pos.updates += len(part)
                         now = time.monotonic()
