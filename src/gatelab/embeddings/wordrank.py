@@ -68,11 +68,12 @@ class WordRankConfig:
     published settings. ``epochs``, ``sgd_num`` and ``period`` are sized for corpora of a few million
     words on two cores (the authors ran 500 epochs of 100 steps per nonzero, xi every 20, on 16+ cores).
 
-    ``optimizer``: ``"sgd"`` is the authors' plain SGD, each step ``lr * r * g(xi) / mean(r * g(xi))``
-    (they scale by nnz / sum(r) with lr 0.001 and need tens of thousands of sweeps; a larger lr
-    diverges, since g grows 100-fold as a pair's rank improves). ``"adagrad"`` (the default here)
-    divides each coordinate's step by its accumulated gradient norm, as GloVe trains, which stays
-    stable at steps that learn in ten epochs. ``reg``: an L2 penalty per update (the authors' runs: 0).
+    ``optimizer``: ``"sgd"`` is the authors' plain SGD, each step ``lr * r * g(xi) * nnz / sum(r)``
+    (their ``model.hpp``; with ``xi_start=False``, ``lr=0.001`` and hundreds of sweeps it is their
+    recipe; a larger lr diverges on the pairs with r = 1, and their steps shrink as xi falls below its
+    start of 1). ``"adagrad"`` (the default here) divides each coordinate's step by its accumulated
+    gradient norm, as GloVe trains, which stays stable at steps that learn in ten epochs. ``reg``: an
+    L2 penalty per AdaGrad update (the authors' runs: 0; plain SGD has none).
     ``xi_start``: set xi in closed form from the initial vectors before the first epoch (the authors
     start from xi = 1, too large a weight for steps this size). ``job_pairs``: updates between
     checkpoint and Ctrl-C checks.
@@ -416,7 +417,7 @@ class WordRank:
                             V,
                             HU if adagrad else None,
                             HV if adagrad else None,
-                            np.float32(cfg.lr if adagrad else cfg.lr / coef.mean()),
+                            np.float32(cfg.lr if adagrad else cfg.lr * nnz / weights.sum()),
                             np.float32(cfg.reg),
                             cfg.loss == "logistic",
                             seeds,

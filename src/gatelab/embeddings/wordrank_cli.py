@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -89,7 +90,7 @@ def register(subparsers) -> None:
         "--lr",
         type=positive_float,
         default=d.lr,
-        help="step size: AdaGrad's, or plain SGD's for a mean update (default: %(default)s)",
+        help="step size: AdaGrad's, or plain SGD's times nnz / sum(r) as the authors' (default: %(default)s)",
     )
     t.add_argument("--epochs", **num, default=d.epochs, help="passes over the nonzeros (default: %(default)s)")
     t.add_argument("--sgd-num", **num, default=d.sgd_num, help="updates per nonzero an epoch (default: %(default)s)")
@@ -101,6 +102,13 @@ def register(subparsers) -> None:
         help="the authors' plain SGD, or AdaGrad (default: %(default)s)",
     )
     t.add_argument(
+        "--xi-start",
+        action=argparse.BooleanOptionalAction,
+        default=d.xi_start,
+        help="set xi from the initial vectors before training; --no-xi-start starts at the authors' 1 "
+        "(0.5 for rho2) (default: %(default)s)",
+    )
+    t.add_argument(
         "--workers",
         "--threads",
         dest="workers",
@@ -108,7 +116,9 @@ def register(subparsers) -> None:
         default=min(2, os.cpu_count() or 1),
         help="Hogwild threads (default: %(default)s, i.e. min(2, CPU cores))",
     )
-    t.add_argument("--reg", type=nonnegative_float, default=d.reg, help="L2 penalty per update (default: %(default)s)")
+    t.add_argument(
+        "--reg", type=nonnegative_float, default=d.reg, help="L2 penalty per AdaGrad update (default: %(default)s)"
+    )
     add_training(t)
     t.set_defaults(func=_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -177,6 +187,7 @@ def _train(args) -> int:
         sgd_num=args.sgd_num,
         period=args.period,
         optimizer=args.optimizer,
+        xi_start=args.xi_start,
         reg=args.reg,
         workers=args.workers,
         seed=args.seed,
