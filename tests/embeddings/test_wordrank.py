@@ -280,11 +280,35 @@ def test_bad_parameters_are_refused():
         WordRank(dim=10)
     with pytest.raises(GatelabError, match="cpu"):
         WordRank(device="cuda")
+    for bad in ("large", 0, float("nan")):
+        with pytest.raises(GatelabError, match="x_max must be a finite number > 0 or 'auto'"):
+            WordRank(x_max=bad)
+
+
+def test_auto_x_max_scales_the_authors_text8_setting_to_the_corpus(planted_matrix):
+    """x_max="auto" weighs the pairs as x_max = 100 * tokens / text8's tokens would (100 at text8's size)."""
+    assert wordrank.corpus_x_max(wordrank.TEXT8_TOKENS) == 100.0 == wordrank.corpus_x_max(10**10)
+    auto = WordRank(**fit_params(x_max="auto", epochs=1)).fit(planted_matrix)
+    want = 100.0 * planted_matrix.n_words / wordrank.TEXT8_TOKENS
+    assert auto.train_stats_["x_max"] == pytest.approx(want)
+    fixed = WordRank(**fit_params(x_max=want, epochs=1)).fit(planted_matrix)
+    assert np.array_equal(auto.word_vectors_.vectors, fixed.word_vectors_.vectors)
+    authors = WordRank(**fit_params(x_max=100.0, epochs=1)).fit(planted_matrix)
+    assert not np.array_equal(auto.word_vectors_.vectors, authors.word_vectors_.vectors)
+    assert WordRank().config.x_max == "auto"
 
 
 @pytest.mark.parametrize(
     "extra",
-    [["--rho", "rho9"], ["--loss", "l2"], ["--size", "0"], ["--t", "1"], ["--lr", "nan"], ["--min-count", "1000"]],
+    [
+        ["--rho", "rho9"],
+        ["--loss", "l2"],
+        ["--size", "0"],
+        ["--t", "1"],
+        ["--lr", "nan"],
+        ["--min-count", "1000"],
+        ["--x-max", "big"],
+    ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra):
     corpus = tmp_path / "c.txt"

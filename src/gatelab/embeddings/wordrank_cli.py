@@ -82,7 +82,12 @@ def register(subparsers) -> None:
         help="the paper's beta, see --xi-alpha (default: %(default)s)",
     )
     t.add_argument("--t", type=positive_float, default=d.t, help="t of rho3's log_t (default: %(default)s)")
-    t.add_argument("--x-max", type=positive_float, default=d.x_max, help="weight cut-off x_max (default: %(default)s)")
+    t.add_argument(
+        "--x-max",
+        type=_x_max,
+        default=d.x_max,
+        help="weight cut-off x_max, or auto: 100 scaled to the corpus size as on text8 (default: %(default)s)",
+    )
     t.add_argument(
         "--epsilon", type=positive_float, default=d.epsilon, help="weight exponent epsilon (default: %(default)s)"
     )
@@ -143,6 +148,16 @@ def _cooccur(args) -> int:
     matrix.save(args.out)
     print(f"wrote {args.out}: {len(matrix.vocab)} words, {matrix.nnz} nonzeros from {matrix.n_words} words")
     return 0
+
+
+def _x_max(text: str) -> float | str:
+    """``--x-max``: a number > 0, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0 or auto, got {text!r}") from None
 
 
 def _train(args) -> int:

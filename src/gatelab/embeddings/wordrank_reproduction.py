@@ -159,7 +159,8 @@ def wordrank_reproduction(report, quick: bool, seed: int) -> None:
     report.settings.update(
         {
             "dimension": DIM,
-            "wordrank": f"window 15, 1/d, min-count 5, hinge, alpha 100, beta 99, AdaGrad lr 0.05, "
+            "wordrank": f"window 15, 1/d, min-count 5, hinge, alpha 100, beta 99, x_max min(100, 100 x tokens / 17M) "
+            f"(the authors' 100 on text8, scaled to the corpus), AdaGrad lr 0.05, "
             f"{s['wordrank_epochs']} epochs, xi every 2, 2 threads, word vectors U (as the authors score similarity)",
             "word2vec (ours, gensim)": "skip-gram, window 5, negative 5, sample 1e-4, 5 epochs, 2 threads",
             "glove": f"mittens {GLOVE_MAX_VOCAB if s['glove'] else 'skipped'} (dense; only vocabularies up to "
