@@ -45,7 +45,7 @@ def main() -> None:
     from gatelab.embeddings.keyedvectors import KeyedVectors
     from gatelab.embeddings.word2vec import Word2Vec
     from gatelab.embeddings.wordrank import WordRank
-    from gatelab.embeddings.wordrank_reproduction import W2V, Text8Prefix
+    from gatelab.embeddings.wordrank_reproduction import W2V, Text8Prefix, wordrank_scores
 
     corpus = Text8Prefix() if args.corpus == "text8" else open_corpus("brown+ptb")
     sentences = list(first_tokens(corpus, args.tokens) if args.tokens else corpus)
@@ -65,7 +65,7 @@ def main() -> None:
     rows.append(
         (
             "WordRank rho1 (gatelab)",
-            scores(model.wv),
+            wordrank_scores(model),
             f"{s['updates'] / t_all / 1e6:.2f}M pairs/s end to end ({matrix.nnz} nonzeros x {args.epochs} epochs; "
             f"counting {t_count:.1f}s, training {s['pairs_per_sec'] / 1e6:.2f}M pairs/s)",
             t_all,

@@ -135,6 +135,36 @@ def test_kernel_step_descends_the_rank_surrogate(loss):
 
 
 @pytest.mark.parametrize("loss", wordrank.LOSSES)
+def test_train_pass_takes_the_sgd_and_the_adagrad_step_of_its_drawn_context(loss):
+    """One nonzero, two contexts (so the drawn one is known): plain SGD (HU None) and AdaGrad against
+    the formulas, the AdaGrad step from the gradient of ``weight * l(x)`` plus ``reg`` times the rows."""
+    rng = np.random.default_rng(5)
+    U, V = rng.normal(size=(1, 4)).astype(np.float32), rng.normal(size=(2, 4)).astype(np.float32) * 0.1
+    rows, cols, order = np.array([0], np.int32), np.array([1], np.int32), np.array([0], np.int64)
+    weight, lr, reg = 0.6, 0.05, 0.01
+    u, vc, vn = U[0].astype(np.float64), V[1].astype(np.float64), V[0].astype(np.float64)
+    g = weight * wordrank.loss_derivative(u @ (vn - vc), loss)
+    grads = (g * (vn - vc), -g * u, g * u)
+    seeds = np.array([9], dtype=np.uint64)
+    U1, V1 = U.copy(), V.copy()
+    coef = np.array([weight], np.float32)
+    _wordrank_kernel.train_pass(
+        order, rows, cols, coef, U1, V1, None, None, np.float32(lr), np.float32(0), loss == "logistic", seeds
+    )
+    for got, start, grad in zip((U1[0], V1[1], V1[0]), (u, vc, vn), grads):
+        np.testing.assert_allclose(got, start - lr * grad, rtol=1e-5, atol=1e-7)
+    U2, V2 = U.copy(), V.copy()
+    HU, HV = np.zeros_like(U), np.zeros_like(V)
+    _wordrank_kernel.train_pass(
+        order, rows, cols, coef, U2, V2, HU, HV, np.float32(lr), np.float32(reg), loss == "logistic", seeds
+    )
+    for got, start, grad in zip((U2[0], V2[1], V2[0]), (u, vc, vn), grads):
+        full = grad + reg * start
+        np.testing.assert_allclose(got, start - lr * full / np.sqrt(full**2), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(HU[0], (grads[0] + reg * u) ** 2, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("loss", wordrank.LOSSES)
 def test_compiled_rank_sums_match_the_dense_reference(loss):
     rng = np.random.default_rng(4)
     n = 60
@@ -170,7 +200,7 @@ def fit_params(**kw):
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
 def test_resume_after_a_stop_mid_epoch_equals_an_uninterrupted_run(planted_matrix, tmp_path, monkeypatch, optimizer):
     whole = WordRank(**fit_params(optimizer=optimizer)).fit(planted_matrix)
-    name = f"{optimizer}_pass"
+    name = "train_pass"
     real = getattr(_wordrank_kernel, name)
     calls = []
 
@@ -250,11 +280,35 @@ def test_bad_parameters_are_refused():
         WordRank(dim=10)
     with pytest.raises(GatelabError, match="cpu"):
         WordRank(device="cuda")
+    for bad in ("large", 0, float("nan")):
+        with pytest.raises(GatelabError, match="x_max must be a finite number > 0 or 'auto'"):
+            WordRank(x_max=bad)
+
+
+def test_auto_x_max_scales_the_authors_text8_setting_to_the_corpus(planted_matrix):
+    """x_max="auto" weighs the pairs as x_max = 100 * tokens / text8's tokens would (100 at text8's size)."""
+    assert wordrank.corpus_x_max(wordrank.TEXT8_TOKENS) == 100.0 == wordrank.corpus_x_max(10**10)
+    auto = WordRank(**fit_params(x_max="auto", epochs=1)).fit(planted_matrix)
+    want = 100.0 * planted_matrix.n_words / wordrank.TEXT8_TOKENS
+    assert auto.train_stats_["x_max"] == pytest.approx(want)
+    fixed = WordRank(**fit_params(x_max=want, epochs=1)).fit(planted_matrix)
+    assert np.array_equal(auto.word_vectors_.vectors, fixed.word_vectors_.vectors)
+    authors = WordRank(**fit_params(x_max=100.0, epochs=1)).fit(planted_matrix)
+    assert not np.array_equal(auto.word_vectors_.vectors, authors.word_vectors_.vectors)
+    assert WordRank().config.x_max == "auto"
 
 
 @pytest.mark.parametrize(
     "extra",
-    [["--rho", "rho9"], ["--loss", "l2"], ["--size", "0"], ["--t", "1"], ["--lr", "nan"], ["--min-count", "1000"]],
+    [
+        ["--rho", "rho9"],
+        ["--loss", "l2"],
+        ["--size", "0"],
+        ["--t", "1"],
+        ["--lr", "nan"],
+        ["--min-count", "1000"],
+        ["--x-max", "big"],
+    ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra):
     corpus = tmp_path / "c.txt"

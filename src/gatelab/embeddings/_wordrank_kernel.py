@@ -6,8 +6,8 @@
   skipped before the window is taken (they do not count in the distance), as in GloVe's cooccur.
 - :func:`reduce_sorted` and :func:`merge_sorted` add up sorted keys, so counting streams through
   a bounded buffer.
-- :func:`sgd_pass` runs WordRank's stochastic updates on a slice of the (shuffled) nonzeros,
-  split over threads that update the shared matrices without locks (Hogwild, ``prange``).
+- :func:`train_pass` runs WordRank's stochastic updates (plain SGD or AdaGrad) on a slice of the
+  (shuffled) nonzeros, split over threads that update the shared matrices without locks (Hogwild, ``prange``).
 - :func:`rank_sums` computes, for each nonzero (w, c), the rank surrogate
   ``sum over all contexts c' of l(<u_w, v_c'> - <u_w, v_c>)`` from a block of precomputed scores.
 """
@@ -98,24 +98,27 @@ def _lcg(r):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _slope(u, vc, vn, mult, logistic):
+    """``mult * l'(<u, vn> - <u, vc>)`` for the hinge ``max(0, x + 1)`` or the logistic ``log2(1 + 2**x)``;
+    -1 where the hinge is flat (no step at all)."""
+    x = np.float32(0.0)
+    for k in range(u.shape[0]):
+        x += u[k] * (vn[k] - vc[k])
+    if logistic:
+        return np.float32(mult / (1.0 + 2.0 ** (-x)))
+    return np.float32(mult) if x > -1.0 else np.float32(-1.0)
+
+
+@njit(nogil=True, cache=True, inline="always")
 def sgd_step(u, vc, vn, mult, logistic):
     """One ranking update for word row ``u``, observed context ``vc`` and sampled context ``vn``.
 
-    It descends ``mult * l(<u, vn> - <u, vc>)`` with ``l`` the hinge ``max(0, x + 1)`` or the
-    logistic ``log2(1 + 2**x)``, all three rows moved from their values before the step.
+    It descends ``mult * l(<u, vn> - <u, vc>)``, all three rows moved from their values before the step.
     """
-    dim = u.shape[0]
-    x = np.float32(0.0)
-    for k in range(dim):
-        x += u[k] * (vn[k] - vc[k])
-    if logistic:
-        g = mult / (1.0 + 2.0 ** (-x))
-    else:
-        if x <= -1.0:
-            return
-        g = mult
-    g = np.float32(g)
-    for k in range(dim):
+    g = _slope(u, vc, vn, mult, logistic)
+    if g < 0:
+        return
+    for k in range(u.shape[0]):
         uk = u[k]
         u[k] -= g * (vn[k] - vc[k])
         vc[k] += g * uk
@@ -127,18 +130,10 @@ def adagrad_step(u, vc, vn, hu, hc, hn, weight, lr, reg, logistic):
     """:func:`sgd_step` with AdaGrad: each coordinate's gradient (``weight`` times the loss's) is added
     squared to its sum (``hu``, ``hc``, ``hn``) first, and the step is ``lr`` times the gradient over
     the root of that sum, so the first step of a coordinate is ``lr`` whatever the weight's scale."""
-    dim = u.shape[0]
-    x = np.float32(0.0)
-    for k in range(dim):
-        x += u[k] * (vn[k] - vc[k])
-    if logistic:
-        g = weight / (1.0 + 2.0 ** (-x))
-    else:
-        if x <= -1.0:
-            return
-        g = weight
-    g = np.float32(g)
-    for k in range(dim):
+    g = _slope(u, vc, vn, weight, logistic)
+    if g < 0:
+        return
+    for k in range(u.shape[0]):
         uk = u[k]
         du = g * (vn[k] - vc[k]) + reg * uk
         dc = -g * uk + reg * vc[k]
@@ -152,8 +147,16 @@ def adagrad_step(u, vc, vn, hu, hc, hn, weight, lr, reg, logistic):
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def adagrad_pass(order, rows, cols, coef, U, V, HU, HV, lr, reg, logistic, seeds):
-    """:func:`sgd_pass` with :func:`adagrad_step` (``HU``, ``HV``: the squared-gradient sums)."""
+def train_pass(order, rows, cols, coef, U, V, HU, HV, lr, reg, logistic, seeds):
+    """Update for each nonzero ``order[k]`` with one context drawn uniformly from the others.
+
+    Plain SGD (:func:`sgd_step`, step ``lr * coef[e] * l'``) when ``HU`` is None, else AdaGrad
+    (:func:`adagrad_step`; ``HU``, ``HV``: the squared-gradient sums). numba compiles one version
+    for each, the ``None`` test resolved at compile time, so neither pays for the other.
+    The slice is cut into ``len(seeds)`` contiguous parts run in parallel (Hogwild), part ``p``
+    drawing from its own generator seeded ``seeds[p]``: with one part the result is exact and
+    repeatable.
+    """
     n_parts = len(seeds)
     size = len(order)
     n_ctx = V.shape[0]
@@ -169,32 +172,10 @@ def adagrad_pass(order, rows, cols, coef, U, V, HU, HV, lr, reg, logistic, seeds
             n = np.int64((r >> _SHIFT) % np.uint64(n_ctx - 1))
             if n >= c:
                 n += 1
-            adagrad_step(U[w], V[c], V[n], HU[w], HV[c], HV[n], coef[e], lr, reg, logistic)
-
-
-@njit(nogil=True, cache=True, parallel=True)
-def sgd_pass(order, rows, cols, coef, U, V, lr, logistic, seeds):
-    """Update for each nonzero ``order[k]`` with one context drawn uniformly from the others.
-
-    The slice is cut into ``len(seeds)`` contiguous parts run in parallel (Hogwild), part ``p``
-    drawing from its own generator seeded ``seeds[p]``: with one part the result is exact and
-    repeatable. The step of nonzero e is ``lr * coef[e] * l'(...)``.
-    """
-    n_parts = len(seeds)
-    size = len(order)
-    n_ctx = V.shape[0]
-    for p in prange(n_parts):
-        lo = size * p // n_parts
-        hi = size * (p + 1) // n_parts
-        r = np.uint64(seeds[p])
-        for k in range(lo, hi):
-            e = order[k]
-            c = cols[e]
-            r = _lcg(r)
-            n = np.int64((r >> _SHIFT) % np.uint64(n_ctx - 1))
-            if n >= c:
-                n += 1
-            sgd_step(U[rows[e]], V[c], V[n], lr * coef[e], logistic)
+            if HU is None:
+                sgd_step(U[w], V[c], V[n], lr * coef[e], logistic)
+            else:
+                adagrad_step(U[w], V[c], V[n], HU[w], HV[c], HV[n], coef[e], lr, reg, logistic)
 
 
 @njit(nogil=True, cache=True, parallel=True)

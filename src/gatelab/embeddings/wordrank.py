@@ -60,19 +60,24 @@ FORMAT = "gatelab.wordrank"
 #: config fields a resumed run may change: they alter speed, not the result of one thread
 RESUMABLE_CHANGES = ("workers", "epochs")
 _LN2 = math.log(2.0)
+#: tokens of text8, the corpus of the authors' demo (``scripts/demo.sh``), where they use x_max = 100
+TEXT8_TOKENS = 17_005_207
 
 
 @dataclass
 class WordRankConfig:
     """Hyperparameters. The objective's (rho, loss, alpha, beta, t, x_max, epsilon) are the authors'
-    published settings. ``epochs``, ``sgd_num`` and ``period`` are sized for corpora of a few million
-    words on two cores (the authors ran 500 epochs of 100 steps per nonzero, xi every 20, on 16+ cores).
+    published settings, but ``x_max="auto"`` (the default) scales their 100 to the corpus size
+    (:func:`corpus_x_max`: 100 on text8 and larger corpora, 5.9 on 1M tokens).
+    ``epochs``, ``sgd_num`` and ``period`` are sized for corpora of a few million words on two cores
+    (the authors ran 500 epochs of 100 steps per nonzero, xi every 20, on 16+ cores).
 
-    ``optimizer``: ``"sgd"`` is the authors' plain SGD, each step ``lr * r * g(xi) / mean(r * g(xi))``
-    (they scale by nnz / sum(r) with lr 0.001 and need tens of thousands of sweeps; a larger lr
-    diverges, since g grows 100-fold as a pair's rank improves). ``"adagrad"`` (the default here)
-    divides each coordinate's step by its accumulated gradient norm, as GloVe trains, which stays
-    stable at steps that learn in ten epochs. ``reg``: an L2 penalty per update (the authors' runs: 0).
+    ``optimizer``: ``"sgd"`` is the authors' plain SGD, each step ``lr * r * g(xi) * nnz / sum(r)``
+    (their ``model.hpp``; with ``xi_start=False``, ``lr=0.001`` and hundreds of sweeps it is their
+    recipe; a larger lr diverges on the pairs with r = 1, and their steps shrink as xi falls below its
+    start of 1). ``"adagrad"`` (the default here) divides each coordinate's step by its accumulated
+    gradient norm, as GloVe trains, which stays stable at steps that learn in ten epochs. ``reg``: an
+    L2 penalty per AdaGrad update (the authors' runs: 0; plain SGD has none).
     ``xi_start``: set xi in closed form from the initial vectors before the first epoch (the authors
     start from xi = 1, too large a weight for steps this size). ``job_pairs``: updates between
     checkpoint and Ctrl-C checks.
@@ -87,7 +92,7 @@ class WordRankConfig:
     alpha: float = 100.0
     beta: float = 99.0
     t: float = 1.5
-    x_max: float = 100.0
+    x_max: float | str = "auto"
     epsilon: float = 0.75
     lr: float = 0.05
     epochs: int = 10
@@ -118,7 +123,12 @@ class WordRankConfig:
         check_choice("loss", self.loss, LOSSES)
         check_choice("optimizer", self.optimizer, ("sgd", "adagrad"))
         need(math.isfinite(self.reg) and self.reg >= 0, f"reg must be a finite number >= 0, got {self.reg}")
-        for name in ("alpha", "x_max", "epsilon", "lr"):
+        if self.x_max != "auto":
+            need(
+                isinstance(self.x_max, (int, float)) and math.isfinite(self.x_max) and self.x_max > 0,
+                f"x_max must be a finite number > 0 or 'auto', got {self.x_max!r}",
+            )
+        for name in ("alpha", "epsilon", "lr"):
             value = getattr(self, name)
             need(math.isfinite(value) and value > 0, f"{name} must be a finite number > 0, got {value}")
         need(math.isfinite(self.beta) and self.beta >= 0, f"beta must be a finite number >= 0, got {self.beta}")
@@ -139,6 +149,17 @@ def loss_value(x: np.ndarray, loss: str) -> np.ndarray:
 def loss_derivative(x: np.ndarray, loss: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return 1.0 / (1.0 + np.exp2(-x)) if loss == "logistic" else (x > -1.0).astype(np.float64)
+
+
+def corpus_x_max(n_words: int) -> float:
+    """``x_max="auto"``: the authors' 100 on text8 (17M tokens), scaled down with the corpus, at most 100.
+
+    Counts grow linearly with the corpus, so on a corpus of n tokens a pair as frequent per token as
+    one at the cut-off on text8 has X = 100 * n / 17M: scaling x_max by the same factor gives every
+    pair the weight r it would have in the authors' demo. With 100 on 1M tokens, nearly all pairs
+    weigh r < 0.05 and the pairs with the few most frequent words dominate the objective.
+    """
+    return min(100.0, 100.0 * n_words / TEXT8_TOKENS)
 
 
 def pair_weights(values: np.ndarray, x_max: float = 100.0, epsilon: float = 0.75) -> np.ndarray:
@@ -343,13 +364,14 @@ class WordRank:
         """Count co-occurrences if needed, then train the configured epochs (from the resumed position)."""
         import numba
 
-        from gatelab.embeddings._wordrank_kernel import adagrad_pass, sgd_pass
+        from gatelab.embeddings._wordrank_kernel import train_pass
 
         cfg = self.config
         matrix = _as_matrix(data, cfg, self.progress)
         self.matrix_, self.vocab = matrix, matrix.vocab
         rows, cols = matrix.rows, matrix.cols
-        weights = pair_weights(matrix.values, cfg.x_max, cfg.epsilon)
+        x_max = corpus_x_max(matrix.n_words) if cfg.x_max == "auto" else cfg.x_max
+        weights = pair_weights(matrix.values, x_max, cfg.epsilon)
         if resume is not None:
             state = self._load(resume, matrix)
             U, V = state["U"].numpy().copy(), state["V"].numpy().copy()
@@ -406,33 +428,21 @@ class WordRank:
                         seeds = np.random.SeedSequence([cfg.seed, epoch, pos.step]).generate_state(
                             cfg.workers, np.uint64
                         )
-                        if cfg.optimizer == "adagrad":
-                            adagrad_pass(
-                                part,
-                                rows,
-                                cols,
-                                coef,
-                                U,
-                                V,
-                                HU,
-                                HV,
-                                np.float32(cfg.lr),
-                                np.float32(cfg.reg),
-                                cfg.loss == "logistic",
-                                seeds,
-                            )
-                        else:
-                            sgd_pass(
-                                part,
-                                rows,
-                                cols,
-                                coef,
-                                U,
-                                V,
-                                np.float32(cfg.lr / coef.mean()),
-                                cfg.loss == "logistic",
-                                seeds,
-                            )
+                        adagrad = cfg.optimizer == "adagrad"
+                        train_pass(
+                            part,
+                            rows,
+                            cols,
+                            coef,
+                            U,
+                            V,
+                            HU if adagrad else None,
+                            HV if adagrad else None,
+                            np.float32(cfg.lr if adagrad else cfg.lr * nnz / weights.sum()),
+                            np.float32(cfg.reg),
+                            cfg.loss == "logistic",
+                            seeds,
+                        )
                         pos.step += 1
                         pos.updates += len(part)
                         now = time.monotonic()
@@ -482,6 +492,7 @@ class WordRank:
             "nnz": nnz,
             "vocab_size": len(self.vocab),
             "threads": cfg.workers,
+            "x_max": x_max,
         }
         return self
 

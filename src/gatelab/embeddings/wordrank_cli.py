@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -81,7 +82,12 @@ def register(subparsers) -> None:
         help="the paper's beta, see --xi-alpha (default: %(default)s)",
     )
     t.add_argument("--t", type=positive_float, default=d.t, help="t of rho3's log_t (default: %(default)s)")
-    t.add_argument("--x-max", type=positive_float, default=d.x_max, help="weight cut-off x_max (default: %(default)s)")
+    t.add_argument(
+        "--x-max",
+        type=_x_max,
+        default=d.x_max,
+        help="weight cut-off x_max, or auto: 100 scaled to the corpus size as on text8 (default: %(default)s)",
+    )
     t.add_argument(
         "--epsilon", type=positive_float, default=d.epsilon, help="weight exponent epsilon (default: %(default)s)"
     )
@@ -89,7 +95,7 @@ def register(subparsers) -> None:
         "--lr",
         type=positive_float,
         default=d.lr,
-        help="step size: AdaGrad's, or plain SGD's for a mean update (default: %(default)s)",
+        help="step size: AdaGrad's, or plain SGD's times nnz / sum(r) as the authors' (default: %(default)s)",
     )
     t.add_argument("--epochs", **num, default=d.epochs, help="passes over the nonzeros (default: %(default)s)")
     t.add_argument("--sgd-num", **num, default=d.sgd_num, help="updates per nonzero an epoch (default: %(default)s)")
@@ -101,6 +107,13 @@ def register(subparsers) -> None:
         help="the authors' plain SGD, or AdaGrad (default: %(default)s)",
     )
     t.add_argument(
+        "--xi-start",
+        action=argparse.BooleanOptionalAction,
+        default=d.xi_start,
+        help="set xi from the initial vectors before training; --no-xi-start starts at the authors' 1 "
+        "(0.5 for rho2) (default: %(default)s)",
+    )
+    t.add_argument(
         "--workers",
         "--threads",
         dest="workers",
@@ -108,7 +121,9 @@ def register(subparsers) -> None:
         default=min(2, os.cpu_count() or 1),
         help="Hogwild threads (default: %(default)s, i.e. min(2, CPU cores))",
     )
-    t.add_argument("--reg", type=nonnegative_float, default=d.reg, help="L2 penalty per update (default: %(default)s)")
+    t.add_argument(
+        "--reg", type=nonnegative_float, default=d.reg, help="L2 penalty per AdaGrad update (default: %(default)s)"
+    )
     add_training(t)
     t.set_defaults(func=_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -133,6 +148,16 @@ def _cooccur(args) -> int:
     matrix.save(args.out)
     print(f"wrote {args.out}: {len(matrix.vocab)} words, {matrix.nnz} nonzeros from {matrix.n_words} words")
     return 0
+
+
+def _x_max(text: str) -> float | str:
+    """``--x-max``: a number > 0, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0 or auto, got {text!r}") from None
 
 
 def _train(args) -> int:
@@ -177,6 +202,7 @@ def _train(args) -> int:
         sgd_num=args.sgd_num,
         period=args.period,
         optimizer=args.optimizer,
+        xi_start=args.xi_start,
         reg=args.reg,
         workers=args.workers,
         seed=args.seed,
