@@ -43,11 +43,11 @@ def main() -> None:
     from gatelab.data.text import open_corpus
     from gatelab.embeddings.cooccurrence import count_cooccurrences, first_tokens
     from gatelab.embeddings.keyedvectors import KeyedVectors
+    from gatelab.embeddings.reproductions import HYPER, W2V_EPOCHS, wordrank_scores
     from gatelab.embeddings.word2vec import Word2Vec
     from gatelab.embeddings.wordrank import WordRank
-    from gatelab.embeddings.wordrank_reproduction import W2V, Text8Prefix, wordrank_scores
 
-    corpus = Text8Prefix() if args.corpus == "text8" else open_corpus("brown+ptb")
+    corpus = open_corpus(args.corpus)
     sentences = list(first_tokens(corpus, args.tokens) if args.tokens else corpus)
     n_words = sum(map(len, sentences))
     print(
@@ -73,20 +73,20 @@ def main() -> None:
     )
 
     t0 = time.perf_counter()
-    w2v = Word2Vec(sentences, workers=args.threads, seed=args.seed, **W2V)
+    w2v = Word2Vec(sentences, workers=args.threads, seed=args.seed, epochs=W2V_EPOCHS, **HYPER)
     t = time.perf_counter() - t0
-    rows.append(("word2vec (gatelab HogBatch)", scores(w2v.wv), f"{n_words * W2V['epochs'] / t / 1e3:.0f}k words/s", t))
+    rows.append(("word2vec (gatelab HogBatch)", scores(w2v.wv), f"{n_words * W2V_EPOCHS / t / 1e3:.0f}k words/s", t))
 
     from gensim.models import Word2Vec as GensimWord2Vec
 
     t0 = time.perf_counter()
-    g = GensimWord2Vec(sentences, sg=1, workers=args.threads, seed=args.seed, **W2V)
+    g = GensimWord2Vec(sentences, sg=1, workers=args.threads, seed=args.seed, epochs=W2V_EPOCHS, **HYPER)
     t = time.perf_counter() - t0
     rows.append(
         (
             "word2vec (gensim)",
             scores(KeyedVectors(g.wv.index_to_key, g.wv.vectors)),
-            f"{n_words * W2V['epochs'] / t / 1e3:.0f}k words/s",
+            f"{n_words * W2V_EPOCHS / t / 1e3:.0f}k words/s",
             t,
         )
     )

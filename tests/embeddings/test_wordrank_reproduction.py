@@ -5,7 +5,9 @@ import signal
 import pytest
 
 from gatelab.checkpoint import Interrupted
-from gatelab.embeddings import wordrank_reproduction as repro
+from gatelab.data.text import Text8Prefix, open_corpus
+from gatelab.embeddings import reproductions as repro
+from gatelab.errors import GatelabError
 from gatelab.reproduce import registry
 
 
@@ -14,9 +16,20 @@ def test_text8_prefix_reader_streams_fixed_length_sentences(tmp_path):
     (tmp_path / "corpora").mkdir()
     with gzip.open(tmp_path / "corpora" / "text8-prefix.txt.gz", "wt") as fh:
         fh.write(" " + " ".join(words))
-    sentences = list(repro.Text8Prefix(root=tmp_path, length=1000))
+    sentences = list(Text8Prefix(root=tmp_path, length=1000))
     assert [len(s) for s in sentences] == [1000, 1000, 500]
     assert sum(sentences, []) == words
+    assert list(open_corpus("text8", root=tmp_path)) == sentences
+
+
+def test_a_damaged_text8_prefix_is_the_library_error(tmp_path):
+    (tmp_path / "corpora").mkdir()
+    with gzip.open(tmp_path / "corpora" / "text8-prefix.txt.gz", "wt") as fh:
+        fh.write("some words " * 10_000)
+    path = tmp_path / "corpora" / "text8-prefix.txt.gz"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(GatelabError, match="intact copy"):
+        list(Text8Prefix(root=tmp_path))
 
 
 @pytest.fixture
@@ -26,7 +39,7 @@ def tiny(monkeypatch, data):
         "QUICK",
         {"curve": (30_000,), "rhos": ("rho1",), "corpora": (), "wordrank_epochs": 1, "glove": False},
     )
-    monkeypatch.setattr(repro, "W2V", {**repro.W2V, "epochs": 1})
+    monkeypatch.setattr(repro, "W2V_EPOCHS", 1)
 
 
 def test_quick_reproduction_resumes_and_skips_finished_stages(tiny, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ corpus never has to fit in memory (the gensim ``LineSentence`` shape).
 - :class:`LineCorpus`: a plain text file, one sentence a line, tokens split on whitespace.
 - :func:`ptb_corpus`: the Penn Treebank (Mikolov's version) under the data folder.
 - :class:`BrownCorpus`: the Brown corpus in its NLTK zip (``word/tag`` tokens; tags dropped).
+- :class:`Text8Prefix`: the text8 prefix under the data folder, cut into sentences of 1000 words.
 - :class:`ZipfCorpus`: a *synthetic*, seeded corpus whose word frequencies follow Zipf's law,
   for throughput measurements only; it carries no meaning.
 """
@@ -14,6 +15,7 @@ corpus never has to fit in memory (the gensim ``LineSentence`` shape).
 from __future__ import annotations
 
 import codecs
+import gzip
 import io
 import os
 import re
@@ -26,7 +28,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from gatelab.data.ptb import ptb_path
-from gatelab.data.store import RemoteFile, fetch
+from gatelab.data.store import RemoteFile, data_dir, fetch
 from gatelab.errors import GatelabError
 
 BROWN_FILE = RemoteFile(
@@ -125,6 +127,41 @@ class LineCorpus:
 def ptb_corpus(split: str = "train", root: str | os.PathLike | None = None) -> LineCorpus:
     """The Penn Treebank split (``train``, ``valid`` or ``test``) as a :class:`LineCorpus`."""
     return LineCorpus(ptb_path(split, root))
+
+
+class Text8Prefix:
+    """The text8 prefix under the data folder (one gzipped line of words) as sentences of ``length`` words.
+
+    text8 has no sentence breaks; cutting it at 1000 words is the usual reading (gensim's ``Text8Corpus``), and
+    keeps it below gensim's limit of 10,000 words a sentence, beyond which gensim silently truncates.
+    """
+
+    def __init__(self, root=None, length: int = 1000):
+        self.path = data_dir(root) / "corpora" / "text8-prefix.txt.gz"
+        if not self.path.is_file():
+            raise GatelabError(f"the text8 prefix is missing: put text8-prefix.txt.gz under {self.path.parent}")
+        self.length = length
+
+    def __iter__(self):
+        words: list[str] = []
+        rest = ""
+        try:
+            with gzip.open(self.path, "rt", encoding="utf-8", errors="replace") as fh:
+                while block := fh.read(1 << 20):
+                    parts = (rest + block).split(" ")
+                    rest = parts.pop()  # may continue in the next block
+                    words.extend(w for w in parts if w)
+                    while len(words) >= self.length:
+                        yield words[: self.length]
+                        words = words[self.length :]
+        except (OSError, EOFError, zlib.error) as exc:
+            raise GatelabError(f"cannot read {self.path} ({exc}); replace it with an intact copy") from None
+        words.extend(rest.split())
+        if words:
+            yield words
+
+    def __repr__(self) -> str:
+        return "text8 prefix"
 
 
 class BrownCorpus:
@@ -310,7 +347,7 @@ def open_corpus(spec: str, root: str | os.PathLike | None = None, lowercase: boo
     """Resolve a corpus named on the command line.
 
     ``spec`` is a path to a plain text file (one sentence a line) or a ``.zip`` in NLTK's Brown
-    packaging, or one of the names ``ptb`` (PTB train), ``brown``, ``brown+ptb``, or
+    packaging, or one of the names ``ptb`` (PTB train), ``brown``, ``brown+ptb``, ``text8`` (the prefix), or
     ``zipf:N[:V]`` for a synthetic Zipf corpus of N tokens over V words (default 200000).
     """
     name = spec.lower()
@@ -320,6 +357,8 @@ def open_corpus(spec: str, root: str | os.PathLike | None = None, lowercase: boo
         return BrownCorpus(root=root)
     if name in ("brown+ptb", "ptb+brown"):
         return ChainCorpus(BrownCorpus(root=root), ptb_corpus("train", root))
+    if name == "text8":
+        return Text8Prefix(root)
     if name.startswith("zipf:"):
         parts = name.split(":")[1:]
         try:
@@ -337,5 +376,5 @@ def open_corpus(spec: str, root: str | os.PathLike | None = None, lowercase: boo
     if path.suffix == ".zip":
         return BrownCorpus(path)
     if not path.is_file():
-        raise GatelabError(f"corpus {spec!r} is neither a file nor one of: ptb, brown, brown+ptb, zipf:N")
+        raise GatelabError(f"corpus {spec!r} is neither a file nor one of: ptb, brown, brown+ptb, text8, zipf:N")
     return LineCorpus(path, lowercase=lowercase)

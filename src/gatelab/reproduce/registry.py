@@ -23,7 +23,6 @@ PROVIDERS = (
     "gatelab.lm.reproductions",
     "gatelab.defense.reproductions",
     "gatelab.vi.reproductions",
-    "gatelab.embeddings.wordrank_reproduction",
     "gatelab.embeddings.reproductions",
     "gatelab.activity.reproductions",
 )
