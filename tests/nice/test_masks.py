@@ -125,11 +125,6 @@ def test_explain_gives_mask_and_saliency_of_one_optimisation():
     assert torch.all(saliency[mask > 0] > saliency[mask == 0].max())  # the mask is a top set of the map
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (issue 15): the amortised network's gate parameters run off to hundreds within the "
-    "first steps, the hard concrete gates freeze, and the lowres masks collapse to one image-independent layout",
-)
 def test_lowres_masks_follow_the_object_in_each_image():
     from gatelab.data import image_splits
     from gatelab.nice import ClassifierConfig, train_classifier
@@ -137,8 +132,11 @@ def test_lowres_masks_follow_the_object_in_each_image():
     config = ClassifierConfig(dataset="fashion-mnist", epochs=1, train_examples=3000, val_size=500)
     classifier, _ = train_classifier(config, quiet=True)
     x, _, xv, _ = image_splits("fashion-mnist", 500, 0, 3000)
-    nice = NICE(classifier, NICEConfig(lam=1.5, background="lowres", epochs=2, batch_size=50, lr=3e-3))
-    nice.fit(x[:1000], quiet=True)
+    # 48 steps; before the mask network normalised its features (issue 15) the gate parameters ran off to -1000
+    # and every mask was empty or one image-independent blob (measured now: 48% of pixels kept, 57% of them on the
+    # object, mean deviation from the average mask 0.37)
+    config = NICEConfig(lam=1.5, background="lowres", epochs=4, lr_drop_epoch=2, batch_size=50, lr=1e-2)
+    nice = NICE(classifier, config).fit(x[:600], quiet=True)
     x = xv[:200]
     mask = nice.mask(x)
     assert 0.02 < mask.mean().item() < 0.9

@@ -21,6 +21,7 @@ TINY = {
     "classifier_epochs": 1,
     "finetune_epochs": 1,
     "nice_epochs": 1,
+    "nice_lr": 1e-2,
     "compress_images": 30,
     "explain_images": 10,
     "compress_lams": {"mnist": (1.0, 2.0), "fashion-mnist": (1.5,)},

@@ -92,7 +92,18 @@ class MaskNetwork(nn.Module):
 
     Two strided convolutions and a dilated bottleneck let every pixel's gate see
     the whole 28x28 image; skip connections keep the mask as sharp as the pixels.
+
+    The output is ``head(instance_norm(features)) + LEVEL_SCALE * level``: the
+    head sees features normalised over each image, so its weights can only set
+    how pixels of one image differ, and one scalar sets the common level. Without
+    the normalisation the L0 penalty's uniform pull was met by every layer's
+    weights growing together under Adam: the gate parameters ran off to -1000
+    within a few dozen steps, exactly where the early layout put them, the
+    hard concrete gates froze shut or open, and the masks collapsed to one
+    image-independent blob (issue 15).
     """
+
+    LEVEL_SCALE = 10.0  # the level moves LEVEL_SCALE x lr per Adam step: as fast as the contrast, not 10x slower
 
     def __init__(self, in_channels: int = 1, width: int = 16, init_phi: float = 0.0):
         super().__init__()
@@ -101,9 +112,9 @@ class MaskNetwork(nn.Module):
         self.bottleneck = nn.Sequential(_conv(2 * width, 2 * width, stride=2), _conv(2 * width, 2 * width, dilation=2))
         self.dec2 = _conv(4 * width, 2 * width)
         self.dec1 = _conv(3 * width, width)
-        self.head = nn.Conv2d(width, 1, 1)
+        self.head = nn.Conv2d(width, 1, 1, bias=False)
         nn.init.zeros_(self.head.weight)
-        nn.init.constant_(self.head.bias, init_phi)
+        self.level = nn.Parameter(torch.tensor(init_phi / self.LEVEL_SCALE))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1 = self.enc1(x)
@@ -111,7 +122,7 @@ class MaskNetwork(nn.Module):
         b = self.bottleneck(e2)
         d2 = self.dec2(torch.cat([F.interpolate(b, size=e2.shape[-2:]), e2], 1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:]), e1], 1))
-        return self.head(d1)
+        return self.head(F.instance_norm(d1)) + self.LEVEL_SCALE * self.level
 
 
 def background(images: torch.Tensor, kind: str, factor: int) -> torch.Tensor:
