@@ -344,7 +344,10 @@ class LDAVI(MixtureVI):
         kb = None if topk is None else max(1, min(len(columns), -(-topk * len(columns) // self.n_components)))
         elog_beta_t = dirichlet_expectation(eta + T_block).T.contiguous()
         gamma, lognorm = state["gamma"], state["lognorm"]
-        gamma[:, columns] = self._gamma0[:, columns]
+        # restart within the block: the documents' random start, scaled to the mass the block holds now, so the
+        # block's topics compete again among themselves while the block keeps its share against the others
+        start = self._gamma0[:, columns]
+        gamma[:, columns] = start * (gamma[:, columns].sum(1, keepdim=True) / start.sum(1, keepdim=True))
         self._converge(data, gamma, elog_beta_t, columns, kb, lognorm, block)
         return self._stats(data, gamma, elog_beta_t, columns, kb, lognorm, block)[0]
 
