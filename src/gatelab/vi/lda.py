@@ -344,10 +344,13 @@ class LDAVI(MixtureVI):
         kb = None if topk is None else max(1, min(len(columns), -(-topk * len(columns) // self.n_components)))
         elog_beta_t = dirichlet_expectation(eta + T_block).T.contiguous()
         gamma, lognorm = state["gamma"], state["lognorm"]
-        # restart within the block: the documents' random start, scaled to the mass the block holds now, so the
-        # block's topics compete again among themselves while the block keeps its share against the others
+        # restart within the block: the documents' random start, scaled to the mass the block holds now plus the
+        # start's own (about 1 a topic, as a full restart gives every topic), so the block's topics compete again
+        # among themselves, a block shut out of a document can come back, and a block keeps its share against
+        # the fixed others (the start alone, without the block's mass, lost that share at every visit)
         start = self._gamma0[:, columns]
-        gamma[:, columns] = start * (gamma[:, columns].sum(1, keepdim=True) / start.sum(1, keepdim=True))
+        mass = start.sum(1, keepdim=True)
+        gamma[:, columns] = start * ((gamma[:, columns].sum(1, keepdim=True) + mass) / mass)
         self._converge(data, gamma, elog_beta_t, columns, kb, lognorm, block)
         return self._stats(data, gamma, elog_beta_t, columns, kb, lognorm, block)[0]
 
