@@ -75,6 +75,9 @@ def test_lda_topics_are_recovered_and_esvi_matches_batch():
     assert l1[rows, cols].max() < 0.15, l1[rows, cols]
     esvi = LDAVI(3, algorithm="esvi", n_blocks=3, max_iter=30, local_iter=5, seed=1).fit(corpus)
     assert abs(esvi.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
+    # ESVI's history has an ELBO curve: every round, the last one the fitted model's ELBO
+    assert [h["iteration"] for h in esvi.history_] == list(range(1, 31)) and all("elbo" in h for h in esvi.history_)
+    assert esvi.history_[-1]["elbo"] == pytest.approx(esvi.elbo_, rel=1e-6)
     topk = LDAVI(3, algorithm="esvi", n_blocks=3, topk=2, max_iter=30, local_iter=5, seed=1).fit(corpus)
     assert abs(topk.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
 
@@ -138,3 +141,17 @@ def test_lda_pass_restarts_gamma_so_a_shut_out_topic_comes_back():
     after = state["gamma"] / state["gamma"].sum(1, keepdim=True)
     assert (after.argmax(1) == main).all()
     assert (after - fresh).abs().max() < 0.02, (after - fresh).abs().max()
+
+
+@pytest.mark.parametrize("algorithm", ["batch", "esvi"])
+def test_with_a_validation_set_the_fit_keeps_its_best_iteration(algorithm):
+    corpus, _ = synthetic_lda(n_docs=300, n_words=60, n_topics=3, doc_length=40, alpha=0.3, seed=13)
+    train, val = corpus.subset(torch.arange(240)), corpus.subset(torch.arange(240, 300))
+    rounds = {"batch": 12, "esvi": 3}[algorithm]
+    model = LDAVI(3, algorithm=algorithm, n_blocks=3, max_iter=rounds, local_iter=3, seed=0).fit(train, val)
+    scores = [h["perplexity"] for h in model.history_]
+    best = min(range(len(scores)), key=scores.__getitem__)
+    assert model.best_iteration_ < model.n_iter_  # here the best is not the last, so keeping the last would fail
+    assert model.best_iteration_ == model.history_[best]["iteration"]
+    assert model.perplexity(val) == pytest.approx(scores[best], rel=1e-6)
+    assert model.elbo_ == model.history_[best]["elbo"]
