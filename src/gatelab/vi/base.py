@@ -91,7 +91,8 @@ class MixtureVI:
     """Base of the mixture estimators: hyperparameters, the four fitting loops, checkpoints and history."""
 
     _format = "gatelab-vi"
-    _metric = "score"  # the name of the held-out number in the history (higher or lower is better: see _better)
+    _metric = "score"  # the name of the held-out number in the history
+    _lower_is_better = False  # whether a lower held-out number is better (perplexity) or a higher one
 
     def __init__(
         self,
@@ -307,7 +308,9 @@ class MixtureVI:
         log_dir: str | None = None,
     ) -> "MixtureVI":
         """Fit to ``X`` (under torchrun: this rank's shard). ``X_val``, if given, is scored along the way into
-        ``history_`` (a validation set carved from the training data: never the test set)."""
+        ``history_`` (a validation set carved from the training data: never the test set), and the fitted
+        parameters are those of the scored iteration that did best on it (``best_iteration_``; LDA's held-out
+        perplexity drifts up late in a fit while the ELBO still rises); without it, the last iteration's."""
         self._device = resolve_device(self.device)
         data = self._prepare(X, train=True)
         n_local = self._n_items(data)
@@ -334,13 +337,27 @@ class MixtureVI:
         with Checkpointer(ckpt_path, every=checkpoint_every) as ckpt, ScalarLog(log_dir) as log:
             loop = self._fit_esvi if self.algorithm == "esvi" else self._fit_sync
             T = loop(data, T, S, state, run, config, generator, held, ckpt, log)
-        self._set_params(T)
-        self._T = T
+        best = run.pop("best", None)
         self.history_ = run["history"]
         self.n_iter_ = run["iteration"]
         self.fit_seconds_ = run["elapsed"]
-        self.elbo_ = float(self._elbo(data, T, state))
+        self.best_iteration_ = run["iteration"] if best is None else best["iteration"]
+        chosen = next((h for h in self.history_ if h["iteration"] == self.best_iteration_), {})
+        if best is not None:
+            T = best["T"].to(self._device)
+        self._set_params(T)
+        self._T = T
+        self.elbo_ = chosen["elbo"] if "elbo" in chosen else float(self._elbo(data, T, state))
         return self
+
+    def _keep_best(self, run, T) -> None:
+        """Remember ``T`` if the history's last entry is the best held-out number so far."""
+        entry = run["history"][-1]
+        if self._metric not in entry:
+            return
+        value, best = entry[self._metric], run.get("best")
+        if best is None or (value < best["value"] if self._lower_is_better else value > best["value"]):
+            run["best"] = {"iteration": entry["iteration"], "value": value, "T": T.clone()}
 
     def _elbo(self, data, T, state) -> torch.Tensor:
         """The ELBO of the whole training set (all ranks) at statistics ``T``; refreshes local parameters first
@@ -431,6 +448,7 @@ class MixtureVI:
             run["iteration"] += 1
             if run["iteration"] % self.eval_every == 0 or run["iteration"] == self.max_iter:
                 self._record(run, held, T, log, elbo)
+                self._keep_best(run, T)
             previous = self._state(T, S, state, run, config, generator, previous)
             ckpt.epoch_end(lambda p=previous: p)
         return T
@@ -505,6 +523,8 @@ class MixtureVI:
             if r > run["iteration"] or (r == 0 and not snapshots):
                 for b, _, stats in back:
                     snapshots.setdefault(r, {})[b] = (stats.clone(), run["elapsed"])
+                if r > 0 and (r % self.eval_every == 0 or r == rounds):  # for the ELBO of round r's statistics
+                    run.setdefault("locals", {})[r] = self._local_snapshot(state)
                 run["iteration"] = r
                 T_home = T.clone()
                 for b, _, stats in back:
@@ -538,13 +558,20 @@ class MixtureVI:
             final[blocks[b]] = stats
         T = distributed.all_reduce_(final)
         self.timing_ = timing  # this rank's: compute in visits, time blocked receiving, messages received
-        self._esvi_history(run, held, T, log)
+        self._esvi_history(data, run, held, T, log)
         return T
 
-    def _esvi_history(self, run, held, T, log) -> None:
+    def _local_snapshot(self, state: dict) -> dict:
+        """ESVI: a copy of the local parameters that the ELBO of a round's end needs; none by default (a model
+        whose local bound depends on the statistics alone, as the Gaussian mixture's)."""
+        return {}
+
+    def _esvi_history(self, data, run, held, T, log) -> None:
         """History of ESVI: the statistics of every block at the end of each round, gathered from the ranks
-        that held them, scored after the fit (so scoring never slows the ring)."""
-        snapshots = run.pop("snapshots")
+        that held them, scored after the fit (so scoring never slows the ring). The ELBO of round r is that of
+        its statistics with each shard's local parameters at its own round-r boundary: a consistent cut, as
+        the module docstring explains, so it is the ELBO of one variational distribution."""
+        snapshots, saved_locals = run.pop("snapshots"), run.pop("locals", {})
         for r in range(1, self.max_iter + 1):
             if r % self.eval_every and r != self.max_iter:
                 continue
@@ -558,8 +585,11 @@ class MixtureVI:
             if any(h["iteration"] == r for h in run["history"]):
                 continue
             entry = {"iteration": r, "time": float(times[0])}
+            if r in saved_locals:
+                entry["elbo"] = float(self._elbo(data, stats, saved_locals[r]))
             if held is not None:
                 entry[self._metric] = float(self._evaluate(stats, held))
             run["history"].append(entry)
             log.add(r, **{k: v for k, v in entry.items() if k != "iteration"})
+            self._keep_best(run, stats)
         run["history"].sort(key=lambda h: h["iteration"])

@@ -16,7 +16,15 @@ import torch
 from gatelab import distributed
 from gatelab.checkpoint import checkpoint_beside
 from gatelab.files import atomic_dir, write_json, write_text
-from gatelab.options import add_training, fraction, output_folder, positive_float, positive_int, probability
+from gatelab.options import (
+    add_training,
+    fraction,
+    nonnegative_float,
+    output_folder,
+    positive_float,
+    positive_int,
+    probability,
+)
 from gatelab.vi.base import ALGORITHMS
 
 
@@ -41,7 +49,10 @@ def _common(p: argparse.ArgumentParser, iterations: int, val_default: float) -> 
         help="passes over the data (batch/bsp iterations, SVI epochs, ESVI rounds) (default: %(default)s)",
     )
     p.add_argument(
-        "--local-iter", type=positive_int, default=None, help="local updates per pass (default: 10 LDA, 1 GMM)"
+        "--local-iter",
+        type=positive_int,
+        default=None,
+        help="local updates per pass; LDA: the most, stopping earlier at --local-tol (default: 50 LDA, 1 GMM)",
     )
     p.add_argument("--batch-size", type=positive_int, default=256, help="SVI minibatch size (default: %(default)s)")
     p.add_argument("--tau", type=positive_float, default=10.0, help="SVI delay τ in (τ+t)^-κ (default: %(default)s)")
@@ -95,6 +106,13 @@ def register(subparsers) -> None:
     lda.add_argument("--vocab", default=None, help="vocabulary file (default: vocab.NAME.txt beside DOCWORD)")
     lda.add_argument("--topics", type=positive_int, default=50, help="number of topics K (default: %(default)s)")
     lda.add_argument("--top-words", type=positive_int, default=10, help="words shown per topic (default: %(default)s)")
+    lda.add_argument(
+        "--local-tol",
+        type=nonnegative_float,
+        default=1e-3,
+        help="a document's γ has converged when its mean change is below this (0: always --local-iter steps) "
+        "(default: %(default)s)",
+    )
     _common(lda, iterations=20, val_default=0.05)
     lda.set_defaults(func=_run_lda)
     gmm = sub.add_parser("gmm", help="fit a Gaussian mixture to a numeric CSV file", description=_run_gmm.__doc__)
@@ -163,7 +181,7 @@ def _run_lda(args) -> int:
     distributed.init(args.dist_timeout, args.device)
     try:
         splits = corpus_splits(docword, args.holdout, args.val_size, args.seed)
-        model = LDAVI(args.topics, **_model_options(args))
+        model = LDAVI(args.topics, local_tol=args.local_tol, **_model_options(args))
         _fit(model, splits, args)
         perplexity = model.perplexity(splits.test)
         if distributed.is_main():

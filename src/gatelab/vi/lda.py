@@ -8,6 +8,8 @@ count), so every update is a handful of gathers, ``logsumexp`` and
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from gatelab import distributed
@@ -17,6 +19,9 @@ from gatelab.errors import GatelabError
 from gatelab.vi.base import MixtureVI, _typed, dirichlet_expectation
 
 FIRST_PASS_ITER = 20  # local steps of the first pass under the random λ⁰ (at least; more if local_iter is larger)
+SCORE_ITER = 100  # at most this many local steps when fitting γ of new documents (scoring, transform)
+_TINY = 1e-30  # floor of the normaliser z_dw (all of a document's topics far from a word)
+CONVERGENCE_CHECK = 4  # local steps between convergence checks (each check is one host read)
 
 
 def completion_split(corpus: BagOfWords, seed: int = 0) -> tuple[BagOfWords, BagOfWords]:
@@ -51,6 +56,9 @@ class LDAVI(MixtureVI):
     ``topk`` (a count or a fraction of ``n_topics``) keeps only each document's
     top topics in its local updates (ESVI-TOPK). ``doc_topic_prior`` (α) and
     ``topic_word_prior`` (η) default to 1 / n_topics, as in scikit-learn and gensim.
+    Each pass restarts every document's γ and runs it until its mean change is
+    below ``local_tol``, at most ``local_iter`` steps (gensim: ``gamma_threshold``
+    0.001, ``iterations`` 50; scikit-learn: ``mean_change_tol``, ``max_doc_update_iter``).
 
     Fitted attributes: ``components_`` (λ, topics × words), ``topic_word_`` (the
     mean of q(β)), ``elbo_``, ``history_`` (time, ELBO, held-out perplexity),
@@ -59,6 +67,7 @@ class LDAVI(MixtureVI):
 
     _format = "gatelab-vi-lda"
     _metric = "perplexity"
+    _lower_is_better = True
 
     def __init__(
         self,
@@ -66,12 +75,14 @@ class LDAVI(MixtureVI):
         *,
         doc_topic_prior: float | None = None,
         topic_word_prior: float | None = None,
+        local_tol: float = 1e-3,
         **kw,
     ):
+        kw.setdefault("local_iter", 50)
         super().__init__(n_topics, **kw)
-        self.doc_topic_prior, self.topic_word_prior = doc_topic_prior, topic_word_prior
+        self.doc_topic_prior, self.topic_word_prior, self.local_tol = doc_topic_prior, topic_word_prior, local_tol
 
-    _MODEL_PARAMS = ("doc_topic_prior", "topic_word_prior")
+    _MODEL_PARAMS = ("doc_topic_prior", "topic_word_prior", "local_tol")
 
     def get_params(self) -> dict:
         params = super().get_params()
@@ -98,7 +109,10 @@ class LDAVI(MixtureVI):
 
     def _model_config(self) -> dict:
         alpha, eta = self._priors()
-        return {"doc_topic_prior": alpha, "topic_word_prior": eta, "n_words": self._n_words}
+        tol = self.local_tol
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf"):
+            raise GatelabError(f"local_tol must be a finite number >= 0 (0: always local_iter steps), got {tol!r}")
+        return {"doc_topic_prior": alpha, "topic_word_prior": eta, "local_tol": tol, "n_words": self._n_words}
 
     # ------------------------------------------------------------------ data
     def _prepare(self, X, train: bool = False) -> BagOfWords:
@@ -145,116 +159,221 @@ class LDAVI(MixtureVI):
         if self.algorithm == "svi":  # Hoffman et al.'s start: a random λ, no local parameters kept
             state["generator"] = local_gen.get_state()
             return lam0 - eta, torch.zeros_like(lam0), state
+        # the restart point of every pass (batch, BSP, ESVI): each document's seeded random γ
+        self._gamma0 = self._start_gamma(data.n_docs)
         # every shard's first statistics come from a local pass under the random λ⁰, so that T = Σ_p S_p
         # holds from the start and every topic begins shaped by the data (none starts ahead of the others).
-        # The pass runs γ close to its fixed point under λ⁰ (as the first E-step of Hoffman et al.'s online VB
-        # and gensim's does): a single step leaves φ almost uniform over the topics, and the topics then start
-        # nearly identical, which costs batch VI, BSP and ESVI tens of iterations on KOS
-        gamma = state["gamma"] = self._start_gamma(data.n_docs)
+        # The pass runs γ to its fixed point under λ⁰ (as the first E-step of Hoffman et al.'s online VB
+        # and gensim's does), at least FIRST_PASS_ITER steps: a single step leaves φ almost uniform over the
+        # topics, and the topics then start nearly identical
+        gamma = state["gamma"] = self._gamma0.clone()
         everything = torch.arange(self.n_components, device=self._device)
         elog_beta0 = dirichlet_expectation(lam0).T.contiguous()
-        S = self._local_steps(data, gamma, elog_beta0, everything, max(self.local_iter, FIRST_PASS_ITER), None)
+        self._converge(data, gamma, elog_beta0, everything, None, max_iter=max(self.local_iter, FIRST_PASS_ITER))
+        S, _ = self._stats(data, gamma, elog_beta0, everything, None)
         T = distributed.all_reduce_(S.clone())
-        if self.algorithm == "esvi":
-            logits = self._logits(data, gamma, self._elog_beta_t(T), None)
-            state["lognorm"] = torch.stack([torch.logsumexp(logits[:, b], 1) for b in self._blocks], 1)
-            state["visited"] = torch.zeros(len(self._blocks), dtype=torch.bool)
+        if self.algorithm == "esvi":  # the per-block normalisers log z_{d,w,b} of equation (2), under T⁰
+            elog_beta_t = self._elog_beta_t(T)
+            state["lognorm"] = torch.stack(
+                [self._log_z(data, gamma[:, b], elog_beta_t[:, b])[0] for b in self._blocks], 1
+            )
         state["generator"] = local_gen.get_state()
         return T, S, state
 
-    def _logits(self, data, gamma, elog_beta_t, topics):
-        """ℓ_dwk = E[log θ_dk] + E[log β_kw] for every nonzero (d, w): (nnz × K), or over ``topics`` (D × k)."""
-        elog_theta = dirichlet_expectation(gamma)
-        if topics is None:
-            return elog_theta[data.doc] + elog_beta_t[data.word]
-        t = topics[data.doc]
-        return elog_theta.gather(1, topics)[data.doc] + elog_beta_t[data.word[:, None], t]
+    def _by_word(self, data: BagOfWords) -> tuple[torch.Tensor, torch.Tensor]:
+        """The entries of ``data`` in word order and the row pointers of that order: the word × document CSR
+        layout, for the statistics Σ_d n_dw φ_dwk as one sparse product (kept for the training shard)."""
+        cached = getattr(self, "_by_word_cache", None)
+        if cached is not None and cached[0] is data:
+            return cached[1], cached[2]
+        order = torch.argsort(data.word * data.n_docs + data.doc)
+        rows = _row_pointers(data.word[order], data.n_words)
+        self._by_word_cache = (data, order, rows)
+        return order, rows
 
-    def _local_steps(self, data, gamma, elog_beta_t, columns, iters, topk, lognorm=None, block=None):
-        """``iters`` rounds of φ ∝ exp(ℓ), γ = α + Σ_w n_dw φ_dw over the topics ``columns`` of ``gamma``.
+    def _exp_parts(self, psi, elog_beta_t, topics=None):
+        """a_dk = exp(ψ(γ_dk) − max_k), b_kw = exp(E[log β_kw] − max_k) (as W × k) and the two maxima; with
+        ``topics``, a is zero outside each document's top topics."""
+        top = psi.max(1, keepdim=True).values
+        a = torch.exp(psi - top)
+        if topics is not None:
+            a = torch.zeros_like(a).scatter_(1, topics, a.gather(1, topics))
+        top_beta = elog_beta_t.max(1, keepdim=True).values
+        return a, torch.exp(elog_beta_t - top_beta), top[:, 0], top_beta[:, 0]
 
+    def _converge(self, data, gamma, elog_beta_t, columns, topk, lognorm=None, block=None, max_iter=None) -> None:
+        """Run φ ∝ exp(ℓ), γ = α + Σ_w n_dw φ_dw over the topics ``columns`` of ``gamma`` (in place) from its
+        present value until each document's mean |Δγ_d| is below ``local_tol`` (gensim's ``gamma_threshold``,
+        scikit-learn's ``mean_change_tol``), or ``max_iter`` (default ``local_iter``) rounds.
+
+        As gensim does, φ is never formed: with a_dk = exp ψ(γ_dk) and b_kw = exp E[log β_kw], one round is
+        z_dw = Σ_k a_dk b_kw and γ_dk = α + a_dk Σ_w b_kw n_dw / z_dw: a sampled dense product and a sparse
+        × dense product over the document × word matrix, no exp or log per entry (each word's b and each
+        document's a are scaled to a largest value of 1, which cancels in φ and keeps float32 from
+        underflowing; the −ψ(Σ_k γ_dk) of E[log θ] cancels too). Documents stop once converged: every
+        CONVERGENCE_CHECK rounds the finished ones are written back and the rest (documents and entries)
+        compacted, so the work shrinks as documents converge; that check is the only host read.
         With ``topk``, the first round uses all of ``columns`` and the rest each document's top ``topk`` of
-        them (by γ). With ``lognorm`` (ESVI), φ is normalised by all blocks' normalisers (equation (2) of
-        ``gatelab.vi.base``) and this block's column of ``lognorm`` is refreshed. Returns the statistics
-        ``Σ_d n_dw φ_dwk`` as (len(columns) × W).
+        them (by γ after the first round; the others fall to α), gathered per entry. With ``lognorm`` (ESVI),
+        z_dw also adds the other blocks' normalisers (fixed while this block is visited): equation (2) of
+        ``gatelab.vi.base``.
         """
         alpha, _ = self._priors()
-        k = len(columns)
-        topics = None
-        for it in range(iters):
-            full = dirichlet_expectation(gamma)
-            elog_theta = full[:, columns]
-            if topk is not None and it > 0 and topics is None:
-                topics = gamma[:, columns].topk(topk, 1).indices
+        tol = self.local_tol
+        max_iter = self.local_iter if max_iter is None else max_iter
+        ids = torch.arange(data.n_docs, device=gamma.device)  # the documents still iterating
+        doc, word, count = data.doc, data.word, data.count
+        rows = _row_pointers(doc, data.n_docs)
+        g = gamma[:, columns]
+        top_beta = elog_beta_t.max(1).values
+        b = torch.exp(elog_beta_t - top_beta[:, None])
+        rest = None  # the other blocks' log-normalisers, in the scale of this block's b
+        if lognorm is not None and lognorm.shape[1] > 1:
+            others = [c for c in range(lognorm.shape[1]) if c != block]
+            rest = torch.logsumexp(lognorm[:, others], 1) - top_beta[word]
+        topics = entry_b = None
+        for it in range(max_iter):
+            psi = torch.digamma(g)
+            top = psi.max(1, keepdim=True).values
+            a = torch.exp(psi - top)
             if topics is None:
-                logits = elog_theta[data.doc] + elog_beta_t[data.word]
+                z = _sampled_product(rows, word, a, b, data.n_words)
             else:
-                logits = elog_theta.gather(1, topics)[data.doc] + elog_beta_t[data.word[:, None], topics[data.doc]]
-            lse = torch.logsumexp(logits, 1)
-            if lognorm is not None:
-                lognorm[:, block] = lse
-                lse = torch.logsumexp(lognorm, 1)
-            phi = torch.exp(logits - lse[:, None]) * data.count[:, None]
+                a = a.gather(1, topics)
+                z = (a[doc] * entry_b).sum(1)
+            if rest is not None:
+                z = z + torch.exp(rest - top[doc, 0])
+            ratio = count / z.clamp_min(_TINY)
             if topics is None:
-                sub = torch.zeros(data.n_docs, k, dtype=gamma.dtype, device=gamma.device).index_add_(0, data.doc, phi)
+                new = alpha + (_csr(rows, word, ratio, (len(ids), data.n_words)) @ b) * a
             else:
-                flat = (data.doc[:, None] * k + topics[data.doc]).reshape(-1)
-                sub = torch.zeros(data.n_docs * k, dtype=gamma.dtype, device=gamma.device)
-                sub = sub.index_add_(0, flat, phi.reshape(-1)).reshape(data.n_docs, k)
-            gamma[:, columns] = alpha + sub
-        flat_cols = torch.arange(k, device=gamma.device)[None, :] if topics is None else topics[data.doc]
-        flat = (data.word[:, None] * k + flat_cols).reshape(-1)
-        stats = torch.zeros(data.n_words * k, dtype=gamma.dtype, device=gamma.device)
-        return stats.index_add_(0, flat, phi.reshape(-1)).reshape(data.n_words, k).T
+                sums = torch.zeros_like(a).index_add_(0, doc, entry_b * ratio[:, None]) * a
+                new = torch.full_like(g, alpha).scatter_(1, topics, alpha + sums)
+            done = (new - g).abs().mean(1) < tol
+            g = new
+            if topk is not None and topics is None:
+                topics = g.topk(topk, 1).indices
+                entry_b = b[word[:, None], topics[doc]]
+            if (it + 1) % CONVERGENCE_CHECK or it + 1 == max_iter:
+                continue
+            n_done = int(done.sum())
+            if n_done == 0:
+                continue
+            gamma[ids[done][:, None], columns] = g[done]
+            if n_done == len(ids):
+                return
+            keep = ~done
+            position = torch.cumsum(keep, 0) - 1
+            entries = keep[doc]
+            ids, g, doc = ids[keep], g[keep], position[doc[entries]]
+            word, count = word[entries], count[entries]
+            rows = _row_pointers(doc, len(ids))
+            rest = None if rest is None else rest[entries]
+            topics = None if topics is None else topics[keep]
+            entry_b = None if entry_b is None else entry_b[entries]
+        gamma[ids[:, None], columns] = g
+
+    def _log_z(self, data, g, elog_beta_t, topics=None):
+        """log Σ_k exp(ψ(γ_dk) + E[log β_kw]) over the k columns of ``g`` (or each document's ``topics``) for
+        every entry, with the parts it came from: ``(log z, z, a, b)`` (see ``_converge``)."""
+        a, b, top, top_beta = self._exp_parts(torch.digamma(g), elog_beta_t, topics)
+        z = _sampled_product(_row_pointers(data.doc, data.n_docs), data.word, a, b, data.n_words).clamp_min(_TINY)
+        return torch.log(z) + top[data.doc] + top_beta[data.word], z, a, b
+
+    def _stats(self, data, gamma, elog_beta_t, columns, topk, lognorm=None, block=None):
+        """φ under ``gamma`` for the topics ``columns`` (each document's top ``topk`` of them, if given), and from
+        it the statistics ``Σ_d n_dw φ_dwk`` (len(columns) × W), as b_kw Σ_d a_dk v_dw with v = n φ / (a b) a
+        sparse word × document matrix; with ``lognorm`` (ESVI), φ is normalised over all blocks
+        (equation (2)) and this block's column of ``lognorm`` is set."""
+        g = gamma[:, columns]
+        topics = None if topk is None else g.topk(topk, 1).indices
+        lse, z, a, b = self._log_z(data, g, elog_beta_t, topics)
+        scale = data.count / z
+        if lognorm is not None:
+            lognorm[:, block] = lse
+            scale = scale * torch.exp(lse - torch.logsumexp(lognorm, 1))
+        order, rows = self._by_word(data)
+        by_word = _csr(rows, data.doc[order], scale[order], (data.n_words, data.n_docs))
+        return ((by_word @ a) * b).T, lse
 
     def _elog_beta_t(self, T):
         _, eta = self._priors()
         return dirichlet_expectation(eta + T).T.contiguous()
 
     def _estep(self, data, T, state, rows=None):
+        """Restart and converge: every document's γ starts again from its seeded random start and is run to
+        convergence under ``T`` (as gensim and scikit-learn do each pass). Warm-starting from the last pass
+        instead lets a topic that fell to γ_dk ≈ α early stay shut out of the document for good (ψ(α) is
+        very negative for a small α), which held batch VI 5% above gensim's perplexity on KOS.
+
+        For the whole shard (batch, BSP), each document keeps the better of the restarted and the previous
+        γ by its own term of the ELBO under ``T``, so the ELBO still never decreases across iterations."""
         everything = torch.arange(self.n_components, device=self._device)
-        if rows is None:
-            gamma = state.get("gamma")
-            if gamma is None:  # SVI's final pass: fresh local parameters for every document
-                gamma = state["gamma"] = self._start_gamma(data.n_docs)
-            return self._local_steps(data, gamma, self._elog_beta_t(T), everything, self.local_iter, self._topk_count())
-        batch = data.subset(rows.to(data.doc.device))
-        gen = torch.Generator()
-        gen.set_state(state["generator"])
-        gamma = self._random_gamma(batch.n_docs, gen)
-        state["generator"] = gen.get_state()
-        return self._local_steps(batch, gamma, self._elog_beta_t(T), everything, self.local_iter, self._topk_count())
+        elog_beta_t = self._elog_beta_t(T)
+        topk = self._topk_count()
+        if rows is not None:  # SVI: a minibatch, from a fresh random start
+            batch = data.subset(rows.to(data.doc.device))
+            gen = torch.Generator()
+            gen.set_state(state["generator"])
+            gamma = self._random_gamma(batch.n_docs, gen)
+            state["generator"] = gen.get_state()
+            self._converge(batch, gamma, elog_beta_t, everything, topk)
+            return self._stats(batch, gamma, elog_beta_t, everything, topk)[0]
+        previous = state.get("gamma")
+        gamma = self._start_gamma(data.n_docs) if previous is None else self._gamma0.clone()
+        self._converge(data, gamma, elog_beta_t, everything, topk)
+        if previous is not None:
+            worse = self._doc_bound(data, gamma, elog_beta_t) < self._doc_bound(data, previous, elog_beta_t)
+            gamma[worse] = previous[worse]
+        state["gamma"] = gamma
+        return self._stats(data, gamma, elog_beta_t, everything, topk)[0]
 
     def _ensure_local(self, data, T, state) -> None:
         if "gamma" not in state:
             self._estep(data, T, state)
 
+    def _local_snapshot(self, state: dict) -> dict:
+        return {"gamma": state["gamma"].clone()}
+
     def _visit(self, data, T_block, block, state):
+        """ESVI: restart this block's columns of γ from the documents' random start and converge them, the other
+        blocks held fixed through their normalisers; the shard's new statistics for the block."""
         _, eta = self._priors()
         columns = self._blocks[block]
         topk = self._topk_count()
         kb = None if topk is None else max(1, min(len(columns), -(-topk * len(columns) // self.n_components)))
-        if kb is not None and not state["visited"][block]:
-            kb_first = None  # a block's first visit considers all its topics, later visits each document's top kb
-        else:
-            kb_first = kb
-        state["visited"][block] = True
         elog_beta_t = dirichlet_expectation(eta + T_block).T.contiguous()
-        iters = self.local_iter
-        return self._local_steps(
-            data, state["gamma"], elog_beta_t, columns, iters, kb_first, lognorm=state["lognorm"], block=block
-        )
+        gamma, lognorm = state["gamma"], state["lognorm"]
+        # restart within the block: the documents' random start, scaled to the mass the block holds now plus the
+        # start's own (about 1 a topic, as a full restart gives every topic), so the block's topics compete again
+        # among themselves, a block shut out of a document can come back, and a block keeps its share against
+        # the fixed others (the start alone, without the block's mass, lost that share at every visit)
+        start = self._gamma0[:, columns]
+        mass = start.sum(1, keepdim=True)
+        gamma[:, columns] = start * ((gamma[:, columns].sum(1, keepdim=True) + mass) / mass)
+        self._converge(data, gamma, elog_beta_t, columns, kb, lognorm, block)
+        return self._stats(data, gamma, elog_beta_t, columns, kb, lognorm, block)[0]
 
     # ------------------------------------------------------------------ bound and parameters
+    def _doc_bound(self, data, gamma, elog_beta_t) -> torch.Tensor:
+        """Each document's term of the ELBO (φ at its optimum given γ), without the terms constant in γ:
+        Σ_w n_dw log Σ_k exp(E[log θ_dk] + E[log β_kw]) + Σ_k ((α − γ_dk) E[log θ_dk] + log Γ(γ_dk))
+        − log Γ(Σ_k γ_dk)."""
+        alpha, _ = self._priors()
+        lse = self._log_z(data, gamma, elog_beta_t)[0]
+        words = torch.zeros(data.n_docs, dtype=gamma.dtype, device=gamma.device).index_add_(
+            0, data.doc, data.count * lse
+        )
+        total = gamma.sum(1)
+        elog_theta = torch.digamma(gamma) - torch.digamma(total)[:, None]
+        words = words - torch.digamma(total) * (total - alpha * gamma.shape[1])  # Σ_w n_dw = Σ_k γ_dk − Kα
+        return words + ((alpha - gamma) * elog_theta + torch.lgamma(gamma)).sum(1) - torch.lgamma(total)
+
     def _local_bound(self, data, T, state):
         alpha, _ = self._priors()
-        gamma = state["gamma"]
-        elog_theta = dirichlet_expectation(gamma)
-        lse = torch.logsumexp(elog_theta[data.doc] + self._elog_beta_t(T)[data.word], 1)
         k = self.n_components
-        doc_part = ((alpha - gamma) * elog_theta + torch.lgamma(gamma)).sum() - data.n_docs * k * _lgamma(alpha)
-        doc_part = doc_part + data.n_docs * _lgamma(k * alpha) - torch.lgamma(gamma.sum(1)).sum()
-        return (data.count * lse).sum().double() + doc_part.double()
+        docs = self._doc_bound(data, state["gamma"], self._elog_beta_t(T)).double().sum()
+        return docs + data.n_docs * (_lgamma(k * alpha) - k * _lgamma(alpha))
 
     def _global_bound(self, T):
         _, eta = self._priors()
@@ -270,11 +389,12 @@ class LDAVI(MixtureVI):
         self.topic_word_ = self.components_ / self.components_.sum(1, keepdim=True)
 
     def _doc_topics(self, corpus: BagOfWords, T) -> torch.Tensor:
-        """γ of each document of ``corpus`` under fixed topics (statistics ``T``), from a seeded start."""
+        """γ of each document of ``corpus`` under fixed topics (statistics ``T``), from a seeded start, run to
+        convergence (at most max(local_iter, SCORE_ITER) steps)."""
         gen = torch.Generator().manual_seed(self.seed + 7)
         gamma = self._random_gamma(corpus.n_docs, gen)
         everything = torch.arange(self.n_components, device=self._device)
-        self._local_steps(corpus, gamma, self._elog_beta_t(T), everything, max(self.local_iter, 20), None)
+        self._converge(corpus, gamma, self._elog_beta_t(T), everything, None, max_iter=max(self.local_iter, SCORE_ITER))
         return gamma
 
     def _evaluate(self, T, held) -> float:
@@ -339,6 +459,25 @@ class LDAVI(MixtureVI):
         self._check_fitted()
         ids = self.topic_word_.topk(min(n, self.topic_word_.shape[1]), 1).indices.tolist()
         return [[vocab[i] for i in row] if vocab is not None else row for row in ids]
+
+
+def _row_pointers(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """CSR row pointers of sorted row indices."""
+    pointers = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
+    pointers[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    return pointers
+
+
+def _csr(pointers, columns, values, shape) -> torch.Tensor:
+    with warnings.catch_warnings():  # torch says once that sparse CSR is "beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(pointers, columns, values, shape, check_invariants=False)
+
+
+def _sampled_product(pointers, columns, a, b, n_cols) -> torch.Tensor:
+    """Σ_k a_dk b_wk at the nonzeros (d, w) of the CSR pattern: the sampled dense product (SDDMM)."""
+    pattern = _csr(pointers, columns, torch.ones_like(columns, dtype=a.dtype), (a.shape[0], n_cols))
+    return torch.sparse.sampled_addmm(pattern, a, b.T, beta=0.0).values()
 
 
 def _lgamma(x: float) -> torch.Tensor:
