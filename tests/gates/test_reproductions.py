@@ -40,7 +40,10 @@ def test_quick_reproduction_reports_reference_not_paper(tmp_path, tiny, name, re
     for method in ("arm", "hard_concrete"):
         history = results["results"][f"{model_name}-{method}"]["history"]
         assert history["epoch"] == [1] and len(history["val_error"]) == 1 and history["test_error"] is not None
-        assert results["settings"][f"{model_name}-{method} config"]["val_size"] == 64
+        config = results["settings"][f"{model_name}-{method} config"]
+        assert config["val_size"] == 64
+        faster = reproductions.QUICK_HARD_CONCRETE[model_name] if method == "hard_concrete" else {}
+        assert all(config[name] == value for name, value in faster.items())  # hard concrete's own gate speed
         assert (folder / f"{model_name}-{method}.safetensors").is_file()  # `gatelab gates summary` reads it
         assert (folder / "checkpoints" / f"{model_name}-{method}.pt").is_file()
     assert (folder / "training.png").stat().st_size > 1000

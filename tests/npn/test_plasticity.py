@@ -9,9 +9,10 @@ from torch import nn
 
 from gatelab.data.synthetic import two_moons
 from gatelab.errors import GatelabError
-from gatelab.gates import gates, mlp, train_step
+from gatelab.gates import gates, lenet5_caffe, mlp, train_step
 from gatelab.npn import K_HARD, SYMMETRIC_LOGITS, KSchedule, active_units, make_plastic, set_k, train_plastic
 from gatelab.npn.plasticity import _grow
+from gatelab.npn.train import AUTHORS_STARTS
 
 
 def test_k_zero_is_dropout_with_rate_one_half():
@@ -156,3 +157,21 @@ def test_growth_wakes_one_unit_a_layer_and_stops_in_a_layer_that_let_one_go():
         second.phi.copy_(torch.where(second.phi.abs() < 0.1, 1.0, second.phi))
     _grow(model, size)
     assert size == {"fc2": 4, "fc3": 4} and int((second.phi.abs() < 0.1).sum()) == 1
+
+
+def test_authors_expansion_start_wires_fc1_to_the_awake_conv2_channels():
+    """LeNet-5's 3-3-3 start at k = 1: every active fc1 input must read a channel that conv2 keeps awake.
+
+    The cause of the expansion that never learned: active units chosen at random per layer, so most of
+    fc1's 48 active inputs read hibernating conv2 channels (constant, whatever the image) and fc2's few
+    active inputs could all be dead. With test-time gates, each active fc1 input must vary with the image.
+    """
+    torch.manual_seed(0)
+    model = make_plastic(lenet5_caffe(), **AUTHORS_STARTS["expand"])
+    assert [int(m.sum()) for m in active_units(model).values()] == [3, 3, 48, 3]
+    seen = {}
+    model.fc1.register_forward_pre_hook(lambda module, args: seen.update(fc1=args[0].detach()))
+    model.eval()(torch.rand(32, 1, 28, 28))
+    fc1_active = active_units(model)["fc1"]
+    varies = seen["fc1"].std(0) > 1e-6  # fc1's inputs before its gates: conv2's pooled outputs
+    assert int(varies.sum()) == 48 and bool((varies == fc1_active).all())

@@ -77,6 +77,7 @@ def test_quick_mnist_plumbing(tmp_path, monkeypatch):
         assert row["paper"] is None and 0 <= row["ours"] <= 100
     expand = results["results"]["mnist-lenet5-expand"]
     assert expand["log"]["stage"] == ["plastic", "hardening"] and expand["config"]["k"] == 1.0
+    assert expand["config"]["expand_fill"] == reproductions.MNIST_QUICK["expand"]["expand_fill"] > 0
     assert expand["log"]["active"]["conv1"][0] in (3, 4) and expand["log"]["active"]["fc1"][0] in (48, 49)
     assert results["results"]["mnist-lenet5-dense"]["log"]["total"] == {}
     assert "100 training images held out" in results["settings"]["validation"]
