@@ -33,8 +33,9 @@ NO_PAPER_NUMBERS = (
     "same accuracy as storing all topics."
 )
 
-KOS = {"topics": 50, "passes": 20, "local_iter": 10, "workers": 2}
-KOS_QUICK = {"topics": 20, "passes": 4, "local_iter": 3, "workers": 2}
+# local_iter caps the per-document steps, which stop earlier at LDAVI's local_tol (gensim's gamma_threshold)
+KOS = {"topics": 50, "passes": 20, "local_iter": 50, "workers": 2}
+KOS_QUICK = {"topics": 20, "passes": 4, "local_iter": 20, "workers": 2}
 SCALING = {"n_docs": 20000, "n_words": 5000, "n_topics": 50, "doc_length": 200, "rounds": 10}
 SCALING_QUICK = {"n_docs": 3000, "n_words": 2000, "n_topics": 20, "doc_length": 100, "rounds": 4}
 GMM = {"n": 1_000_000, "components": 100, "dim": 20, "iterations": 30, "workers": 2}
