@@ -16,7 +16,7 @@ from gatelab.defense import DefenseVAE, ProjectionPurifier, SubstituteConfig
 from gatelab.reproduce import run
 
 TINY = {
-    "model": "D",
+    "models": ("D",),
     "classifier_examples": 60,
     "classifier_epochs": 1,
     "val_size": 30,
@@ -135,3 +135,39 @@ def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, mon
     assert events.count("test") == 1
     assert not work.exists() and (folder / "report.md").is_file()
     assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == STAGES + ["wall"]
+
+
+def test_a_run_of_several_models_trains_them_all_before_reading_the_test_split_once(tmp_path, monkeypatch, events):
+    """The full run's wiring (models A-D) on two cheap models: every model's stages, checkpoints and files carry its
+    name, its results sit under results["models"], its rows and targets say which model they are about."""
+    monkeypatch.setattr(reproductions, "QUICK", {**TINY, "models": ("D", "E"), "bpda_images": 0})
+    folder = run("defense-vae-mnist", quick=True, out=tmp_path, echo=None, quiet=True)
+    assert events.count("test") == 1
+    assert events.index("test") > max(i for i, e in enumerate(events) if isinstance(e, tuple))
+    assert [e[0] for e in events if isinstance(e, tuple)] == 2 * [
+        "train_classifier",
+        "fit",
+        "train_classifier",
+        "fine_tune",
+        "adversarial_training",
+    ]
+    assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == sorted(
+        [f"{s}-{m}" for s in STAGES for m in "DE"] + ["wall"]
+    )
+    assert {p.name for p in folder.glob("classifier*.safetensors")} == {
+        "classifier-D.safetensors",
+        "classifier-E.safetensors",
+    }
+    results = json.loads((folder / "results.json").read_text())
+    assert results["settings"]["classifier-E"]["model"] == "E" and results["settings"]["models"] == "D, E"
+    per_model = results["results"]["models"]
+    assert set(per_model) == {"D", "E"} and "accuracy" not in results["results"]
+    for m in "DE":
+        assert set(per_model[m]["accuracy"]["cw"]) == COLUMNS | {"projection"}
+        assert len(per_model[m]["training"]["classifier"]) == 1  # its one epoch
+        whats = [r["what"] for r in results["table"] if r["what"].startswith(f"model {m}, ")]
+        assert len(whats) == 5 * 6 + 5 + 2  # 5 defences x 6 rows, the projection's 5 (no BPDA), 2 timings
+    report = (folder / "report.md").read_text()
+    assert "model D, Target (mode 1" in report and "model E, Target (mode 1" in report
+    assert report.count("Paper column empty") == 1
+    assert (folder / "accuracy-D.png").is_file() and (folder / "accuracy-E.png").is_file()

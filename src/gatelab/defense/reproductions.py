@@ -1,13 +1,14 @@
 """Defense-VAE's headline experiment on MNIST and Fashion-MNIST: accuracy under attack with and without purification.
 
-Stages (each a report stage, so ``gatelab reproduce defense-vae-mnist --resume RUN_DIR`` skips finished ones): the
-classifier (model A, its epoch chosen on a seeded validation split), the (adversarial, clean) training pairs (written
-shard by shard, so an interrupted generation continues), the Defense-VAE (mode 1), the classifier retrained on
-reconstructions (mode 2), the end-to-end fine-tuning (mode 3) and the PGD adversarially trained peer. The test split
-is read once, at the end: its last 150 images train the black-box attacker's substitute (model E), the first ones are
-evaluated: every defence under the paper's white-box attacks at ε = 0.3 (crafted on its own classifier, oblivious to
-the purifier), FGSM transferred from the substitute, the adaptive PGD through the whole defended model, the
-Defense-GAN-style projection baseline, and the purification time of both purifiers.
+Stages, per classifier defended (models A-D in the full run, D in the quick one; each a report stage, so ``gatelab
+reproduce defense-vae-mnist --resume RUN_DIR`` skips finished ones): the classifier (its epoch chosen on a seeded
+validation split), the (adversarial, clean) training pairs (written shard by shard, so an interrupted generation
+continues), the Defense-VAE (mode 1), the classifier retrained on reconstructions (mode 2), the end-to-end fine-tuning
+(mode 3) and the PGD adversarially trained peer. The test split is read once, after every model's stages: per model,
+its last 150 images train the black-box attacker's substitute (model E), the first ones are evaluated: every defence
+under the paper's white-box attacks at ε = 0.3 (crafted on its own classifier, oblivious to the purifier), FGSM
+transferred from the substitute, the adaptive PGD through the whole defended model, the Defense-GAN-style projection
+baseline, and the purification time of both purifiers.
 """
 
 from __future__ import annotations
@@ -44,17 +45,18 @@ NAMES = {
     "projection": "projection baseline",
 }
 
-# model: the classifier defended (quick: the MLP D, as CW and PGD through model A cost seconds per image on a CPU);
+# models: the classifiers defended, each with its own pairs, purifiers and peer (quick: the MLP D, as CW and PGD
+# through model A cost seconds per image on a CPU);
 # classifier_examples / classifier_epochs: its training (None: all images left after the validation split);
 # pair_images: training images attacked by FGSM and RAND+FGSM at every eps (None: all 60,000), cw_images: by CW;
 # vae_epochs / vae_batch: the Defense-VAE (the paper: 5 epochs of batch 16); end_to_end_pairs / _epochs: mode 3's
 # fine-tuning on a seeded subset of the pairs (None: all); adversarial_examples / _epochs / _steps / _alpha /
-# _from_clean: the PGD training of model A (Madry: 40 steps of 0.01, from scratch); test_images: test images
+# _from_clean: the PGD training of each model (Madry: 40 steps of 0.01, from scratch); test_images: test images
 # evaluated (None: all but the substitute's 150); adaptive_images: the first N of those also attacked by the
 # adaptive PGD; projection_images: the first N also purified by the (slow) projection baseline; bpda_images: the
 # first N attacked through it by BPDA (40 projections per image: minutes each on a CPU)
 QUICK = {
-    "model": "D",
+    "models": ("D",),
     "classifier_examples": 3000,
     "classifier_epochs": 5,
     "val_size": 1000,
@@ -76,7 +78,7 @@ QUICK = {
     "bpda_images": 0,
 }
 FULL = {
-    "model": "A",
+    "models": ("A", "B", "C", "D"),
     "classifier_examples": None,
     "classifier_epochs": ClassifierConfig.epochs,
     "val_size": ClassifierConfig.val_size,
@@ -99,21 +101,22 @@ FULL = {
 }
 
 
-def _pairs(report: Report, classifier, dataset: str, s: dict, seed: int):
-    """Stage "pairs": every paper attack at every ε on the training images, in one folder per image count."""
+def _pairs(report: Report, classifier, dataset: str, s: dict, seed: int, tag: str):
+    """Stage "pairs" (+ ``tag``): every paper attack at every ε on the training images, in one folder per image
+    count."""
     x, y = mnist_tensors(dataset, "train")
     groups = {}  # images attacked -> attacks
     for name in ATTACKS:
         n = s["cw_images"] if name == "cw" else s["pair_images"]
         groups.setdefault(len(x) if n is None else n, []).append(name)
-    folders = [(report.folder / "pairs" / f"{n}-images", n, tuple(names)) for n, names in groups.items()]
+    folders = [(report.folder / f"pairs{tag}" / f"{n}-images", n, tuple(names)) for n, names in groups.items()]
 
     def make() -> dict:
         for folder, n, names in folders:
             make_pairs(classifier, x[:n], y[:n], folder, names, PAPER_EPS, seed=seed, quiet=report.quiet)
         return {"groups": [{"folder": str(f.name), "images": n, "attacks": list(a)} for f, n, a in folders]}
 
-    result = report.stage("pairs", make)
+    result = report.stage(f"pairs{tag}", make)
     loaded = [(*load_pairs(folder), load_pair_labels(folder)) for folder, _, _ in folders]
     if len(loaded) == 1:
         return loaded[0], result
@@ -141,16 +144,34 @@ def _projection_accuracy(classifier, projection: ProjectionPurifier, x, y, share
 
 
 def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
+    """Every model of the setting trained (all stages), then the test split read once and every model evaluated."""
     s = dict(QUICK if quick else FULL)
     report.settings.update(s, dataset=dataset, eps=EPS, attacks=", ".join(ATTACKS), pair_eps=str(PAPER_EPS))
+    report.settings["models"] = ", ".join(s["models"])
     report.settings["validation images"] = (
         f"{s['val_size']}, a seeded split of the training images, held out of every training; "
         "it chooses the classifiers' epochs"
     )
-    device = report.device
+    if s["cw_images"] != s["pair_images"]:
+        report.note(
+            f"CW pairs (100 iterations each, slow on a CPU) come from the first {s['cw_images']} training images, "
+            f"FGSM and RAND+FGSM pairs from {s['pair_images'] or 'all'}; the paper attacks all 60,000 with each."
+        )
+    tags = {m: "" if len(s["models"]) == 1 else f"-{m}" for m in s["models"]}
+    trained = {m: _train(report, dataset, s, seed, m, tags[m]) for m in s["models"]}
 
+    # The final numbers: the test split is read here, once
+    xt, yt = mnist_tensors(dataset, "test")
+    for m in s["models"]:
+        _evaluate(report, dataset, s, seed, m, tags[m], trained[m], xt, yt)
+
+
+def _train(report: Report, dataset: str, s: dict, seed: int, model: str, tag: str) -> dict:
+    """Stages of one classifier ``model`` (keys and files suffixed by ``tag``): the classifier, its pairs, the
+    Defense-VAE, modes 2 and 3, the PGD-trained peer. Returns the trained models, loaded from their files."""
+    device = report.device
     cconfig = ClassifierConfig(
-        model=s["model"],
+        model=model,
         dataset=dataset,
         epochs=s["classifier_epochs"],
         train_examples=s["classifier_examples"],
@@ -158,77 +179,71 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
         seed=seed,
         device=device,
     )
-    report.settings["classifier"] = asdict(cconfig)
+    report.settings[f"classifier{tag}"] = asdict(cconfig)
     paths = {
-        name: report.folder / f"{name}.safetensors"
+        name: report.folder / f"{name}{tag}.safetensors"
         for name in ("classifier", "defense-vae", "mode-2-classifier", "mode-3-classifier", "mode-3-vae", "pgd")
     }
 
     def train_clf() -> dict:
-        model, history = train_classifier(cconfig, **report.trainer_options("classifier"))
-        save_classifier(model, cconfig, paths["classifier"])
+        net, history = train_classifier(cconfig, **report.trainer_options(f"classifier{tag}"))
+        save_classifier(net, cconfig, paths["classifier"])
         return {"history": history}
 
-    results = {"classifier": report.stage("classifier", train_clf)["history"]}
+    results = {"classifier": report.stage(f"classifier{tag}", train_clf)["history"]}
     classifier, _ = load_classifier(paths["classifier"], device)
 
-    (adversarial, clean, labels), results["pairs"] = _pairs(report, classifier, dataset, s, seed)
-    report.settings["training pairs"] = len(adversarial)
-    if s["cw_images"] != s["pair_images"]:
-        report.note(
-            f"CW pairs (100 iterations each, slow on a CPU) come from the first {s['cw_images']} training images, "
-            f"FGSM and RAND+FGSM pairs from {s['pair_images'] or 'all'}; the paper attacks all 60,000 with each."
-        )
+    (adversarial, clean, labels), results["pairs"] = _pairs(report, classifier, dataset, s, seed, tag)
+    report.settings[f"training pairs{tag}"] = len(adversarial)
 
     vconfig = VAEConfig(latent=s["vae_latent"], epochs=s["vae_epochs"], batch_size=s["vae_batch"])
     report.settings["Defense-VAE"] = asdict(vconfig)
 
     def fit_vae() -> dict:
         purifier = DefenseVAE(vconfig, seed=seed, device=device)
-        purifier.fit(adversarial, clean, **report.trainer_options("vae"))
+        purifier.fit(adversarial, clean, **report.trainer_options(f"vae{tag}"))
         purifier.save(paths["defense-vae"])
         return {"history": purifier.history_}
 
-    results["vae"] = report.stage("vae", fit_vae)["history"]
+    results["vae"] = report.stage(f"vae{tag}", fit_vae)["history"]
     purifier = DefenseVAE.load(paths["defense-vae"], device)
 
     def mode_2() -> dict:
-        model, history = train_classifier(cconfig, purifier=purifier, **report.trainer_options("mode_2"))
-        save_classifier(model, cconfig, paths["mode-2-classifier"])
+        net, history = train_classifier(cconfig, purifier=purifier, **report.trainer_options(f"mode_2{tag}"))
+        save_classifier(net, cconfig, paths["mode-2-classifier"])
         return {"history": history}
 
-    results["mode_2"] = report.stage("mode_2", mode_2)["history"]
+    results["mode_2"] = report.stage(f"mode_2{tag}", mode_2)["history"]
     econfig = EndToEndConfig(epochs=s["end_to_end_epochs"])
     report.settings["end-to-end (mode 3)"] = {**asdict(econfig), "pairs": s["end_to_end_pairs"] or "all"}
 
     def mode_3() -> dict:
         triples = subset_rows((adversarial, clean, labels), s["end_to_end_pairs"], seed)
         net, tuned, history = fine_tune(
-            classifier, purifier, *triples, econfig, seed=seed, device=device, **report.trainer_options("mode_3")
+            classifier, purifier, *triples, econfig, seed=seed, device=device, **report.trainer_options(f"mode_3{tag}")
         )
         save_classifier(net, cconfig, paths["mode-3-classifier"])
         tuned.save(paths["mode-3-vae"])
         return {"history": history}
 
-    results["mode_3"] = report.stage("mode_3", mode_3)["history"]
+    results["mode_3"] = report.stage(f"mode_3{tag}", mode_3)["history"]
     aconfig = AdversarialConfig(
         **{**asdict(cconfig), "epochs": s["adversarial_epochs"], "train_examples": s["adversarial_examples"]},
         steps=s["adversarial_steps"],
         alpha=s["adversarial_alpha"],
     )
-    report.settings["PGD adversarial training"] = {
+    report.settings[f"PGD adversarial training{tag}"] = {
         **asdict(aconfig),
         "from the clean classifier": s["adversarial_from_clean"],
     }
 
     def pgd_training() -> dict:
         init = classifier if s["adversarial_from_clean"] else None
-        model, history = adversarial_training(aconfig, init=init, **report.trainer_options("pgd"))
-        save_classifier(model, cconfig, paths["pgd"])
+        net, history = adversarial_training(aconfig, init=init, **report.trainer_options(f"pgd{tag}"))
+        save_classifier(net, cconfig, paths["pgd"])
         return {"history": history}
 
-    results["adversarial"] = report.stage("adversarial", pgd_training)["history"]
-    report.results["training"] = results
+    results["adversarial"] = report.stage(f"adversarial{tag}", pgd_training)["history"]
     defences = {
         "mode_2": (load_classifier(paths["mode-2-classifier"], device)[0], purifier),
         "mode_3": (
@@ -237,19 +252,22 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
         ),
         "adversarial": (load_classifier(paths["pgd"], device)[0], None),
     }
+    return {"classifier": classifier, "purifier": purifier, "defences": defences, "training": results}
 
-    # The final numbers: the test split is read here, once
-    xt, yt = mnist_tensors(dataset, "test")
+
+def _evaluate(report: Report, dataset: str, s: dict, seed: int, model: str, tag: str, trained: dict, xt, yt) -> None:
+    """One model's table on the test images (its results under ``report.results``, or under
+    ``report.results["models"][model]`` when the run has several models)."""
+    device = report.device
+    classifier, purifier, defences = trained["classifier"], trained["purifier"], trained["defences"]
+    out = report.results if not tag else report.results.setdefault("models", {}).setdefault(model, {})
+    results = out["training"] = trained["training"]
     xs = xt[-HOLD_OUT:].to(device)  # the black-box attacker's images, never evaluated on
     n = len(xt) - HOLD_OUT if s["test_images"] is None else s["test_images"]
     xt, yt = xt[:n].to(device), yt[:n].to(device)
     sconfig = SubstituteConfig(seed=seed)
     substitute, results["substitute"] = train_substitute(classifier, xs, sconfig, quiet=report.quiet)
-    report.settings["substitute"] = {
-        **asdict(sconfig),
-        "images": HOLD_OUT,
-        "oracle": f"model {s['model']}, undefended",
-    }
+    report.settings["substitute"] = {**asdict(sconfig), "images": HOLD_OUT, "oracle": "the undefended classifier"}
     k_adaptive = min(s["adaptive_images"], n)
     table = evaluate(
         classifier,
@@ -281,7 +299,7 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
         with torch.no_grad():
             table[ADAPTIVE]["projection"] = float((classifier(projection.purify(adv)).argmax(1) == yb).float().mean())
     per_1000 = {"defense_vae": 1000 * vae_seconds / n, "projection": 1000 * proj_seconds}
-    report.results.update(
+    out.update(
         accuracy=table,
         seconds_per_1000=per_1000,
         test_images=n,
@@ -289,13 +307,19 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
         projection_images=k,
         bpda_images=k_bpda,
     )
-    _rows(report, table, per_1000, n, k_adaptive, k, k_bpda)
-    _targets(report, dataset, table, per_1000)
-    accuracy_table_png(table, report.folder / "accuracy.png")
-    report.plots.append("accuracy.png")
+    prefix = f"model {model}, " if tag else ""
+    _rows(report, table, per_1000, n, k_adaptive, k, k_bpda, prefix)
+    _targets(report, dataset, table, per_1000, model, prefix)
+    if model == s["models"][0]:
+        _notes(report, s, n, k_adaptive, k, k_bpda)
+    accuracy_table_png(table, report.folder / f"accuracy{tag}.png")
+    report.plots.append(f"accuracy{tag}.png")
 
 
-def _rows(report: Report, table: dict, per_1000: dict, n: int, k_adaptive: int, k: int, k_bpda: int) -> None:
+def _rows(
+    report: Report, table: dict, per_1000: dict, n: int, k_adaptive: int, k: int, k_bpda: int, prefix: str
+) -> None:
+    """One model's rows (``prefix``: "model X, " when the run has several models)."""
     for col, name in NAMES.items():
         for row in ("clean", *ATTACKS, BLACK_BOX, ADAPTIVE):
             if col not in table[row]:
@@ -307,32 +331,35 @@ def _rows(report: Report, table: dict, per_1000: dict, n: int, k_adaptive: int, 
             what = "clean" if row == "clean" else f"{row.replace('_', ' ')} eps {EPS:g}"
             kind = {"clean": "", ADAPTIVE: ", through the whole defence", BLACK_BOX: ", from the substitute"}
             report.row(
-                f"{name}: {what} (%)",
+                f"{prefix}{name}: {what} (%)",
                 None,
                 round(100 * table[row][col], 2),
                 f"{images} test images" + kind.get(row, ", white-box"),
             )
     report.row(
-        "Defense-VAE: purification seconds per 1,000 images",
+        f"{prefix}Defense-VAE: purification seconds per 1,000 images",
         None,
         round(per_1000["defense_vae"], 4),
         f"timed on {n} clean test images; the same for modes 1-3",
     )
     report.row(
-        "projection baseline: purification seconds per 1,000 images",
+        f"{prefix}projection baseline: purification seconds per 1,000 images",
         None,
         round(per_1000["projection"], 2),
         f"extrapolated from {k} test images (mean over clean and the attacks); L=200, R=10",
     )
+
+
+def _notes(report: Report, s: dict, n: int, k_adaptive: int, k: int, k_bpda: int) -> None:
+    """The notes that hold for every model of the run."""
     report.note(
-        f"White-box attacks are crafted on each defence's own classifier (model "
-        f"{report.settings['classifier']['model']}; "
+        f"White-box attacks are crafted on each defence's own classifier (model {', '.join(s['models'])}; "
         "modes 2 and 3: their retrained ones; the PGD-trained one), oblivious to its purifier, as in the paper. "
         "The black-box row is FGSM crafted on "
         f"a Papernot substitute (model E, trained from the last {HOLD_OUT} test images labelled by the "
-        "undefended classifier, 6 Jacobian augmentation rounds, lambda 0.1) and shown to every defence. The adaptive "
-        f"row is PGD (40 steps of 0.01, random start) through the whole defended model, on the first {k_adaptive} "
-        "test images."
+        "undefended classifier it attacks, 6 Jacobian augmentation rounds, lambda 0.1) and shown to every defence. "
+        "The adaptive row is PGD (40 steps of 0.01, random start) through the whole defended model, on the first "
+        f"{k_adaptive} test images."
     )
     report.note(
         f"The projection baseline (the VAE's own decoder as generator) is measured on the first {k} of the {n} test "
@@ -350,32 +377,33 @@ def _rows(report: Report, table: dict, per_1000: dict, n: int, k_adaptive: int, 
         report.note(
             "Quick run: the PGD-trained peer is the MLP D after a few epochs of PGD-7, too small and too short to "
             "become robust at eps 0.3 (it tends to collapse towards one output); Madry et al. trained a larger CNN "
-            "for 100,000 steps, and the full run trains model A from scratch with their PGD settings."
+            "for 100,000 steps, and the full run trains models A-D from scratch with their PGD settings."
         )
     report.note(
         "Paper column empty: the paper's tables could not be retrieved offline, and no number is filled from memory."
     )
 
 
-def _targets(report: Report, dataset: str, table: dict, per_1000: dict) -> None:
+def _targets(report: Report, dataset: str, table: dict, per_1000: dict, model: str, prefix: str) -> None:
+    """One model's targets, as notes (``prefix``: "model X, " when the run has several models)."""
     if dataset == "mnist":
         accs = {row: table[row]["defense_vae"] for row in ATTACKS}
         met = all(a >= TARGET_ACCURACY for a in accs.values())
-        model = report.settings["classifier"]["model"]
         report.note(
-            f"Target (mode 1 at least {100 * TARGET_ACCURACY:.0f}% under each paper attack, MNIST model A) "
+            f"{prefix}Target (mode 1 at least {100 * TARGET_ACCURACY:.0f}% under each paper attack, MNIST model A) "
             f"{'met' if met else 'NOT met'} with model {model}: "
             + ", ".join(f"{row} {100 * a:.1f}%" for row, a in accs.items())
             + ("; quick settings train far less than the paper." if report.quick else ".")
         )
     better = all(table[row]["defense_vae"] >= table[row]["projection"] for row in ("clean", *ATTACKS))
     report.note(
-        f"Target (Defense-VAE at least as accurate as the projection under every paper attack) "
+        f"{prefix}Target (Defense-VAE at least as accurate as the projection under every paper attack) "
         f"{'met' if better else 'NOT met'} (projection on its subset only)."
     )
     mode_3 = all(table[row]["mode_3"] >= table[row]["defense_vae"] for row in ATTACKS)
     report.note(
-        f"Target (mode 3 at least as accurate as mode 1 under every paper attack) {'met' if mode_3 else 'NOT met'}: "
+        f"{prefix}Target (mode 3 at least as accurate as mode 1 under every paper attack) "
+        f"{'met' if mode_3 else 'NOT met'}: "
         + ", ".join(
             f"{row} {100 * table[row]['mode_3']:.1f}% vs {100 * table[row]['defense_vae']:.1f}%" for row in ATTACKS
         )
@@ -383,7 +411,7 @@ def _targets(report: Report, dataset: str, table: dict, per_1000: dict) -> None:
     )
     ratio = per_1000["projection"] / per_1000["defense_vae"]
     report.note(
-        f"Target (purification at least {TARGET_SPEEDUP:g}x faster than the projection) "
+        f"{prefix}Target (purification at least {TARGET_SPEEDUP:g}x faster than the projection) "
         f"{'met' if ratio >= TARGET_SPEEDUP else 'NOT met'}: {ratio:.0f}x, measured in this run. "
         "Adaptive PGD through the purifier: "
         + ", ".join(f"{NAMES[c]} {100 * a:.1f}%" for c, a in table[ADAPTIVE].items())
@@ -395,7 +423,7 @@ def _targets(report: Report, dataset: str, table: dict, per_1000: dict) -> None:
 
 @register(
     "defense-vae-mnist",
-    "Defense-VAE on MNIST: model A under attack; modes 1-3, projection, adversarial training",
+    "Defense-VAE on MNIST: models A-D under attack (quick: D); modes 1-3, projection, adversarial training",
     PAPER,
 )
 def defense_vae_mnist(report: Report, quick: bool, seed: int) -> None:
@@ -404,7 +432,7 @@ def defense_vae_mnist(report: Report, quick: bool, seed: int) -> None:
 
 @register(
     "defense-vae-fmnist",
-    "Defense-VAE on Fashion-MNIST: model A under attack; modes 1-3, projection, adversarial training",
+    "Defense-VAE on Fashion-MNIST: models A-D under attack (quick: D); modes 1-3, projection, adversarial training",
     PAPER,
 )
 def defense_vae_fmnist(report: Report, quick: bool, seed: int) -> None:
