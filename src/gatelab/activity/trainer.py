@@ -33,6 +33,14 @@ from gatelab.training import train_epochs
 from gatelab.weights import config_from, load_weights, read_weights, save_weights
 
 FORMAT = "gatelab-activity"
+SCHEDULES = ("constant", "cosine")
+
+
+def epoch_lr(config: "ActivityConfig", epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (0-based): ``lr`` throughout, or cosine-decayed from ``lr`` towards 0."""
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * epoch / config.epochs))
+    return config.lr
 
 
 @dataclass
@@ -64,7 +72,9 @@ class ActivityConfig:
     epochs: int = 60
     batch_size: int = 32
     lr: float = 3e-3
+    schedule: str = "constant"
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0
     val_size: float = 0.15
     augment: bool = True
     rotation: float = 30.0
@@ -80,6 +90,8 @@ class ActivityConfig:
     def validate(self) -> "ActivityConfig":
         if self.centre not in CENTRES:
             raise GatelabError(f"unknown centring {self.centre!r}; accepted: {', '.join(CENTRES)}")
+        if self.schedule not in SCHEDULES:
+            raise GatelabError(f"unknown lr schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
         if self.arch not in ARCHS:
             raise GatelabError(f"unknown model {self.arch!r}; accepted: {', '.join(ARCHS)}")
         for name in ("hidden", "layers", "frames", "epochs", "batch_size"):
@@ -89,7 +101,7 @@ class ActivityConfig:
             raise GatelabError(f"frames must be at least 4 (the model needs motion to classify), got {self.frames}")
         if not self.channels or min(self.channels) < 1:
             raise GatelabError(f"ST-GCN channels must be positive integers, got {self.channels}")
-        for name in ("dropout", "frame_dropout_rate"):
+        for name in ("dropout", "frame_dropout_rate", "label_smoothing"):
             if not 0 <= getattr(self, name) < 1:
                 raise GatelabError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("lr", "injection_weight"):
@@ -177,10 +189,11 @@ def losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: ActivityC
     """The training loss (with the auxiliary losses when gradient injection is on) and the final head's loss."""
     if config.gradient_injection and config.arch == "blstm":
         logits = model.forward_all(x)
-        main = F.cross_entropy(logits[-1], y)
-        aux = torch.stack([F.cross_entropy(z, y) for z in logits[:-1]]).mean() if len(logits) > 1 else 0 * main
+        main = F.cross_entropy(logits[-1], y, label_smoothing=config.label_smoothing)
+        aux = [F.cross_entropy(z, y, label_smoothing=config.label_smoothing) for z in logits[:-1]]
+        aux = torch.stack(aux).mean() if aux else 0 * main
         return main + config.injection_weight * aux, main
-    main = F.cross_entropy(model(x), y)
+    main = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
     return main, main
 
 
@@ -229,6 +242,10 @@ def train(
 
     best = {"error": float("inf"), "loss": float("inf"), "epoch": 0, "weights": None}
 
+    def epoch_start(epoch: int) -> None:  # the schedule is a function of the epoch; the optimiser's state keeps it
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(config, epoch)
+
     def epoch_end(epoch: int, _means: dict) -> dict:
         scores = classifier_scores(model, xv, yv, batch_size=256)
         if (scores["error"], scores["loss"]) < (best["error"], best["loss"]):
@@ -243,6 +260,7 @@ def train(
         optimizer,
         len(x),
         step,
+        epoch_start=epoch_start,
         epoch_end=epoch_end,
         extra=best,
         checkpoint=checkpoint,
