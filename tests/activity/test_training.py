@@ -131,6 +131,7 @@ def test_cosine_schedule_decays_from_lr_towards_zero_and_training_follows_it(toy
     "bad, message",
     [
         ({"schedule": "step"}, "unknown lr schedule 'step'; accepted: constant, cosine"),
+        ({"keep": "mean"}, "unknown epoch to keep .mean.; accepted: best, last"),
         ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
         ({"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
         ({"label_smoothing": float("nan")}, r"label_smoothing must be in \[0, 1\)"),
@@ -154,3 +155,14 @@ def test_label_smoothing_changes_the_loss_as_cross_entropy_defines_it():
         expected = [torch.nn.functional.cross_entropy(z, y, label_smoothing=smoothing) for z in logits]
         assert float(main) == pytest.approx(float(expected[-1]))
         assert float(total) == pytest.approx(float(expected[-1] + 0.5 * expected[0]))
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_returns_the_best_validation_epoch_or_the_last_one(toy_data, tmp_path, keep):
+    ckpt = tmp_path / "ckpt.pt"
+    model, history = train(toy_data, ActivityConfig(epochs=3, keep=keep, **TINY), quiet=True, checkpoint=ckpt)
+    saved = load_state(ckpt)
+    expected = saved["extra"]["weights"] if keep == "best" else saved["model"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+    assert len(history) == 3 and all("validation_error" in h for h in history)

@@ -34,6 +34,7 @@ from gatelab.weights import config_from, load_weights, read_weights, save_weight
 
 FORMAT = "gatelab-activity"
 SCHEDULES = ("constant", "cosine")
+KEEPS = ("best", "last")
 
 
 def epoch_lr(config: "ActivityConfig", epoch: int) -> float:
@@ -76,6 +77,7 @@ class ActivityConfig:
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
     val_size: float = 0.15
+    keep: str = "best"
     augment: bool = True
     rotation: float = 30.0
     scale: float = 0.1
@@ -92,6 +94,8 @@ class ActivityConfig:
             raise GatelabError(f"unknown centring {self.centre!r}; accepted: {', '.join(CENTRES)}")
         if self.schedule not in SCHEDULES:
             raise GatelabError(f"unknown lr schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
+        if self.keep not in KEEPS:
+            raise GatelabError(f"unknown epoch to keep {self.keep!r}; accepted: {', '.join(KEEPS)}")
         if self.arch not in ARCHS:
             raise GatelabError(f"unknown model {self.arch!r}; accepted: {', '.join(ARCHS)}")
         for name in ("hidden", "layers", "frames", "epochs", "batch_size"):
@@ -210,7 +214,9 @@ def train(
     log_dir: str | os.PathLike | None = None,
     desc: str = "activity",
 ) -> tuple[nn.Module, list[dict]]:
-    """Train ``config.arch`` on ``data``; return the model (the best validation epoch's weights) and the history.
+    """Train ``config.arch`` on ``data``; return the model and the history. ``config.keep``: the weights of the
+    epoch with the best validation accuracy ("best"), or of the last epoch ("last"; the validation split is then
+    only watched, in the history).
 
     ``val_size`` of ``data`` (seeded by ``seed``) is held out for that choice and never trained on.
     """
@@ -270,8 +276,11 @@ def train(
         log_dir=log_dir,
         desc=desc,
     )
-    model.load_state_dict(best["weights"])
-    say(f"{desc}: keeping epoch {best['epoch']}, validation error {best['error']:.2f}%", quiet)
+    if config.keep == "best":
+        model.load_state_dict(best["weights"])
+        say(f"{desc}: keeping epoch {best['epoch']}, validation error {best['error']:.2f}%", quiet)
+    else:
+        say(f"{desc}: keeping the last epoch, validation error {history[-1]['validation_error']:.2f}%", quiet)
     model.eval()
     return model, history
 
