@@ -323,7 +323,10 @@ def load_model(path) -> tuple[nn.Module, ActivityConfig, dict]:
     meta, tensors = read_weights(path, "activity model")
     if meta.get("format") != FORMAT:
         raise GatelabError(f"{path} is not a gatelab activity model (format {meta.get('format')!r})")
-    config = config_from(ActivityConfig, meta.get("config"), path, "activity model")
+    saved = meta.get("config")
+    if isinstance(saved, dict) and "input_norm" not in saved:  # written before input_norm existed: none
+        saved = {**saved, "input_norm": False}
+    config = config_from(ActivityConfig, saved, path, "activity model")
     layout, classes = meta.get("layout"), meta.get("classes")
     if not isinstance(layout, str) or not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise GatelabError(f"{path}: the activity model's layout or action names are missing or malformed")
