@@ -48,7 +48,7 @@ def _letterboxed(source: Path, target: Path, size: tuple[int, int], loops: int) 
     import cv2
 
     width, height = size
-    fps = vid.frames_per_second(source)
+    fps = vid.declared_frame_rate(source)
     capture, frames = cv2.VideoCapture(str(source)), []
     while (frame := capture.read()[1]) is not None:
         frames.append(frame)

@@ -2,10 +2,10 @@
 
 from gatelab.activity import ActivityConfig, evaluate, load_split, train
 
-# 20 epochs of a small BLSTM (positions only) with all three aids on AS1 (97 training clips after the validation
-# split), one thread, seed 0: measured 0.610, 64 of the 105 test clips (chance is 0.125); the floor leaves six clips
-# of slack for other CPUs' arithmetic.
-FLOOR = 0.55
+# 20 epochs of a small BLSTM (positions only) with all three aids and the default training (constant lr, last epoch
+# kept, batch-normalised inputs) on AS1 (97 training clips after the validation split), one thread, seed 0: measured
+# 0.571, 60 of the 105 test clips (chance is 0.125); the floor leaves six clips of slack for other CPUs' arithmetic.
+FLOOR = 0.51
 
 
 def test_short_msr_as1_training_beats_its_floor(one_thread):

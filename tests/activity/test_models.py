@@ -45,3 +45,15 @@ def test_stgcn_spatial_partition_follows_the_kinect_tree():
     assert parts[2, i["left_knee"], i["left_hip"]] > 0  # and the knee is centrifugal for the hip
     assert parts[:, i["head"], i["left_foot"]].sum() == 0
     np.testing.assert_allclose(parts.sum(axis=(0, 1)), 1.0, rtol=1e-6)  # each joint's inputs average
+
+
+def test_input_norm_puts_every_input_feature_on_one_scale():
+    """In training mode the batch normalisation removes any per-feature scale and offset of the input (here: a
+    scaling of all coordinates, which also scales the displacements, and a shift, which they do not see)."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 10, 20, 3)
+    for input_norm, same in ((True, True), (False, False)):
+        model = BLSTMClassifier(20, 4, hidden=8, layers=2, dropout=0.0, motion=True, input_norm=input_norm).train()
+        a, b = model(x), model(3 * x + 0.5)
+        assert torch.allclose(a, b, atol=1e-4) is same
+    assert model.input_norm is None and isinstance(BLSTMClassifier(20, 4, input_norm=True).input_norm, torch.nn.Module)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gatelab.activity.trainer import ActivityConfig, evaluate, load_model, predict, save_model, train
+from gatelab.activity.trainer import ActivityConfig, epoch_lr, evaluate, load_model, losses, predict, save_model, train
 from gatelab.checkpoint import load_state
+from gatelab.errors import GatelabError
 
 TINY = dict(hidden=8, layers=2, frames=12, batch_size=4, val_size=4.0)
 
@@ -113,3 +114,68 @@ def test_predict_gives_the_top_three_actions(toy_data, tmp_path, make_sequence):
     top = predict(loaded, config, meta, make_sequence(0))
     assert [a for a, _ in top] in (["up", "side"], ["side", "up"])
     assert sum(p for _, p in top) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cosine_schedule_decays_from_lr_towards_zero_and_training_follows_it(toy_data):
+    config = ActivityConfig(epochs=4, lr=1e-2, schedule="cosine", **TINY)
+    rates = [epoch_lr(config, e) for e in range(4)]
+    assert rates == pytest.approx([1e-2, 1e-2 * (2 + 2**0.5) / 4, 5e-3, 1e-2 * (2 - 2**0.5) / 4])
+    assert [epoch_lr(ActivityConfig(epochs=4, lr=1e-2, schedule="constant"), e) for e in range(4)] == [1e-2] * 4
+    model, _ = train(toy_data, config, quiet=True)
+    constant, _ = train(toy_data, ActivityConfig(epochs=4, lr=1e-2, schedule="constant", **TINY), quiet=True)
+    differ = [not torch.equal(a, b) for a, b in zip(model.state_dict().values(), constant.state_dict().values())]
+    assert any(differ)  # the first epoch is the same; the decayed ones are not
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"schedule": "step"}, "unknown lr schedule 'step'; accepted: constant, cosine"),
+        ({"keep": "mean"}, "unknown epoch to keep .mean.; accepted: best, last"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+        ({"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
+        ({"label_smoothing": float("nan")}, r"label_smoothing must be in \[0, 1\)"),
+    ],
+)
+def test_config_refuses_unknown_schedules_and_impossible_smoothing(bad, message):
+    with pytest.raises(GatelabError, match=message):
+        ActivityConfig(**bad).validate()
+
+
+def test_label_smoothing_changes_the_loss_as_cross_entropy_defines_it():
+    from gatelab.activity.models import BLSTMClassifier
+
+    torch.manual_seed(0)
+    model = BLSTMClassifier(20, 3, hidden=4, layers=2).eval()  # no dropout: both passes give the same logits
+    x, y = torch.randn(5, 6, 20, 3), torch.tensor([0, 1, 2, 0, 1])
+    for smoothing in (0.0, 0.2):
+        config = ActivityConfig(label_smoothing=smoothing, injection_weight=0.5)
+        total, main = losses(model, x, y, config)
+        logits = model.forward_all(x)
+        expected = [torch.nn.functional.cross_entropy(z, y, label_smoothing=smoothing) for z in logits]
+        assert float(main.detach()) == pytest.approx(float(expected[-1].detach()))
+        assert float(total.detach()) == pytest.approx(float((expected[-1] + 0.5 * expected[0]).detach()))
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_returns_the_best_validation_epoch_or_the_last_one(toy_data, tmp_path, keep):
+    ckpt = tmp_path / "ckpt.pt"
+    model, history = train(toy_data, ActivityConfig(epochs=3, keep=keep, **TINY), quiet=True, checkpoint=ckpt)
+    saved = load_state(ckpt)
+    expected = saved["extra"]["weights"] if keep == "best" else saved["model"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+    assert len(history) == 3 and all("validation_error" in h for h in history)
+
+
+def test_a_model_saved_before_input_norm_existed_still_loads(toy_data, tmp_path):
+    from dataclasses import asdict
+
+    from gatelab.weights import save_weights
+
+    config = ActivityConfig(epochs=1, input_norm=False, **TINY)
+    model, _ = train(toy_data, config, quiet=True)
+    old = {k: v for k, v in asdict(config).items() if k != "input_norm"}
+    meta = {"format": "gatelab-activity", "config": old, "layout": toy_data.layout, "classes": toy_data.classes}
+    loaded, config2, _ = load_model(save_weights(model, tmp_path / "old.safetensors", meta))
+    assert config2.input_norm is False and evaluate(loaded, toy_data) == evaluate(model, toy_data)

@@ -146,7 +146,7 @@ def test_unreadable_empty_or_missing_videos_are_clear_errors(tmp_path, capfd):
         with pytest.raises(GatelabError, match=message):
             vid.extract_skeletons(tmp_path / name, progress=False)
         with pytest.raises(GatelabError, match=message):
-            vid.frames_per_second(tmp_path / name)
+            vid.declared_frame_rate(tmp_path / name)
     assert capfd.readouterr().err == ""  # FFmpeg's own complaints are not printed before ours
 
 

@@ -32,18 +32,27 @@ def with_motion(x: torch.Tensor) -> torch.Tensor:
 class BLSTMClassifier(nn.Module):
     """Deep bidirectional LSTM over frames; mean pooling over time; auxiliary heads on intermediate layers.
 
-    With ``motion`` each frame's vector also holds the joints' displacement since the previous frame.
+    With ``motion`` each frame's vector also holds the joints' displacement since the previous frame; with
+    ``input_norm`` a batch normalisation of each input feature puts positions and the much smaller displacements
+    on one scale.
     """
 
     def __init__(
-        self, joints: int, classes: int, hidden: int = 128, layers: int = 3, dropout: float = 0.3, motion=False
+        self,
+        joints: int,
+        classes: int,
+        hidden: int = 128,
+        layers: int = 3,
+        dropout: float = 0.3,
+        motion=False,
+        input_norm=False,
     ):
         super().__init__()
         self.motion = motion
+        features = joints * (6 if motion else 3)
+        self.input_norm = nn.BatchNorm1d(features) if input_norm else None
         self.lstms = nn.ModuleList(
-            nn.LSTM(
-                joints * (6 if motion else 3) if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True
-            )
+            nn.LSTM(features if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True)
             for i in range(layers)
         )
         self.drop = nn.Dropout(dropout)
@@ -53,6 +62,8 @@ class BLSTMClassifier(nn.Module):
     def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every layer's head, lowest first; the last entry is the classifier's own output."""
         h = (with_motion(x) if self.motion else x).flatten(2)
+        if self.input_norm is not None:  # each input feature standardised over the batch's frames (running stats)
+            h = self.input_norm(h.transpose(1, 2)).transpose(1, 2)
         outs = []
         for i, lstm in enumerate(self.lstms):
             h, _ = lstm(self.drop(h) if i else h)
@@ -159,5 +170,7 @@ def build_model(config, layout: str, classes: int) -> nn.Module:
     for skeletons in ``layout`` and ``classes`` actions."""
     if config.arch == "blstm":
         joints = len(layout_joints(layout))
-        return BLSTMClassifier(joints, classes, config.hidden, config.layers, config.dropout, config.motion)
+        return BLSTMClassifier(
+            joints, classes, config.hidden, config.layers, config.dropout, config.motion, config.input_norm
+        )
     return STGCN(layout, classes, tuple(config.channels), config.dropout, config.motion)

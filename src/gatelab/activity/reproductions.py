@@ -69,8 +69,10 @@ def _fit(report: Report, dataset: str, key: str, subset: str, config: ActivityCo
             data, config, seed=report.seed, device=report.device, desc=key, **report.trainer_options(key)
         )
         save_model(model.cpu(), _models(report) / f"{key}.safetensors", config, data.layout, data.classes)
-        best = min(history, key=lambda h: (h["validation_error"], h["validation_loss"]))
-        return {"train_clips": len(data), "best_epoch": best["epoch"], "validation_error": best["validation_error"]}
+        kept = history[-1]
+        if config.keep == "best":
+            kept = min(history, key=lambda h: (h["validation_error"], h["validation_loss"]))
+        return {"train_clips": len(data), "kept_epoch": kept["epoch"], "validation_error": kept["validation_error"]}
 
     return report.stage(key, run)
 

@@ -108,8 +108,9 @@ def _frames(video: str | os.PathLike):
         capture.release()
 
 
-def frames_per_second(video: str | os.PathLike) -> float:
-    """The frame rate the clip's container declares."""
+def declared_frame_rate(video: str | os.PathLike) -> float:
+    """The frame rate (frames per second of playback) that the clip's container declares: metadata, not a
+    measured extraction speed; a GatelabError for a missing, empty or unreadable clip or one that declares none."""
     capture = _open(video)
     try:
         fps = float(capture.get(_cv2().CAP_PROP_FPS))
@@ -235,7 +236,7 @@ def extract_skeletons(
     """
     min_visibility = _check_visibility(min_visibility)
     path = Path(video)
-    fps = frames_per_second(path)  # also refuses a missing, empty or unreadable file
+    fps = declared_frame_rate(path)  # also refuses a missing, empty or unreadable file
     landmarks = None
     if cache:
         key = _cache_key(path, _settings())
