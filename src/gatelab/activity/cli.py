@@ -35,7 +35,7 @@ def _rate(text: str) -> float:
 def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.activity.preprocess import CENTRES
     from gatelab.activity.protocols import MSR_SUBSETS
-    from gatelab.activity.trainer import ARCHS, ActivityConfig
+    from gatelab.activity.trainer import ARCHS, KEEPS, SCHEDULES, ActivityConfig
 
     d = ActivityConfig()
     act = sub.add_parser(
@@ -95,7 +95,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--val-size",
         type=positive_float,
         default=d.val_size,
-        help=f"training clips held out to choose the epoch: a count, or a fraction below 1 (default: {d.val_size})",
+        help="training clips held out for validation (and, with --keep best, to choose the epoch): a count, "
+        f"or a fraction below 1 (default: {d.val_size})",
+    )
+    t.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=d.schedule,
+        help=f"learning rate: constant, or cosine-decayed to 0 over the epochs (default: {d.schedule})",
+    )
+    t.add_argument(
+        "--keep",
+        choices=KEEPS,
+        default=d.keep,
+        help=f"the weights kept: the epoch best on the held-out clips, or the last (default: {d.keep})",
+    )
+    t.add_argument(
+        "--label-smoothing",
+        type=_rate,
+        default=d.label_smoothing,
+        help=f"label smoothing of the cross-entropy (default: {d.label_smoothing})",
+    )
+    t.add_argument(
+        "--input-norm",
+        action=argparse.BooleanOptionalAction,
+        default=d.input_norm,
+        help=f"batch-normalise the BLSTM's input features (default: {'on' if d.input_norm else 'off'})",
     )
     t.add_argument(
         "--centre",
@@ -209,6 +234,10 @@ def _train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         val_size=args.val_size,
+        schedule=args.schedule,
+        keep=args.keep,
+        label_smoothing=args.label_smoothing,
+        input_norm=args.input_norm,
         augment=not args.no_augment,
         frame_dropout=not args.no_frame_dropout,
         frame_dropout_rate=args.frame_dropout_rate,
