@@ -7,8 +7,9 @@ written to a log file still says where it is, one line an epoch.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
@@ -34,6 +35,39 @@ def say(message: str, quiet: bool = False) -> None:
     if not quiet:
         tqdm.write(message, file=sys.stderr)
         sys.stderr.flush()
+
+
+class _PrefixedLines:
+    """A stream that starts every line it writes with ``prefix``, and is no terminal (so bars stay off)."""
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix, self.at_line_start = stream, prefix, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            if self.at_line_start:
+                self.stream.write(self.prefix)
+            self.stream.write(piece)
+            self.at_line_start = piece.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def prefixed_lines(prefix: str) -> Iterator[None]:
+    """Progress of one of several processes sharing a terminal: its per-epoch lines start with ``prefix`` and its
+    bars are off, since bars of parallel workers would overwrite each other."""
+    saved = sys.stderr
+    sys.stderr = _PrefixedLines(saved, prefix)
+    try:
+        yield
+    finally:
+        sys.stderr = saved
 
 
 class ScalarLog:

@@ -1,6 +1,8 @@
 """Progress lines and the TensorBoard switch."""
 
 import builtins
+import io
+import sys
 
 import pytest
 
@@ -18,6 +20,28 @@ def test_epoch_lines_go_to_stderr_unless_quiet(capsys):
 def test_bars_are_off_when_stderr_is_not_a_terminal():
     with progress.bar(total=3) as b:
         assert b.disable
+
+
+def test_a_worker_prefixes_its_lines_and_shows_no_bar(capsys):
+    with progress.prefixed_lines("mlp-arm: "):
+        progress.say("epoch 1/2: loss 0.5")
+        progress.say("epoch 2/2: loss 0.4\ntest error 2%")
+    progress.say("after")
+    assert capsys.readouterr().err.splitlines() == [
+        "mlp-arm: epoch 1/2: loss 0.5",
+        "mlp-arm: epoch 2/2: loss 0.4",
+        "mlp-arm: test error 2%",
+        "after",
+    ]
+
+
+def test_a_worker_on_a_terminal_shows_no_bar(monkeypatch):
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert not progress.bar(10).disable
+    with progress.prefixed_lines("mlp-arm: "):
+        assert progress.bar(10).disable
 
 
 def test_scalar_log_without_a_folder_does_nothing():

@@ -83,10 +83,14 @@ def test_an_interrupted_reproduction_skips_the_finished_model_and_resumes_the_ot
     assert set(results["results"]) == {"mlp-arm", "mlp-hard_concrete"}
 
 
-def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch):
-    """The full run's plumbing on tiny settings: one worker process per model, results gathered as stages."""
+def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch, capfd):
+    """The full run's plumbing on tiny settings: one worker process per model, results gathered as stages, and
+    each worker's per-epoch lines on stderr, marked with its model."""
     monkeypatch.setattr(reproductions, "FULL", {**TINY, "train_examples": 64, "val_size": 32})
-    folder = run("l0arm-mlp", quick=False, out=tmp_path, echo=None, quiet=True)
+    folder = run("l0arm-mlp", quick=False, out=tmp_path, echo=None, quiet=False)
+    err = capfd.readouterr().err.splitlines()
+    for key in ("mlp-arm", "mlp-hard_concrete"):
+        assert any(line.startswith(f"{key}: epoch 1/1: loss") for line in err), err
     results = json.loads((folder / "results.json").read_text())
     assert results["settings"]["worker processes"] == reproductions.WORKERS == 2
     assert set(results["results"]) == {"mlp-arm", "mlp-hard_concrete"}

@@ -27,6 +27,7 @@ from gatelab.errors import GatelabError  # noqa: E402
 from gatelab.files import write_json  # noqa: E402
 from gatelab.gates.export import summary  # noqa: E402
 from gatelab.gates.train import README_LAMBDA, TrainConfig, fit, save_checkpoint  # noqa: E402
+from gatelab.progress import prefixed_lines  # noqa: E402
 from gatelab.reproduce import Report, register  # noqa: E402
 
 L0ARM = "Li & Ji, L0-ARM: Network Sparsification via Stochastic Binary Optimization, arXiv:1904.04432"
@@ -103,10 +104,12 @@ def _train_model(config: TrainConfig, folder: Path, key: str, options: dict) -> 
 
 
 def _worker(config: dict, folder: str, key: str, options: dict) -> None:
-    """A worker process: one thread, one model, its result written beside the stages for the parent."""
+    """A worker process: one thread, one model, its result written beside the stages for the parent; its
+    per-epoch lines start with the model's key."""
     torch.set_num_threads(1)
     try:
-        result = _train_model(TrainConfig(**config), Path(folder), key, options)
+        with prefixed_lines(f"{key}: "):
+            result = _train_model(TrainConfig(**config), Path(folder), key, options)
     except Interrupted as exc:  # its checkpoint is saved; the parent says how to resume
         sys.exit(exc.exit_code)
     write_json(_worker_result(Path(folder), key), {"result": result})
@@ -129,7 +132,7 @@ def _train_in_workers(report: Report, configs: dict[str, TrainConfig], workers: 
         while waiting or running:
             while waiting and len(running) < workers and not watch.stop_requested:
                 key = waiting.pop(0)
-                options = {**report.trainer_options(key), "quiet": True}
+                options = report.trainer_options(key)
                 proc = context.Process(
                     target=_worker, args=(asdict(configs[key]), str(report.folder), key, options), name=key
                 )
