@@ -122,12 +122,20 @@ def test_dense_baseline_is_seeded(cached_mnist):
     assert first.total == {} and first.k == [K_HARD]  # no gates: ordinary training
 
 
+def test_weight_decay_defaults_to_the_authors_per_model():
+    """The authors divide LeNet-5's whole regularizer, L2 included, by N; the MLP's L2 is not divided."""
+    assert NPNConfig(model="lenet5").resolved().weight_decay == pytest.approx(5e-4 / 60000)
+    assert NPNConfig(model="mlp", plastic_from=2, harden_from=3, epochs=3).resolved().weight_decay == 5e-4
+    assert NPNConfig(model="lenet5", weight_decay=1e-3).resolved().weight_decay == 1e-3
+
+
 def test_bad_configs(cached_mnist):
     for bad, match in (
         (dict(train_examples=0), "train_examples must be an integer >= 1"),
         (dict(val_size=-5), "val_size must be an integer >= 1"),
         (dict(lam=float("nan")), "lam for 'fc1' is nan; accepted: a finite number >= 0"),
         (dict(init_active=0.0), r"init_active must be a fraction in \(0, 1\]"),
+        (dict(weight_decay=float("nan")), "weight_decay must be a finite number >= 0"),
     ):
         with pytest.raises(GatelabError, match=match):
             fit_npn(_tiny(**bad))

@@ -25,7 +25,7 @@ from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
 from gatelab.gates.export import Summary, bake, export, summary
 from gatelab.gates.gate import Gate
 from gatelab.gates.models import MODELS, SmallResNet, build_model, lenet5_caffe, mlp
-from gatelab.gates.train import PAPER_KEEP_PROB, PAPER_LAMBDA
+from gatelab.gates.train import PAPER_KEEP_PROB, PAPER_LAMBDA, PAPER_WEIGHT_DECAY
 
 __all__ = [
     "sparsify",
@@ -53,5 +53,6 @@ __all__ = [
     "lenet5_caffe",
     "SmallResNet",
     "PAPER_LAMBDA",
+    "PAPER_WEIGHT_DECAY",
     "PAPER_KEEP_PROB",
 ]

@@ -90,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--weight-decay",
         type=nonnegative_float,
         default=d.weight_decay,
-        help=f"gated expected-L2 weight decay (default: {d.weight_decay:g})",
+        help="gated expected-L2 weight decay (default: the authors': 5e-4, divided by the training-set size on "
+        "LeNet-5 as their regularizer is)",
     )
     t.add_argument(
         "--lr-decay-at",

@@ -15,7 +15,7 @@ import torch
 from gatelab.data import IMAGE_DATASETS, image_splits, mnist_tensors
 from gatelab.errors import GatelabError, check_choice
 from gatelab.evaluation import classifier_scores
-from gatelab.gates import PAPER_LAMBDA
+from gatelab.gates import PAPER_LAMBDA, PAPER_WEIGHT_DECAY
 from gatelab.gates.models import build_model
 from gatelab.npn.plasticity import (
     AUTHORS_LOGITS,
@@ -35,9 +35,10 @@ class NPNConfig:
     """A plastic run. Defaults are the authors' LeNet-5 settings (``leo-yangli/npns``, train_lenet.py):
     500 epochs, plasticity from epoch 101 to 350 (k = 7 to prune, ``authors_start`` for k = 1 to
     expand from 3-3-3), hardening after, Adam 1e-3 with lr x0.1 from epoch 401, batch 128, gated
-    weight decay 5e-4, start logits (3, -40), and when expanding one unit a layer each time the
-    validation loss (plus the regularizer) improves. ``val_size`` training images (seeded by
-    ``seed``) are held out for validation; ``train_examples`` then keeps only the first N of the rest."""
+    weight decay 5e-4 (divided by N on LeNet-5, as their regularizer is: ``PAPER_WEIGHT_DECAY``),
+    start logits (3, -40), and when expanding one unit a layer each time the validation loss (plus the
+    regularizer) improves. ``val_size`` training images (seeded by ``seed``) are held out for
+    validation; ``train_examples`` then keeps only the first N of the rest."""
 
     model: str = "lenet5"
     dataset: str = "mnist"
@@ -50,7 +51,7 @@ class NPNConfig:
     logits: tuple[float, float] = AUTHORS_LOGITS
     trigger: str = "loss"
     expand_fill: float = 0.0  # > 0: wake this fraction of the hibernating units instead of one unit a layer
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None  # None: the authors' for the model (gates.PAPER_WEIGHT_DECAY)
     lr_decay_at: int | None = 401
     lr: float = 1e-3
     batch_size: int = 128
@@ -74,8 +75,11 @@ class NPNConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise GatelabError(f"{name} must be an integer >= 1, got {value!r}")
         lam = self.lam if self.lam is not None else PAPER_LAMBDA[self.model]  # sparsify checks each value
+        decay = PAPER_WEIGHT_DECAY[self.model] if self.weight_decay is None else self.weight_decay
+        if not (isinstance(decay, (int, float)) and 0 <= decay < float("inf")):
+            raise GatelabError(f"weight_decay must be a finite number >= 0 (or None: the authors'), got {decay!r}")
         self.schedule.validate(self.epochs, harden=self.harden_from is not None)
-        return replace(self, lam=lam)
+        return replace(self, lam=lam, weight_decay=decay)
 
     @property
     def expanding(self) -> bool:
