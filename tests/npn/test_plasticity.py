@@ -144,7 +144,7 @@ def test_authors_start_keeps_hibernating_units_asleep_at_k_1():
         make_plastic(mlp(4, (3,), 2), logits=(-1.0, 1.0))
 
 
-def test_growth_wakes_one_unit_a_layer_and_stops_in_a_layer_that_let_one_go():
+def test_growth_wakes_one_unit_a_layer_and_pauses_in_a_layer_while_one_sleeps():
     torch.manual_seed(0)
     model = make_plastic(mlp(4, (10, 8), 2), init_active=[0.3, 0.25], k=1.0, layers=["fc2", "fc3"])
     first, second = gates(model)
@@ -157,6 +157,10 @@ def test_growth_wakes_one_unit_a_layer_and_stops_in_a_layer_that_let_one_go():
         second.phi.copy_(torch.where(second.phi.abs() < 0.1, 1.0, second.phi))
     _grow(model, size)
     assert size == {"fc2": 4, "fc3": 4} and int((second.phi.abs() < 0.1).sum()) == 1
+    with torch.no_grad():  # fc2's units wake again: it grows again, as the authors' expand_layer re-checks
+        first.phi[:4] = 1.0
+    _grow(model, size)
+    assert size["fc2"] == 5 and abs(float(first.phi[4])) < 0.1 and float(first.phi[5]) < -30
 
 
 def test_authors_expansion_start_wires_fc1_to_the_awake_conv2_channels():

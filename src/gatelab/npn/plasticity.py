@@ -220,12 +220,14 @@ def _wake(model: nn.Module, fill: float, k: float) -> None:
 
 
 def _grow(model: nn.Module, size: dict[str, int]) -> None:
-    """The authors' expansion step: one new unit in each layer that still has every unit it was given.
+    """The authors' expansion step: one new unit in each layer whose units are all awake.
 
-    ``size`` counts the units a layer was given (its start plus the units grown):
-    the new unit is the next one in order (unit ``size``), and a layer that let a
-    unit go to sleep has found its size and grows no more. The new unit starts at
-    phi ~ N(0, 0.01^2), open half the time, and the gates decide whether it stays.
+    As ``expand_layer`` in ``leo-yangli/npns`` (models/layer/ARMConv.py, ARMDense.py):
+    ``size`` counts the units a layer was given (its start plus the units grown);
+    the new unit is the next one in order (unit ``size``), its phi drawn from
+    N(0, 0.01^2) (k phi ~ 0 at k = 1: open about half the time) and its weights
+    left as they are. A layer skips the step while any of its units is asleep
+    (phi <= 0) and grows again at a later step once that unit has woken.
     """
     with torch.no_grad():
         for g in _gates(model):
