@@ -41,6 +41,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def grants_write(folder: str | os.PathLike) -> bool:
+    """Whether we may add files to ``folder``: its mode grants write as well as access does, so that root leaves
+    read-only shared folders alone."""
+    try:
+        return bool(Path(folder).stat().st_mode & 0o222) and os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; fsync it and rename it onto ``path`` only if the block succeeds."""

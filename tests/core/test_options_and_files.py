@@ -9,7 +9,7 @@ import torch
 from gatelab import options
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
-from gatelab.files import atomic_dir, check_output_path
+from gatelab.files import atomic_dir, check_output_path, grants_write
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,12 @@ def test_a_held_out_size_is_a_count_or_a_fraction():
     for bad in ("0", "1.5", "-3", "nan"):
         with pytest.raises(argparse.ArgumentTypeError, match="a count >= 1 or a fraction in"):
             options.count_or_fraction(bad)
+
+
+def test_grants_write_follows_the_mode_bits_even_for_root(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    assert grants_write(tmp_path) and grants_write(shared)
+    shared.chmod(0o555)  # root could still write there; gatelab leaves it alone
+    assert not grants_write(shared) and not grants_write(tmp_path / "missing")
+    shared.chmod(0o755)

@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw
 
 from gatelab.activity.skeleton import MEDIAPIPE_33, SkeletonSequence
 from gatelab.errors import GatelabError
-from gatelab.files import atomic_path, check_output_path
+from gatelab.files import atomic_path, check_output_path, grants_write
 from gatelab.progress import bar, say
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -150,13 +150,10 @@ def _pose_cache() -> Path:
 
 
 def _cache_paths(video: Path, key: str) -> list[Path]:
-    """Beside the clip (``NAME.pose.npz``) if its folder grants write, then the per-user cache (by key).
-
-    Mode bits are checked as well as access, so that root leaves read-only shared folders alone.
-    """
+    """Beside the clip (``NAME.pose.npz``) if its folder grants write, then the per-user cache (by key)."""
     paths = []
     folder = video.resolve().parent
-    if folder.stat().st_mode & 0o222 and os.access(folder, os.W_OK):
+    if grants_write(folder):
         paths.append(folder / f"{video.name}.pose.npz")
     return paths + [_pose_cache() / f"{key}.npz"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gatelab.errors import DataMissingError, GatelabError
-from gatelab.files import atomic_path, write_json
+from gatelab.files import atomic_path, grants_write, write_json
 
 
 class DataChecksumError(GatelabError):
@@ -86,19 +86,11 @@ def _stamped_md5(path: Path) -> str | None:
     return None
 
 
-def _writable(folder: Path) -> bool:
-    """Whether we may add files to ``folder``: its mode grants write (so root leaves r-x shared folders alone)."""
-    try:
-        return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)
-    except OSError:
-        return False
-
-
 def _write_stamp(path: Path, md5: str) -> Path | None:
     """Record that ``path`` (as it is now) has ``md5``; return where, or None if nowhere was writable."""
     record = {**_identity(path), "md5": md5}
     for stamp in stamp_paths(path):
-        if stamp.parent == path.resolve().parent and not _writable(stamp.parent):
+        if stamp.parent == path.resolve().parent and not grants_write(stamp.parent):
             continue
         try:
             return write_json(stamp, record)
