@@ -236,13 +236,13 @@ def _wordrank(report, key, matrix, rho, epochs, seed) -> dict:
     }
 
 
-def _word2vec(sentences, which: str, seed: int) -> dict:
+def _word2vec(report, key: str, sentences, which: str, seed: int) -> dict:
     """A word2vec peer of WordRank (``ours`` or ``gensim``) with the hogbatch settings: its scores and speed."""
     t0 = time.perf_counter()
     if which == "gensim":
         kv = _gensim(sentences, W2V_EPOCHS, seed + 1)[0]
     else:
-        kv = train_word2vec(sentences, workers=THREADS, epochs=W2V_EPOCHS, seed=seed + 1, **HYPER).wv
+        kv = _gatelab(report, key, sentences, W2V_EPOCHS, seed + 1)[0]
     seconds = time.perf_counter() - t0
     words = sum(map(len, sentences)) * W2V_EPOCHS
     return {"scores": _scores(kv), "seconds": seconds, "words_per_sec": words / seconds}
@@ -317,8 +317,9 @@ def wordrank_reproduction(report, quick: bool, seed: int) -> None:
                     report, f"{label}-wordrank-{rho}", counted(), rho, s["wordrank_epochs"], seed
                 ),
             )
-        row["word2vec (ours)"] = report.stage(f"{label}-word2vec", lambda: _word2vec(load(), "ours", seed))
-        row["word2vec (gensim)"] = report.stage(f"{label}-gensim", lambda: _word2vec(load(), "gensim", seed))
+        for which, stage in (("ours", "word2vec"), ("gensim", "gensim")):
+            key = f"{label}-{stage}"
+            row[f"word2vec ({which})"] = report.stage(key, lambda k=key, w=which: _word2vec(report, k, load(), w, seed))
         if s["glove"]:
             row["GloVe (mittens)"] = report.stage(f"{label}-glove", lambda: _glove(counted(), seed))
         results[label] = row
