@@ -52,6 +52,11 @@ class BagOfWords:
 
     def subset(self, docs: torch.Tensor) -> "BagOfWords":
         """The documents ``docs`` (0-based row indices, any order), renumbered 0..len(docs)-1 in that order."""
+        return self.subset_with_entries(docs)[0]
+
+    def subset_with_entries(self, docs: torch.Tensor) -> tuple["BagOfWords", torch.Tensor]:
+        """``subset(docs)`` and, for each of its entries, the index of that entry here (to gather and scatter
+        per-entry values kept alongside this corpus)."""
         docs = torch.as_tensor(docs, dtype=torch.int64, device=self.doc.device)
         if docs.numel() and (docs.min() < 0 or docs.max() >= self.n_docs):
             raise GatelabError(f"document indices must lie in [0, {self.n_docs}), got {docs.min()}..{docs.max()}")
@@ -62,7 +67,7 @@ class BagOfWords:
         new_doc = torch.repeat_interleave(torch.arange(len(docs), device=dev), lengths)
         offsets = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
         rows = torch.arange(int(lengths.sum()), device=dev) + offsets
-        return BagOfWords(new_doc, self.word[rows], self.count[rows], len(docs), self.n_words)
+        return BagOfWords(new_doc, self.word[rows], self.count[rows], len(docs), self.n_words), rows
 
     def to_dense(self) -> torch.Tensor:
         dense = torch.zeros(self.n_docs, self.n_words, dtype=self.count.dtype)

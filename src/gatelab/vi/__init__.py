@@ -8,13 +8,14 @@ shard of the data to ``fit``.
 """
 
 from gatelab.data.bow import BagOfWords, read_docword, read_vocab, uci_paths
-from gatelab.vi.base import ALGORITHMS, dirichlet_expectation, learning_rate
+from gatelab.vi.base import ALGORITHMS, ESVI_UPDATES, dirichlet_expectation, learning_rate
 from gatelab.vi.gmm import GaussianMixtureVI
 from gatelab.vi.lda import LDAVI, completion_split
 from gatelab.vi.synthetic import synthetic_gmm, synthetic_lda
 
 __all__ = [
     "ALGORITHMS",
+    "ESVI_UPDATES",
     "BagOfWords",
     "GaussianMixtureVI",
     "LDAVI",

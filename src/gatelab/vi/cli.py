@@ -25,7 +25,7 @@ from gatelab.options import (
     positive_int,
     probability,
 )
-from gatelab.vi.base import ALGORITHMS
+from gatelab.vi.base import ALGORITHMS, ESVI_UPDATES
 
 
 def _topk(text: str) -> int | float:
@@ -61,6 +61,13 @@ def _common(p: argparse.ArgumentParser, iterations: int, val_default: float) -> 
     )
     p.add_argument(
         "--blocks", type=positive_int, default=None, help="ESVI component blocks (default: 2 × processes, at most K)"
+    )
+    p.add_argument(
+        "--esvi-update",
+        choices=ESVI_UPDATES,
+        default="incremental",
+        help="ESVI's block update: incremental (each shard's statistics replaced exactly) or stochastic (SVI steps "
+        "on minibatches of --batch-size, with --tau and --kappa) (default: %(default)s)",
     )
     p.add_argument(
         "--topk",
@@ -134,6 +141,7 @@ def _model_options(args) -> dict:
         kappa=args.kappa,
         n_blocks=args.blocks,
         topk=args.topk,
+        esvi_update=args.esvi_update,
         seed=args.seed,
         device=args.device,
         quiet=args.quiet or not distributed.is_main(),

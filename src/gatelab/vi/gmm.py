@@ -167,14 +167,24 @@ class GaussianMixtureVI(MixtureVI):
         return self._stats(x, torch.softmax(ll, 1))
 
     def _visit(self, data, T_block, block, state):
+        return self._block_step(data, state["lognorm"], T_block, block)
+
+    def _visit_batch(self, data, T_block, block, state, rows):
+        lognorm = state["lognorm"][rows]
+        stats = self._block_step(data[rows], lognorm, T_block, block)
+        state["lognorm"][rows] = lognorm
+        return stats
+
+    def _block_step(self, x, lognorm, T_block, block):
+        """The points' responsibilities for the components of ``block`` (setting their column of ``lognorm``)
+        and the statistics they give the block."""
         post = self._posterior(T_block)
         topk = self._topk_count()
         kb = None if topk is None else max(1, -(-topk * len(self._blocks[block]) // self.n_components))
-        ll = self._responsibilities(data, post, kb)
-        lognorm = state["lognorm"]
+        ll = self._responsibilities(x, post, kb)
         lognorm[:, block] = torch.logsumexp(ll, 1)
         r = torch.exp(ll - torch.logsumexp(lognorm, 1, keepdim=True))  # equation (2) of gatelab.vi.base
-        return self._stats(data, r)
+        return self._stats(x, r)
 
     def _local_bound(self, data, T, state):
         return torch.logsumexp(self._log_likelihoods(data, self._posterior(T)), 1).double().sum()

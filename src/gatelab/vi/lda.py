@@ -170,8 +170,14 @@ class LDAVI(MixtureVI):
         everything = torch.arange(self.n_components, device=self._device)
         elog_beta0 = dirichlet_expectation(lam0).T.contiguous()
         self._converge(data, gamma, elog_beta0, everything, None, max_iter=max(self.local_iter, FIRST_PASS_ITER))
-        S, _ = self._stats(data, gamma, elog_beta0, everything, None)
-        T = distributed.all_reduce_(S.clone())
+        if self.algorithm == "esvi" and self.esvi_update == "stochastic":
+            # equation (3) of gatelab.vi.base keeps no shard's statistics: the blocks start, as SVI does, from
+            # the random λ⁰ itself (its mass of about 1 per topic and word fades as ρ_t steps replace it), and
+            # the pass above gives each document its first γ and per-block normalisers
+            S, T = torch.zeros_like(lam0), lam0 - eta
+        else:
+            S, _ = self._stats(data, gamma, elog_beta0, everything, None)
+            T = distributed.all_reduce_(S.clone())
         if self.algorithm == "esvi":  # the per-block normalisers log z_{d,w,b} of equation (2), under T⁰
             elog_beta_t = self._elog_beta_t(T)
             state["lognorm"] = torch.stack(
@@ -338,17 +344,29 @@ class LDAVI(MixtureVI):
     def _visit(self, data, T_block, block, state):
         """ESVI: restart this block's columns of γ from the documents' random start and converge them, the other
         blocks held fixed through their normalisers; the shard's new statistics for the block."""
+        return self._block_step(data, state["gamma"], state["lognorm"], self._gamma0, T_block, block)
+
+    def _visit_batch(self, data, T_block, block, state, rows):
+        """ESVI, stochastic form: ``_visit`` on the documents ``rows`` alone."""
+        batch, entries = data.subset_with_entries(rows)
+        gamma, lognorm = state["gamma"][rows], state["lognorm"][entries]
+        stats = self._block_step(batch, gamma, lognorm, self._gamma0[rows], T_block, block)
+        state["gamma"][rows], state["lognorm"][entries] = gamma, lognorm
+        return stats
+
+    def _block_step(self, data, gamma, lognorm, gamma0, T_block, block):
+        """Restart, converge and take the statistics of the columns of ``block`` in ``gamma`` (in place, with
+        ``lognorm``, the per-entry block normalisers of ``data``), from the random start ``gamma0``."""
         _, eta = self._priors()
         columns = self._blocks[block]
         topk = self._topk_count()
         kb = None if topk is None else max(1, min(len(columns), -(-topk * len(columns) // self.n_components)))
         elog_beta_t = dirichlet_expectation(eta + T_block).T.contiguous()
-        gamma, lognorm = state["gamma"], state["lognorm"]
         # restart within the block: the documents' random start, scaled to the mass the block holds now plus the
         # start's own (about 1 a topic, as a full restart gives every topic), so the block's topics compete again
         # among themselves, a block shut out of a document can come back, and a block keeps its share against
         # the fixed others (the start alone, without the block's mass, lost that share at every visit)
-        start = self._gamma0[:, columns]
+        start = gamma0[:, columns]
         mass = start.sum(1, keepdim=True)
         gamma[:, columns] = start * ((gamma[:, columns].sum(1, keepdim=True) + mass) / mass)
         self._converge(data, gamma, elog_beta_t, columns, kb, lognorm, block)
