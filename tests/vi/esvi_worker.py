@@ -1,7 +1,8 @@
 """A torchrun worker for test_distributed: ESVI on a shard of a small synthetic corpus.
 
 Each rank writes CHECKPOINT.rankN.json: the refusal of a world larger than the blocks, the blocks it
-visited, in order, and the held-out perplexity. ``kill`` makes
+visited, in order, and the held-out perplexity (``finish``: also that of the stochastic block update,
+whose checkpoint is CHECKPOINT.stochastic.rankN). ``kill`` makes
 rank 1 die by SIGKILL in round 3, while rank 0 waits for its token.
 """
 
@@ -44,6 +45,10 @@ model = Recording(3, algorithm="esvi", n_blocks=3, max_iter=40, local_iter=5, se
 model.fit(shard, checkpoint=checkpoint)
 perplexity = model.perplexity(held)
 result.update(visits=visits, perplexity=perplexity)
+if mode == "finish":  # the stochastic block update, its step counts travelling with the tokens
+    stochastic = LDAVI(3, algorithm="esvi", esvi_update="stochastic", n_blocks=3, max_iter=8, batch_size=50, seed=0)
+    stochastic.fit(shard, checkpoint=f"{checkpoint}.stochastic")
+    result["stochastic_perplexity"] = stochastic.perplexity(held)
 with open(f"{checkpoint}.rank{distributed.rank()}.json", "w") as fh:
     json.dump(result, fh)
 distributed.shutdown()

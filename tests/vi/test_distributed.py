@@ -52,6 +52,15 @@ def test_two_process_esvi_matches_one_process(tmp_path):
     single.fit(corpus.subset(torch.arange(340)))
     one = single.perplexity(corpus.subset(torch.arange(340, 400)))
     assert abs(results[0]["perplexity"] - one) < 0.02 * one, (results[0]["perplexity"], one)
+    # the stochastic block update: every block has had one SVI step per minibatch of every shard in each of
+    # the 8 rounds (shards of 170 documents, minibatches of 50: 4 each), counted on the token across ranks
+    for r in (0, 1):
+        run = load_state(tmp_path / f"ckpt.pt.stochastic.rank{r}")["run"]
+        assert run["iteration"] == 8 and run["block_steps"] == {b: 8 * 2 * 4 for b in range(3) if b % 2 == r}
+    single = LDAVI(3, algorithm="esvi", esvi_update="stochastic", n_blocks=3, max_iter=8, batch_size=50, seed=0)
+    one = single.fit(corpus.subset(torch.arange(340))).perplexity(corpus.subset(torch.arange(340, 400)))
+    two = results[0]["stochastic_perplexity"]
+    assert abs(two - one) < 0.02 * one, (two, one)
 
 
 def test_a_killed_worker_is_named_and_the_checkpoint_survives(tmp_path):

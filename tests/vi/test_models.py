@@ -80,6 +80,38 @@ def test_lda_topics_are_recovered_and_esvi_matches_batch():
     assert esvi.history_[-1]["elbo"] == pytest.approx(esvi.elbo_, rel=1e-6)
     topk = LDAVI(3, algorithm="esvi", n_blocks=3, topk=2, max_iter=30, local_iter=5, seed=1).fit(corpus)
     assert abs(topk.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
+    # the stochastic block update (SVI steps from a random start, so a looser recovery on 400 documents)
+    options = dict(esvi_update="stochastic", n_blocks=3, batch_size=100, max_iter=20, local_iter=5, seed=1)
+    stochastic = LDAVI(3, algorithm="esvi", **options).fit(corpus)
+    assert abs(stochastic.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
+    l1 = torch.cdist(stochastic.topic_word_, topics, p=1).numpy()
+    rows, cols = linear_sum_assignment(l1)
+    assert l1[rows, cols].max() < 0.2, l1[rows, cols]
+
+
+def test_stochastic_esvi_visit_takes_svi_steps_over_every_point_once():
+    """Equation (3) of gatelab.vi.base: one visit steps the block T_b ← (1 − ρ_t) T_b + ρ_t (N / |B|) S_B over
+    minibatches that cover the shard once, in a fresh order each visit, with t counted on from the token's."""
+    model = LDAVI(2, algorithm="esvi", esvi_update="stochastic", batch_size=3, tau=2.0, kappa=0.6)
+    model._n_total, model._device = 20, torch.device("cpu")
+    seen = []
+
+    def batch(data, T_block, block, state, rows):  # a shard of 7 documents; each gives 1 + its index
+        seen.append(rows)
+        return torch.full_like(T_block, float((rows + 1).sum()))
+
+    model._n_items, model._visit_batch = (lambda data: 7), batch
+    state = {"order_generator": torch.Generator().manual_seed(1).get_state()}
+    T, steps = model._visit_stochastic(None, torch.ones(1, 4, dtype=torch.float64), 0, 5, state)
+    expect = torch.ones(1, 4, dtype=torch.float64)
+    for t, rows in enumerate(seen, start=5):
+        rho = (2.0 + t) ** -0.6
+        expect = (1 - rho) * expect + rho * (20 / len(rows)) * float((rows + 1).sum())
+    assert steps == 8 and [len(r) for r in seen] == [3, 3, 1]
+    assert sorted(torch.cat(seen).tolist()) == list(range(7))
+    assert torch.allclose(T, expect)
+    model._visit_stochastic(None, T, 0, steps, state)
+    assert not torch.equal(torch.cat(seen[3:]), torch.cat(seen[:3]))  # the next visit draws a new order
 
 
 @pytest.mark.parametrize(
@@ -90,6 +122,7 @@ def test_lda_topics_are_recovered_and_esvi_matches_batch():
         (lambda: LDAVI(2, algorithm="gibbs"), "unknown algorithm"),
         (lambda: LDAVI(2, topk=5), "topk"),
         (lambda: LDAVI(2, algorithm="esvi", n_blocks=3), "n_blocks"),
+        (lambda: LDAVI(2, algorithm="esvi", esvi_update="online"), "unknown esvi_update"),
     ],
 )
 def test_impossible_settings_are_refused(make, says):

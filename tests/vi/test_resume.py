@@ -7,10 +7,12 @@ from gatelab.errors import GatelabError
 from gatelab.vi import LDAVI, GaussianMixtureVI, synthetic_gmm, synthetic_lda
 
 
-@pytest.mark.parametrize("algorithm", ["batch", "svi", "esvi"])
-def test_resumed_lda_equals_uninterrupted(tmp_path, one_thread, algorithm):
+@pytest.mark.parametrize("algorithm, update", [("batch", None), ("svi", None), ("esvi", None), ("esvi", "stochastic")])
+def test_resumed_lda_equals_uninterrupted(tmp_path, one_thread, algorithm, update):
     corpus, _ = synthetic_lda(n_docs=80, n_words=50, n_topics=4, doc_length=30, seed=6)
     settings = dict(algorithm=algorithm, local_iter=3, batch_size=16, n_blocks=2, seed=3)
+    if update is not None:
+        settings["esvi_update"] = update
     whole = LDAVI(4, max_iter=4, **settings).fit(corpus)
     ckpt = tmp_path / "lda.pt"
     LDAVI(4, max_iter=2, **settings).fit(corpus, checkpoint=ckpt)
