@@ -114,6 +114,35 @@ def test_stochastic_esvi_visit_takes_svi_steps_over_every_point_once():
     assert not torch.equal(torch.cat(seen[3:]), torch.cat(seen[:3]))  # the next visit draws a new order
 
 
+def test_compiled_topk_step_reaches_the_torch_fixed_point(monkeypatch):
+    """ESVI-TOPK's local step: the compiled kernel (per document) and the batched torch form (compacting
+    converged documents every few rounds) run the same updates, so run to a tight tolerance they agree."""
+    import gatelab.vi.lda as lda_module
+    from gatelab.vi._kernel import _digamma
+
+    x = torch.tensor([0.02, 0.3, 1.0, 5.5, 6.0, 40.0, 1e4], dtype=torch.float64)
+    assert torch.allclose(torch.tensor([_digamma(float(v)) for v in x], dtype=torch.float64), torch.digamma(x))
+    corpus, _ = synthetic_lda(n_docs=60, n_words=40, n_topics=6, doc_length=50, alpha=0.2, seed=9)
+    model = LDAVI(6, algorithm="esvi", n_blocks=2, topk=2, max_iter=2, local_tol=1e-7, local_iter=300, seed=0)
+    model.dtype = torch.float64
+    model.fit(corpus)
+    data, T = model._prepare(corpus), model._fitted_T()
+    start = model._start_gamma(data.n_docs)
+    lognorm = torch.stack([model._log_z(data, start[:, b], model._elog_beta_t(T)[:, b])[0] for b in model._blocks], 1)
+    columns = model._blocks[1]
+    elog_beta_t = model._elog_beta_t(T)[:, columns].contiguous()
+    results = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(lda_module, "COMPILED_TOPK", compiled)
+        gamma = start.clone()
+        model._converge(data, gamma, elog_beta_t, columns, 1, lognorm, 1)
+        results[compiled] = gamma
+    assert torch.equal(results[True][:, model._blocks[0]], start[:, model._blocks[0]])  # other blocks untouched
+    kept = results[True][:, columns] > 1 / 6 + 1e-9  # α = 1/K: the topics dropped fall back to it
+    assert kept.sum(1).eq(1).all()  # one topic of the block kept per document
+    assert torch.allclose(results[True], results[False], rtol=1e-5), (results[True] - results[False]).abs().max()
+
+
 @pytest.mark.parametrize(
     "make, says",
     [

@@ -16,12 +16,14 @@ from gatelab import distributed
 from gatelab.data.bow import BagOfWords
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
+from gatelab.vi._kernel import topk_converge
 from gatelab.vi.base import MixtureVI, _typed, dirichlet_expectation
 
 FIRST_PASS_ITER = 20  # local steps of the first pass under the random λ⁰ (at least; more if local_iter is larger)
 SCORE_ITER = 100  # at most this many local steps when fitting γ of new documents (scoring, transform)
 _TINY = 1e-30  # floor of the normaliser z_dw (all of a document's topics far from a word)
 CONVERGENCE_CHECK = 4  # local steps between convergence checks (each check is one host read)
+COMPILED_TOPK = True  # ESVI-TOPK's local step on the CPU by the compiled kernel (False: the batched torch form)
 
 
 def completion_split(corpus: BagOfWords, seed: int = 0) -> tuple[BagOfWords, BagOfWords]:
@@ -220,9 +222,10 @@ class LDAVI(MixtureVI):
         CONVERGENCE_CHECK rounds the finished ones are written back and the rest (documents and entries)
         compacted, so the work shrinks as documents converge; that check is the only host read.
         With ``topk``, the first round uses all of ``columns`` and the rest each document's top ``topk`` of
-        them (by γ after the first round; the others fall to α), gathered per entry. With ``lognorm`` (ESVI),
-        z_dw also adds the other blocks' normalisers (fixed while this block is visited): equation (2) of
-        ``gatelab.vi.base``.
+        them (by γ after the first round; the others fall to α), gathered per entry; on the CPU the compiled
+        ``gatelab.vi._kernel.topk_converge`` does the same per document, checking convergence every round.
+        With ``lognorm`` (ESVI), z_dw also adds the other blocks' normalisers (fixed while this block is
+        visited): equation (2) of ``gatelab.vi.base``.
         """
         alpha, _ = self._priors()
         tol = self.local_tol
@@ -237,6 +240,14 @@ class LDAVI(MixtureVI):
         if lognorm is not None and lognorm.shape[1] > 1:
             others = [c for c in range(lognorm.shape[1]) if c != block]
             rest = torch.logsumexp(lognorm[:, others], 1) - top_beta[word]
+        if topk is not None and COMPILED_TOPK and gamma.device.type == "cpu":
+            no_rest = torch.empty(0, dtype=b.dtype)
+            topk_converge(
+                rows.numpy(), word.numpy(), count.numpy(), (no_rest if rest is None else rest).numpy(),
+                b.contiguous().numpy(), g.numpy(), topk, alpha, tol, max_iter,
+            )  # fmt: skip
+            gamma[:, columns] = g
+            return
         topics = entry_b = None
         for it in range(max_iter):
             psi = torch.digamma(g)
