@@ -58,10 +58,11 @@ def test_batch_elbo_never_decreases(algorithm):
     assert all(b >= a - 1e-9 * abs(a) for a, b in zip(elbo, elbo[1:])), elbo
 
 
-@pytest.mark.parametrize("algorithm", ["batch", "svi", "esvi"])
-def test_gaussian_components_are_recovered(algorithm):
+@pytest.mark.parametrize("algorithm, update", [("batch", None), ("svi", None), ("esvi", None), ("esvi", "stochastic")])
+def test_gaussian_components_are_recovered(algorithm, update):
     x, _, means = synthetic_gmm(3000, 5, 2, separation=12.0, seed=4)
-    model = GaussianMixtureVI(5, algorithm=algorithm, max_iter=20, batch_size=300, n_blocks=None, seed=0).fit(x)
+    options = dict(max_iter=20, batch_size=300, n_blocks=None, seed=0, esvi_update=update or "incremental")
+    model = GaussianMixtureVI(5, algorithm=algorithm, **options).fit(x)
     cost = torch.cdist(model.means_.float(), means).numpy()
     rows, cols = linear_sum_assignment(cost)
     assert cost[rows, cols].mean() < 0.1, cost[rows, cols]
