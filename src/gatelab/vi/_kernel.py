@@ -40,6 +40,10 @@ def topk_converge(pointers, word, count, rest, b, gamma, k, alpha, tol, max_iter
     a = np.empty(n_topics)
     sums = np.empty(n_topics)
     top = np.empty(k, dtype=np.int64)
+    longest = 0
+    for d in range(n_docs):
+        longest = max(longest, pointers[d + 1] - pointers[d])
+    local = np.empty((longest, k))  # b at the document's entries and top topics, gathered once per document
     for d in range(n_docs):
         lo, hi = pointers[d], pointers[d + 1]
         g = gamma[d]
@@ -69,6 +73,9 @@ def topk_converge(pointers, word, count, rest, b, gamma, k, alpha, tol, max_iter
         order = np.argsort(-g[:n_topics])
         for j in range(k):
             top[j] = order[j]
+        for e in range(lo, hi):
+            for j in range(k):
+                local[e - lo, j] = b[word[e], top[j]]
         dropped = 0.0  # the topics outside the top k fall to α: a change that counts in round 2, as in torch
         for j in range(k, n_topics):
             dropped += abs(g[order[j]] - alpha)
@@ -84,15 +91,15 @@ def topk_converge(pointers, word, count, rest, b, gamma, k, alpha, tol, max_iter
                 a[j] = math.exp(a[j] - peak)
                 sums[j] = 0.0
             for e in range(lo, hi):
-                w = word[e]
+                row = local[e - lo]
                 z = 0.0
                 for j in range(k):
-                    z += a[j] * b[w, top[j]]
+                    z += a[j] * row[j]
                 if has_rest:
                     z += math.exp(rest[e] - peak)
                 ratio = count[e] / max(z, 1e-30)
                 for j in range(k):
-                    sums[j] += b[w, top[j]] * ratio
+                    sums[j] += row[j] * ratio
             change = dropped if rounds == 2 else 0.0
             for j in range(k):
                 new = alpha + a[j] * sums[j]

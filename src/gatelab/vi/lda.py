@@ -355,24 +355,31 @@ class LDAVI(MixtureVI):
     def _visit(self, data, T_block, block, state):
         """ESVI: restart this block's columns of γ from the documents' random start and converge them, the other
         blocks held fixed through their normalisers; the shard's new statistics for the block."""
-        return self._block_step(data, state["gamma"], state["lognorm"], self._gamma0, T_block, block)
+        _, eta = self._priors()
+        elog_beta_t = dirichlet_expectation(eta + T_block).T.contiguous()
+        return self._block_step(data, state["gamma"], state["lognorm"], self._gamma0, elog_beta_t, block)
 
     def _visit_batch(self, data, T_block, block, state, rows):
-        """ESVI, stochastic form: ``_visit`` on the documents ``rows`` alone."""
+        """ESVI, stochastic form: ``_visit`` on the documents ``rows`` alone, over the words they use (E[log β]
+        of the block on those words only, the statistics scattered back into the whole vocabulary)."""
         batch, entries = data.subset_with_entries(rows)
-        gamma, lognorm = state["gamma"][rows], state["lognorm"][entries]
-        stats = self._block_step(batch, gamma, lognorm, self._gamma0[rows], T_block, block)
-        state["gamma"][rows], state["lognorm"][entries] = gamma, lognorm
-        return stats
-
-    def _block_step(self, data, gamma, lognorm, gamma0, T_block, block):
-        """Restart, converge and take the statistics of the columns of ``block`` in ``gamma`` (in place, with
-        ``lognorm``, the per-entry block normalisers of ``data``), from the random start ``gamma0``."""
+        words, local = torch.unique(batch.word, return_inverse=True)
+        batch = BagOfWords(batch.doc, local, batch.count, batch.n_docs, len(words))
         _, eta = self._priors()
+        lam = eta + T_block
+        elog_beta_t = (torch.digamma(lam[:, words]) - torch.digamma(lam.sum(1, keepdim=True))).T.contiguous()
+        gamma, lognorm = state["gamma"][rows], state["lognorm"][entries]
+        stats = self._block_step(batch, gamma, lognorm, self._gamma0[rows], elog_beta_t, block)
+        state["gamma"][rows], state["lognorm"][entries] = gamma, lognorm
+        return torch.zeros_like(T_block).index_copy_(1, words, stats)
+
+    def _block_step(self, data, gamma, lognorm, gamma0, elog_beta_t, block):
+        """Restart, converge and take the statistics of the columns of ``block`` in ``gamma`` (in place, with
+        ``lognorm``, the per-entry block normalisers of ``data``), from the random start ``gamma0``, under the
+        block's E[log β] (words × the block's topics)."""
         columns = self._blocks[block]
         topk = self._topk_count()
         kb = None if topk is None else max(1, min(len(columns), -(-topk * len(columns) // self.n_components)))
-        elog_beta_t = dirichlet_expectation(eta + T_block).T.contiguous()
         # restart within the block: the documents' random start, scaled to the mass the block holds now plus the
         # start's own (about 1 a topic, as a full restart gives every topic), so the block's topics compete again
         # among themselves, a block shut out of a document can come back, and a block keeps its share against
