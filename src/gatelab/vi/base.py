@@ -40,6 +40,13 @@ are normalised over all K components with the per-block log-normalisers
 
 with the other blocks' ``z_{i,b}`` as they were at their last visit.
 
+The stochastic form (``esvi_update="stochastic"``). Equation (1) converges to the batch fixed point,
+which for LDA on KOS overfits. The stochastic form replaces it by SVI's step on the block held, once per
+minibatch of the shard (equation (3), ``MixtureVI._visit_stochastic``): each block is then an SVI
+iterate that only the rank holding it updates, so the token passing, the lock-freedom and the local
+step with the normalisers (2) are unchanged; only the global update and the start (SVI's random λ⁰)
+differ, and no shard statistics ``S_{p,b}`` are kept.
+
 Rounds. In round r every block visits every rank once, along the ring
 p → p + 1. A rank begins its round-r visits only when its own ("home") blocks
 have come back from round r − 1; at that moment its shard state and its home
