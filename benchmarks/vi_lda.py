@@ -81,14 +81,14 @@ def main() -> None:
 
 def report(runs: dict, tests: dict, metric: str, peers: list[str], lower_is_better: bool) -> None:
     """One line per method: final validation and test value, time, and the time to each peer's final value."""
-    header = f"{'method':32s} {'val ' + metric:>14s} {'test':>10s} {'ELBO':>11s} {'time s':>8s}"
+    header = f"{'method':40s} {'val ' + metric:>14s} {'test':>10s} {'ELBO':>11s} {'time s':>8s}"
     for peer in peers:
         header += f" {'to ' + peer.split()[0] + ' s':>12s} {'ratio':>7s}"
     print(header)
     for name, hist in runs.items():
         final = hist[-1]
         elbo = f"{final['elbo']:.5g}" if "elbo" in final else "-"
-        line = f"{name:32s} {final[metric]:14.4g} {tests[name]:10.4g} {elbo:>11s} {final['time']:8.1f}"
+        line = f"{name:40s} {final[metric]:14.4g} {tests[name]:10.4g} {elbo:>11s} {final['time']:8.1f}"
         for peer in peers:
             target, peer_time = runs[peer][-1][metric], runs[peer][-1]["time"]
             reached = time_to_reach(hist, target, metric, lower_is_better)
