@@ -13,7 +13,7 @@ Rows, all in one run with the load average beside each (the machine is shared):
   backend on cpu (batched matrix products through BLAS) against the scalar numba kernel;
 - end to end (a fresh ``gatelab word2vec train`` process: imports, vocabulary, training, saving):
   1 process x N threads against ``torchrun`` N processes x 1 thread, and, with ``--baseline-src``,
-  the same command from another gatelab source tree (say, a checkout of the previous main);
+  the same two commands from another gatelab source tree (say, a checkout of the previous main);
 - with ``--pword2vec PATH``, the authors' binary (IntelLabs/pWord2Vec) end to end on the same file,
   and its vectors in the quality table (trained on Brown + PTB written out one sentence a line).
 
@@ -193,8 +193,11 @@ def speed(args, tmp: Path) -> None:
     sec, mb = run_command(gatelab_command(path, out, 1, processes=th))
     t.row(f"gatelab torchrun {th} processes x 1 thread", sec, n, base, note=f"peak {mb:.0f} MB (largest process)")
     if args.baseline_src:
-        sec, mb = run_command(gatelab_command(path, out, th), env={"PYTHONPATH": str(args.baseline_src)})
+        env = {"PYTHONPATH": str(args.baseline_src)}
+        sec, mb = run_command(gatelab_command(path, out, th), env=env)
         t.row(f"baseline src, 1 process x {th} threads", sec, n, base, note=f"peak {mb:.0f} MB; {args.baseline_src}")
+        sec, mb = run_command(gatelab_command(path, out, 1, processes=th), env=env)
+        t.row(f"baseline src, torchrun {th} processes x 1 thread", sec, n, base, note=f"peak {mb:.0f} MB (largest)")
     if args.pword2vec:
         sec, mb = run_command(pword2vec_command(args.pword2vec, path, out, th))
         t.row(f"pWord2Vec, {th} threads (batch 11)", sec, n, base, note=f"peak {mb:.0f} MB")

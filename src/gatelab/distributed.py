@@ -5,7 +5,7 @@
 ``init()`` joins the process group that torchrun's environment describes (gloo
 on CPU, NCCL for CUDA) with a finite timeout, or returns False in a plain
 single-process run, so the same code runs either way. ``rank``,
-``world_size``, ``shard_bounds`` and ``broadcast_object`` cover what the
+``world_size``, ``shard_bounds``, ``broadcast_object`` and ``all_gather_object`` cover what the
 trainers need.
 
 A lost worker ends the run loudly. Each process beats a counter in the
@@ -116,6 +116,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj if rank() == src else None]
     _collective(lambda: dist.broadcast_object_list(box, src=src))
     return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` in a single process."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    _collective(lambda: dist.all_gather_object(out, obj))
+    return out
 
 
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

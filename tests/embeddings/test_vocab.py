@@ -1,7 +1,9 @@
+import threading
+
 import numpy as np
 import pytest
 
-from gatelab.embeddings.vocab import DROPPED, SENTENCE_END, EncodedCorpus, Vocab, count_vocab
+from gatelab.embeddings.vocab import DROPPED, SENTENCE_END, EncodedCorpus, Vocab
 from gatelab.errors import GatelabError
 
 
@@ -15,6 +17,62 @@ class OncePerPass:
         self.passes += 1
         for s in self.sentences:
             yield list(s)
+
+
+def build_in_parts(corpus, parts, **params) -> list[EncodedCorpus]:
+    """Every shard of ``parts`` built as a torchrun rank builds it, each in a thread, gathering through a barrier."""
+    box, built, errors = [None] * parts, [None] * parts, []
+    barrier = threading.Barrier(parts, timeout=60)
+
+    def rank(part):
+        def gather(counts):
+            box[part] = counts
+            barrier.wait()
+            return list(box)
+
+        try:
+            built[part] = EncodedCorpus.build(corpus, shard=(part, parts), gather=gather, **params)
+        except Exception as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(p,)) for p in range(parts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for b in built:
+            if b is not None:
+                b.close()
+        raise errors[0]
+    return built
+
+
+def test_shards_count_the_vocabulary_of_one_process_with_its_ties_in_order():
+    """Ranks count their own chunks and combine the counts: the vocabulary, ties and cut included, is one process's."""
+    rng = np.random.default_rng(3)
+    tokens = rng.permutation(np.repeat([f"w{i}" for i in range(30)], 2))  # every word twice: all ties
+    sents = [list(tokens[i : i + 4]) + ["the"] for i in range(0, len(tokens), 4)]
+    layout = dict(max_sentence_length=3, chunk_words=4)  # a chunk a sentence, cut in pieces of 3
+    for max_vocab_size in (None, 12):
+        one = EncodedCorpus.build(sents, min_count=2, max_vocab_size=max_vocab_size, **layout)
+        assert one.vocab.words[0] == "the"
+        for parts in (2, 3):
+            shards = build_in_parts(sents, parts, min_count=2, max_vocab_size=max_vocab_size, **layout)
+            for part, shard in enumerate(shards):
+                assert shard.vocab.words == one.vocab.words and shard.vocab.counts.tolist() == one.vocab.counts.tolist()
+                alone = EncodedCorpus.encode(sents, one.vocab, shard=(part, parts), **layout)
+                assert (
+                    shard.stream.tolist() == alone.stream.tolist() and shard.origins.tolist() == alone.origins.tolist()
+                )
+                assert shard.lines == len(sents)
+                shard.close(), alone.close()
+        one.close()
+    with pytest.raises(GatelabError, match="min_count=6 leaves an empty vocabulary"):
+        build_in_parts(sents[:5], 2, min_count=6, **layout)
+    with pytest.raises(GatelabError, match="gather"):
+        EncodedCorpus.build(sents, shard=(0, 2))
 
 
 def test_vocab_sorted_pruned_and_encoded():
@@ -130,8 +188,17 @@ def test_compiled_text_scan_equals_the_python_path(tmp_path, monkeypatch, lowerc
                 # every parts-th chunk of the whole corpus, as one process cuts it
                 assert [a.chunk(k).tolist() for k in range(a.n_chunks)] == whole[part::parts], (part, parts)
                 a.close(), b.close()
-        (v1, n1), (v2, n2) = count_vocab(corpus, min_count=2), count_vocab(as_lists, min_count=2)
-        assert v1.words == v2.words and list(v1.counts) == list(v2.counts) and n1 == n2 == len(as_lists)
+            # torchrun's ranks: each counts and encodes its own shard; the counts combined are the whole corpus's
+            for c in (corpus, as_lists):
+                for part, shard in enumerate(build_in_parts(c, parts, min_count=2, **layout)):
+                    assert (
+                        shard.vocab.words == fast.vocab.words
+                        and shard.vocab.counts.tolist() == fast.vocab.counts.tolist()
+                    )
+                    assert [shard.chunk(k).tolist() for k in range(shard.n_chunks)] == whole[part::parts]
+                    assert shard.origins.tolist() == fast.chunks[part:-1:parts].tolist()
+                    shard.close()
+        assert fast.lines == slow.lines == len(as_lists)
         assert set(seen) == {list}  # the text file never took the Python path
     finally:
         fast.close(), slow.close()
@@ -145,10 +212,9 @@ def test_a_corpus_of_one_line_splits_into_shards_of_its_chunks(tmp_path):
     path = tmp_path / "one-line.txt"
     path.write_text(" ".join(f"w{i}" for i in rng.integers(50, size=5000)))  # no newline at all
     layout = dict(max_sentence_length=300, chunk_words=1000)
-    vocab, lines = count_vocab(LineCorpus(path), min_count=1)
-    assert lines == 1
-    shards = [EncodedCorpus.encode(LineCorpus(path), vocab, shard=(p, 2), **layout) for p in range(2)]
+    shards = build_in_parts(LineCorpus(path), 2, min_count=1, **layout)
     try:
+        assert [s.lines for s in shards] == [1, 1]
         assert [s.n_words for s in shards] == [2600, 2400]  # chunks of 1200 words (4 pieces of 300) and 200
         assert [s.origins.tolist() for s in shards] == [[0, 2408, 4816], [1204, 3612]]  # 301 tokens a piece
         assert shards[0].total_tokens == shards[1].total_tokens == 5000 + 17

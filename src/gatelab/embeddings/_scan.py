@@ -104,7 +104,7 @@ def rehash(old, slots):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _end_piece(st, out, n_out, bounds, ends, n_bounds, chunk_words, part, parts):
+def _end_piece(st, out, n_out, bounds, ends, seen, n_bounds, chunk_words, part, parts):
     """Close the current sentence piece (and the chunk, once it holds ``chunk_words`` words)."""
     owned = st[CHUNK] % parts == part
     if owned:
@@ -119,6 +119,7 @@ def _end_piece(st, out, n_out, bounds, ends, n_bounds, chunk_words, part, parts)
         if owned:
             bounds[n_bounds] = st[TOKENS]
             ends[n_bounds] = st[ALL_TOKENS]
+            seen[n_bounds] = st[DISTINCT]
             n_bounds += 1
         st[SINCE_CUT] = 0
         st[CHUNK] += 1
@@ -126,12 +127,13 @@ def _end_piece(st, out, n_out, bounds, ends, n_bounds, chunk_words, part, parts)
 
 
 @njit(nogil=True, cache=True)
-def scan(buf, i, n, slots, pool, st, out, bounds, ends, max_sentence, chunk_words, part, parts):
+def scan(buf, i, n, slots, pool, st, out, bounds, ends, seen, max_sentence, chunk_words, part, parts):
     """Tokenise ``buf[i:n]`` (which ends at a token boundary).
 
     Returns ``(position, tokens written, bounds written)``. ``bounds`` gets the end of each chunk
-    of the shard in the shard's tokens, ``ends`` the same end in the whole corpus's tokens. ``out``
-    and ``bounds`` must hold ``n - i + 2`` and ``(n - i) // 2 + 2`` values. The scan stops early,
+    of the shard in the shard's tokens, ``ends`` the same end in the whole corpus's tokens, ``seen``
+    the distinct words met so far (so the words of provisional ids up to it first occur by that end).
+    ``out`` and ``bounds`` must hold ``n - i + 2`` and ``(n - i) // 2 + 2`` values. The scan stops early,
     at the start of a new word, when the table is half full or ``pool`` has no room for it: the
     caller grows them and calls again from the position returned.
     """
@@ -142,7 +144,7 @@ def scan(buf, i, n, slots, pool, st, out, bounds, ends, max_sentence, chunk_word
         b = buf[i]
         if b == 10 or b == 13:  # end of line
             if st[PIECE] > 0:
-                n_out, n_bounds = _end_piece(st, out, n_out, bounds, ends, n_bounds, chunk_words, part, parts)
+                n_out, n_bounds = _end_piece(st, out, n_out, bounds, ends, seen, n_bounds, chunk_words, part, parts)
             if st[HAS_TOKEN]:
                 st[LINE] += 1
                 st[HAS_TOKEN] = 0
@@ -162,7 +164,7 @@ def scan(buf, i, n, slots, pool, st, out, bounds, ends, max_sentence, chunk_word
             i += 1
         st[HAS_TOKEN] = 1
         if st[PIECE] == max_sentence:  # cut a long line
-            n_out, n_bounds = _end_piece(st, out, n_out, bounds, ends, n_bounds, chunk_words, part, parts)
+            n_out, n_bounds = _end_piece(st, out, n_out, bounds, ends, seen, n_bounds, chunk_words, part, parts)
         if st[CHUNK] % parts == part:
             h = _mix(h)
             j = _lookup(buf, s, i, h, slots, pool)

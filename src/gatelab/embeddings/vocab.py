@@ -8,10 +8,11 @@ place to the final ids (``-2`` marks a dropped word, which still counts as a raw
 word for progress). Training epochs read that file by chunks through a memory
 map, so no pass after the first touches Python strings.
 
-Under torchrun the vocabulary is counted once (:func:`count_vocab`, rank 0) and
-each rank encodes only its shard with it (:meth:`EncodedCorpus.encode`): every ``parts``-th
-chunk of the whole corpus, so that the ranks go through the corpus side by side in its order, as
-the threads of one process do, and a corpus of one long line splits as well as any. The file
+Under torchrun each rank encodes only its shard (:meth:`EncodedCorpus.build` with ``shard``):
+every ``parts``-th chunk of the whole corpus, so that the ranks go through the corpus side by side
+in its order, as the threads of one process do, and a corpus of one long line splits as well as
+any. The ranks count their shards at the same time and combine the counts (:func:`_merge_shards`)
+into the vocabulary that one process would count, the same on every rank. The file
 lives in a temporary folder, or in a given ``workdir`` (beside the output), where
 a resumed run finds it again (:meth:`EncodedCorpus.reopen`).
 """
@@ -26,7 +27,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -95,15 +96,16 @@ class Vocab:
 class EncodedCorpus:
     """A corpus encoded to vocabulary ids in an int32 file, read back by memory map.
 
-    Build it with :meth:`build` (count the vocabulary and encode in one pass) or :meth:`encode`
-    (a known vocabulary, optionally one shard of the chunks). ``chunks`` holds the token
+    Build it with :meth:`build` (count the vocabulary and encode in one pass, optionally one shard
+    of the chunks) or :meth:`encode` (a known vocabulary). ``chunks`` holds the token
     offsets where training chunks start and end (always at a sentence end), ``n_words`` the raw
     word count of one epoch. ``origins[k]`` is where chunk ``k`` starts in the whole corpus's
     ``total_tokens`` tokens (for a shard; the same as ``chunks[k]`` otherwise), so that the
     learning rate of a shard's chunk is the one a single process would use there. With a
     ``workdir`` the file (``NAME.int32``, with ``NAME.json`` describing it) stays there after
     :meth:`close`, so an interrupted run can :meth:`reopen` it; without one it lives in a fresh
-    temporary folder that :meth:`close` removes.
+    temporary folder that :meth:`close` removes. ``lines``: the whole corpus's non-blank lines
+    (None for a reopened corpus).
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class EncodedCorpus:
         tmpdir: Path | None,
         ends: np.ndarray | None = None,
         total_tokens: int | None = None,
+        lines: int | None = None,
     ):
         self.path, self.n_tokens, self.n_words, self.n_sentences = path, n_tokens, n_words, n_sentences
+        self.lines = lines
         self.chunks, self.vocab, self._tmpdir = chunks, vocab, tmpdir
         self.total_tokens = n_tokens if total_tokens is None else total_tokens
         self.origins = chunks[:-1] if ends is None else ends - np.diff(chunks)
@@ -137,24 +141,38 @@ class EncodedCorpus:
         workdir: str | os.PathLike | None = None,
         name: str = "corpus",
         key: dict | None = None,
+        shard: tuple[int, int] = (0, 1),
+        gather: Callable[[object], list] | None = None,
     ) -> "EncodedCorpus":
-        """Read ``sentences`` once, build the vocabulary and encode the corpus.
+        """Read ``sentences`` once, build the vocabulary and encode the corpus (or one ``shard`` of it).
 
         Sentences longer than ``max_sentence_length`` are cut into pieces of that length.
         ``key`` (any JSON) is stored beside the file for :meth:`reopen` to match. A UTF-8
         :class:`~gatelab.data.text.LineCorpus` is tokenised and counted in compiled code.
+        ``shard`` is as in :meth:`encode`; with several parts, ``gather`` takes this process's
+        counts and returns every part's, in part order (under torchrun,
+        :func:`gatelab.distributed.all_gather_object`), and the vocabulary is the whole corpus's,
+        the same in every part, with ties ordered as one process orders them.
         Raises GatelabError for an empty corpus or a vocabulary emptied by ``min_count``.
         """
+        if shard[1] > 1 and gather is None:
+            raise GatelabError("building the vocabulary from one shard of several needs a gather function")
 
-        def finish(path: Path, n_tokens: int, words: list[str], counts: np.ndarray) -> Vocab:
+        def finish(path: Path, n_tokens: int, words: list[str], counts: np.ndarray, layout: "_Layout") -> Vocab:
             words, counts, merged = _merge(words, counts)
+            to_shared = None
+            if shard[1] > 1:
+                first = _first_seen(layout, len(counts), merged)
+                words, counts, to_shared = _merge_shards(gather((words, counts, *first)), shard[0])
             vocab, keep = _prune(words, counts, min_count, max_vocab_size)
             remap = np.full(len(words), DROPPED, dtype=np.int32)
             remap[keep] = np.arange(len(keep), dtype=np.int32)
+            if to_shared is not None:
+                remap = remap[to_shared]
             _remap_file(path, n_tokens, remap if merged is None else remap[merged])
             return vocab
 
-        return cls._write(sentences, (0, 1), max_sentence_length, chunk_words, workdir, name, key, finish)
+        return cls._write(sentences, shard, max_sentence_length, chunk_words, workdir, name, key, finish)
 
     @classmethod
     def encode(
@@ -174,7 +192,7 @@ class EncodedCorpus:
         Words outside ``vocab`` become dropped words (they still count as raw words).
         """
 
-        def finish(path: Path, n_tokens: int, words: list[str], counts: np.ndarray) -> Vocab:
+        def finish(path: Path, n_tokens: int, words: list[str], counts: np.ndarray, layout: "_Layout") -> Vocab:
             index = vocab.index
             _remap_file(path, n_tokens, np.fromiter((index.get(w, DROPPED) for w in words), np.int32, len(words)))
             return vocab
@@ -184,7 +202,7 @@ class EncodedCorpus:
     @classmethod
     def _write(cls, sentences, shard, max_sentence_length, chunk_words, workdir, name, key, finish):
         """Stream the chunks of ``shard`` (part, parts) to an int32 file of provisional ids (order of first
-        appearance), then let ``finish(path, n_tokens, words, counts)`` re-map it and return the vocabulary."""
+        appearance), then let ``finish(path, n_tokens, words, counts, layout)`` re-map it and return the vocabulary."""
         if isinstance(sentences, (str, bytes)):
             raise GatelabError("sentences must be an iterable of token lists or a corpus path, not a bare string")
         if workdir is None:
@@ -212,7 +230,8 @@ class EncodedCorpus:
                 if chunk_bounds[-1] != layout.n_tokens:  # the corpus ends inside a chunk of this shard
                     chunk_bounds.append(layout.n_tokens)
                     ends.append(layout.all_tokens)
-                vocab = finish(tmp, layout.n_tokens, words, counts)
+                    layout.chunk_seen.append(len(words))
+                vocab = finish(tmp, layout.n_tokens, words, counts, layout)
             meta = {
                 "key": key,
                 "vocab": vocab.fingerprint(),
@@ -227,7 +246,7 @@ class EncodedCorpus:
                 write_json(folder / f"{name}.json", meta)
             chunks, ends = (np.asarray(a, dtype=np.int64) for a in (chunk_bounds, ends))
             n = (layout.n_tokens, layout.n_words, layout.n_sentences)
-            return cls(path, *n, chunks, vocab, tmpdir, ends, layout.all_tokens)
+            return cls(path, *n, chunks, vocab, tmpdir, ends, layout.all_tokens, layout.lines)
         except BaseException:
             if tmpdir is not None:
                 shutil.rmtree(tmpdir, ignore_errors=True)
@@ -284,27 +303,6 @@ class EncodedCorpus:
             pass
 
 
-def count_vocab(
-    sentences: Iterable[Iterable[str]], min_count: int = 5, max_vocab_size: int | None = None
-) -> tuple[Vocab, int]:
-    """Count a corpus without encoding it: the pruned vocabulary and the number of sentences.
-
-    Distributed runs count once (rank 0), broadcast the result and let each rank
-    :meth:`EncodedCorpus.encode` its own shard of the chunks.
-    """
-    if isinstance(sentences, (str, bytes)):
-        raise GatelabError("sentences must be an iterable of token lists or a corpus path, not a bare string")
-    layout = _Layout(max_sentence_length=1 << 62, chunk_words=1 << 62)
-    words, counts = _scan(sentences, layout, (0, 1), None)
-    if layout.n_words == 0:
-        raise GatelabError(
-            "the corpus is empty: it holds no tokens (give one sentence a line, tokens separated by whitespace)"
-        )
-    words, counts, _ = _merge(words, counts)
-    vocab, _ = _prune(words, counts, min_count, max_vocab_size)
-    return vocab, layout.lines
-
-
 class _Layout:
     """What the scan of a corpus found: tokens (words and sentence ends), words, sentence pieces, lines, chunks."""
 
@@ -313,6 +311,7 @@ class _Layout:
         self.n_tokens = self.n_words = self.n_sentences = self.lines = self.all_tokens = 0
         self.chunk_bounds = [0]  # in the shard's tokens
         self.chunk_ends = []  # the end of each of the shard's chunks, in the whole corpus's tokens
+        self.chunk_seen = []  # the distinct words of the shard met by the end of each of its chunks
 
 
 def _scan(sentences, layout: _Layout, shard, out) -> tuple[list[str], np.ndarray]:
@@ -374,6 +373,7 @@ def _scan_python(sentences, layout: _Layout, shard, out) -> tuple[list[str], np.
                 if owned:
                     layout.chunk_bounds.append(layout.n_tokens)
                     layout.chunk_ends.append(layout.all_tokens)
+                    layout.chunk_seen.append(len(ids))
                 since_cut = 0
                 chunk += 1
         if buffered >= _BLOCK:
@@ -392,7 +392,7 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
     slots = np.full((0, 4), -1, dtype=np.int64)
     pool = np.zeros(0, dtype=np.uint8)
     out_buf = np.empty(0, dtype=np.int32)
-    bounds = ends = np.empty(0, dtype=np.int64)
+    bounds = ends = seen = np.empty(0, dtype=np.int64)
 
     def grow(a: np.ndarray, size: int) -> np.ndarray:
         if len(a) >= size:
@@ -427,7 +427,8 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
                     data, rest = data[: cut + 1], data[cut + 1 :]
                 buf = np.frombuffer(data, dtype=np.uint8)
                 n, i = len(buf), 0
-                out_buf, bounds, ends = grow(out_buf, n + 2), grow(bounds, n // 2 + 2), grow(ends, n // 2 + 2)
+                out_buf, bounds = grow(out_buf, n + 2), grow(bounds, n // 2 + 2)
+                ends, seen = grow(ends, n // 2 + 2), grow(seen, n // 2 + 2)
                 while i < n:
                     distinct = int(st[k.DISTINCT])
                     if 2 * (distinct + 1) > len(slots):  # the table stays under half full
@@ -446,6 +447,7 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
                         out_buf,
                         bounds,
                         ends,
+                        seen,
                         layout.max_sentence_length,
                         layout.chunk_words,
                         part,
@@ -455,6 +457,7 @@ def _scan_compiled(corpus, layout: _Layout, shard, out) -> tuple[list[str], np.n
                         out_buf[:n_out].tofile(out)
                     layout.chunk_bounds.extend(bounds[:n_bounds].tolist())
                     layout.chunk_ends.extend(ends[:n_bounds].tolist())
+                    layout.chunk_seen.extend(seen[:n_bounds].tolist())
                 if not block:
                     break
                 block = fh.read(_BLOCK)
@@ -486,6 +489,41 @@ def _merge(words: list[str], counts: np.ndarray) -> tuple[list[str], np.ndarray,
     merged = np.zeros(len(index), dtype=np.int64)
     np.add.at(merged, ids, counts)
     return list(index), merged, ids
+
+
+def _first_seen(layout: _Layout, n: int, merged: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of the ``n`` words of a shard (after :func:`_merge`) first occurs, as a sort key.
+
+    (the end of the chunk, in the whole corpus's tokens, that first holds it; its provisional id).
+    Only the shard that owns a chunk compares words by the second part, and there the provisional
+    ids are in order of first appearance.
+    """
+    provisional = np.arange(n) if merged is None else np.unique(merged, return_index=True)[1]  # merged: the first
+    chunk = np.searchsorted(np.asarray(layout.chunk_seen, dtype=np.int64), provisional, side="right")
+    return np.asarray(layout.chunk_ends, dtype=np.int64)[chunk], provisional
+
+
+def _merge_shards(parts: list, part: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Combine every shard's (words, counts, chunk end, provisional id) into the whole corpus's words.
+
+    Returns the distinct words in order of first appearance in the whole corpus (as one process
+    reading it would meet them), their summed counts, and the position there of each word of
+    shard ``part``.
+    """
+    words = [w for p in parts for w in p[0]]
+    index: dict[str, int] = {}
+    ids = np.fromiter((index.setdefault(w, len(index)) for w in words), np.int64, len(words))
+    counts = np.zeros(len(index), dtype=np.int64)
+    np.add.at(counts, ids, np.concatenate([p[1] for p in parts]))
+    end, provisional = (np.concatenate([p[k] for p in parts]) for k in (2, 3))
+    by_word = np.lexsort((provisional, end, ids))  # each word's occurrences in the shards, the first one first
+    first = by_word[np.r_[True, ids[by_word][1:] != ids[by_word][:-1]]]
+    order = np.lexsort((provisional[first], end[first]))  # the words by first appearance
+    position = np.empty(len(index), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    start = sum(len(p[0]) for p in parts[:part])
+    distinct = list(index)
+    return [distinct[i] for i in order], counts[order], position[ids[start : start + len(parts[part][0])]]
 
 
 def _remap_file(path: Path, n_tokens: int, remap: np.ndarray) -> None:

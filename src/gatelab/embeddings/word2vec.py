@@ -34,7 +34,7 @@ import torch
 from gatelab import distributed
 from gatelab.checkpoint import Checkpointer, Interrupted, check_resumable, load_state, rng_state, set_rng_state
 from gatelab.embeddings.keyedvectors import KeyedVectors
-from gatelab.embeddings.vocab import EncodedCorpus, Vocab, count_vocab
+from gatelab.embeddings.vocab import EncodedCorpus, Vocab
 from gatelab.errors import GatelabError, check_choice
 from gatelab.files import check_output_path, write_json
 from gatelab.progress import ScalarLog, bar, say
@@ -209,10 +209,10 @@ class Word2Vec:
     ``sentences`` is any iterable of token lists (read once, streaming: the vocabulary is
     counted while the corpus is encoded to an int32 file that the epochs then read by memory
     map) or a path to a text file with one sentence a line; given here, the model is trained
-    at once. Under ``torchrun`` (:mod:`gatelab.distributed` initialised) rank 0 counts the
-    vocabulary and broadcasts it, each process encodes and trains on its own shard of the
-    chunks, and the models are merged as described in :class:`Word2VecConfig`; after
-    training all processes hold the same vectors.
+    at once. Under ``torchrun`` (:mod:`gatelab.distributed` initialised) each process counts and
+    encodes its own shard of the chunks, the processes combine their counts into the vocabulary
+    that one process would count, each trains on its shard, and the models are merged as
+    described in :class:`Word2VecConfig`; after training all processes hold the same vectors.
 
     Long runs: ``train(checkpoint=...)`` saves the matrices, the position (epoch and chunk, so
     the linear learning-rate decay continues where it stopped), the vocabulary and the config
@@ -268,8 +268,6 @@ class Word2Vec:
         if state is not None:
             vocab = Vocab(list(state["vocab"]["words"]), state["vocab"]["counts"].numpy())
             n_sentences = state["corpus"]["n_sentences"]
-        elif world > 1:
-            vocab, n_sentences = self._counted_on_rank0(sentences)
         key = {
             "source": repr(sentences),
             "max_sentence_length": cfg.max_sentence_length,
@@ -281,10 +279,18 @@ class Word2Vec:
         corpus = None
         if state is not None and workdir is not None:
             corpus = EncodedCorpus.reopen(workdir, vocab, name=name, key=key)
-        if corpus is None and vocab is None:
+        if corpus is None and vocab is None:  # each rank counts its shard; they combine the counts
             corpus = EncodedCorpus.build(
-                sentences, min_count=cfg.min_count, max_vocab_size=cfg.max_vocab_size, workdir=workdir, **layout
+                sentences,
+                min_count=cfg.min_count,
+                max_vocab_size=cfg.max_vocab_size,
+                workdir=workdir,
+                name=name,
+                shard=(rank, world),
+                gather=distributed.all_gather_object,
+                **layout,
             )
+            n_sentences = corpus.lines
         elif corpus is None:
             corpus = EncodedCorpus.encode(sentences, vocab, shard=(rank, world), workdir=workdir, name=name, **layout)
         self.corpus, self.vocab = corpus, corpus.vocab
@@ -304,20 +310,6 @@ class Word2Vec:
             set_rng_state(state["rng"])
         self.wv = KeyedVectors(self.vocab.words, w_in, self.vocab.counts)
         return self
-
-    def _counted_on_rank0(self, sentences) -> tuple[Vocab, int]:
-        """Rank 0 counts the vocabulary once; every rank gets it (or rank 0's error)."""
-        cfg = self.config
-        result = None
-        if distributed.is_main():
-            try:
-                result = count_vocab(sentences, min_count=cfg.min_count, max_vocab_size=cfg.max_vocab_size)
-            except GatelabError as exc:
-                result = str(exc)
-        result = distributed.broadcast_object(result)
-        if isinstance(result, str):
-            raise GatelabError(result)
-        return result
 
     def _resume_config(self) -> dict:
         return {**self.config_dict(), "processes": distributed.world_size()}
@@ -574,12 +566,15 @@ class Word2Vec:
         instead divided each rank's updates by the number of processes, so the many words that one
         rank alone saw between merges learned at a fraction of the rate (on Brown + PTB, WS-353 0.19
         against 0.25 for one process; weighting each rank's change by its share of the row's updates
-        gave 0.17, the sum 0.22, also with merges of every row or four times as often).
+        gave 0.17, the sum 0.22, also with merges of every row or four times as often). In place, with
+        no temporary matrices: the same numbers at about half the cost beside the all-reduce itself.
         """
         for t, base in zip(tensors, bases):
-            change = distributed.all_reduce_(t[:rows] - base[:rows])
-            t[:rows] = base[:rows] + change
-            base[:rows] = t[:rows]
+            head, base_head = t[:rows], base[:rows]  # views: the change is made, summed and applied in place
+            head -= base_head
+            distributed.all_reduce_(head)
+            head += base_head
+            base_head.copy_(head)
 
     # --- convenience -----------------------------------------------------------------------
     def config_dict(self) -> dict:
