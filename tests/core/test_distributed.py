@@ -44,6 +44,7 @@ def test_shards_cover_everything_once():
 def test_single_process_needs_no_launcher():
     assert distributed.init() is False
     assert distributed.broadcast_object("x") == "x" and distributed.world_size() == 1
+    assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
 
 
 def test_two_workers_share_the_vocabulary_and_finish():
