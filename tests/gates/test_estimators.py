@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gatelab.gates import gates, l0_penalty, sparsify, train_step
+from gatelab.gates import gates, l0_penalty, soft_gates, sparsify, train_step, undecided_gates
 from gatelab.gates.estimators import HC_BETA, HC_GAMMA, HC_ZETA, make_estimator
 
 
@@ -153,3 +153,24 @@ def test_train_step_returns_device_tensors_without_syncing():
         assert torch.is_tensor(out[key]) and out[key].dim() == 0 and not out[key].requires_grad, key
     assert torch.equal(out["loss"], out["data_loss"] + out["regularizer"])
     assert out["outputs"].shape == (6, 3)
+
+
+def test_soft_gates_use_the_expected_gate_and_undecided_gates_are_counted():
+    torch.manual_seed(0)
+    model = sparsify(nn.Sequential(nn.Linear(4, 3)), "neuron", "arm", k=7.0)
+    gate = gates(model)[0]
+    with torch.no_grad():
+        gate.phi.copy_(torch.tensor([-1.0, -0.1, 0.05, 1.0]))  # P(open) 0.0009, 0.33, 0.59, 0.999
+    p = torch.sigmoid(7 * gate.phi.detach())
+    x = torch.rand(5, 4)
+    layer = model[0].parametrizations.weight.original, model[0].bias
+    model.eval()
+    with torch.no_grad():
+        with soft_gates(model):
+            torch.testing.assert_close(model(x), (x * p) @ layer[0].T + layer[1])
+        torch.testing.assert_close(model(x), (x * torch.where(p >= 0.5, p, 0)) @ layer[0].T + layer[1])
+    assert int(undecided_gates(model)) == 2  # the two between 0.1 and 0.9
+    assert int(undecided_gates(model, 0.0005, 0.9995)) == 4
+    hc = make_estimator("hard_concrete")  # its mean has no closed form: Louizos et al.'s test-time estimate
+    phi = torch.tensor([-3.0, 0.0, 2.0])
+    assert torch.equal(hc.expected(phi), hc.deterministic(phi))

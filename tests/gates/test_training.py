@@ -10,10 +10,11 @@ import time
 import pytest
 import torch
 
-from gatelab.checkpoint import Interrupted, load_state
+from gatelab.checkpoint import Interrupted, load_state, save_state
 from gatelab.cli import main
 from gatelab.errors import GatelabError
-from gatelab.gates import export, summary
+from gatelab.evaluation import classifier_scores
+from gatelab.gates import export, soft_gates, summary
 from gatelab.gates import train as gates_train
 from gatelab.gates.train import TrainConfig, fit, load_checkpoint
 
@@ -154,3 +155,33 @@ def test_cli_train_summary_export_round_trip(tmp_path, capsys):
 def test_validation_every_few_epochs_and_after_the_last():
     _, history = fit(TrainConfig(**{**TINY, "epochs": 3}, eval_every=2), quiet=True)
     assert history.epoch == [2, 3] and len(history.val_error) == len(history.train_loss) == 2
+
+
+def test_each_evaluation_reports_the_soft_gate_error_and_the_undecided_gates(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainConfig(**TINY)
+    model, history = fit(config, log_dir=tmp_path)  # the returned model holds the weights of the last evaluation
+    _, _, x_val, y_val = gates_train.training_data(config)
+    with soft_gates(model):
+        soft = classifier_scores(model, x_val, y_val)["error"]
+    assert history.val_error_soft[-1] == soft and len(history.val_error_soft) == 2
+    assert history.undecided == [784 + 300 + 100] * 2  # 16 steps leave every gate near its start (0.8 or 0.5)
+    err = capsys.readouterr().err
+    assert f"epoch 2/2: loss {history.train_loss[-1]:.4f}, validation error {history.val_error[-1]:.2f}% " in err
+    assert f"({soft:.2f}% with soft gates)" in err and "1184 gates undecided" in err
+    scalars = EventAccumulator(str(tmp_path)).Reload()
+    assert [e.value for e in scalars.Scalars("gates/undecided")] == [1184, 1184]
+    assert scalars.Scalars("validation/error_soft_gates")[-1].value == pytest.approx(soft)
+
+
+def test_a_checkpoint_of_older_code_without_the_soft_gate_numbers_resumes(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    fit(TrainConfig(**{**TINY, "epochs": 1}), checkpoint=ckpt, quiet=True)
+    state = load_state(ckpt)
+    for name in ("val_error_soft", "undecided"):
+        del state["history"][name]
+    save_state(ckpt, state)
+    _, history = fit(TrainConfig(**TINY), resume=ckpt, quiet=True)
+    assert history.epoch == [1, 2] and history.val_error_soft[0] is None and history.undecided[0] is None
+    assert history.val_error_soft[1] is not None and history.undecided[1] == 1184

@@ -134,12 +134,18 @@ def test_bad_input():
         KSchedule(k=7.0, plastic_from=5, harden_from=3).validate()
 
 
-def test_authors_start_keeps_hibernating_units_asleep_at_k_1():
-    model = make_plastic(mlp(4, (20,), 2), init_active=0.15, k=1.0, layers=["fc2"])
+@pytest.mark.parametrize("k,awake,asleep", [(1.0, 0.6055, 0.003288), (7.0, 0.9526, 4.248e-18)])
+def test_authors_start_places_phi_at_k_7_whatever_the_starting_k(k, awake, asleep):
+    """NPNLeNet5 is built at k = 7 (phi = 3/7 and -40/7); the expansion then runs at k = 1, where a sleeping
+    unit is drawn one step in 300 and an awake one is dropped four steps in ten (leo-yangli/npns)."""
+    model = make_plastic(mlp(4, (20,), 2), init_active=0.15, k=k, layers=["fc2"])
     (gate,) = gates(model)
+    torch.testing.assert_close(gate.phi.detach(), torch.tensor([3 / 7] * 3 + [-40 / 7] * 17))
     p = gate.prob_open().detach()
-    assert int((p > 0.5).sum()) == 3 and torch.allclose(p[p > 0.5], torch.sigmoid(torch.tensor(3.0)))
-    assert float(p[p < 0.5].max()) < 1e-15  # never drawn: no noise and no ARM gradient until woken
+    assert torch.allclose(p[:3], torch.tensor(awake), rtol=1e-3)
+    assert torch.allclose(p[3:], torch.tensor(asleep), rtol=1e-2)
+    with pytest.raises(GatelabError, match="logits must be"):
+        make_plastic(mlp(4, (3,), 2), logits=(-1.0, 1.0))
     with pytest.raises(GatelabError, match="logits must be"):
         make_plastic(mlp(4, (3,), 2), logits=(-1.0, 1.0))
 
@@ -153,14 +159,15 @@ def test_growth_wakes_one_unit_a_layer_and_pauses_in_a_layer_while_one_sleeps():
     assert size == {"fc2": 4, "fc3": 3}
     assert int((first.phi.abs() < 0.1).sum()) == 1 and int((second.phi.abs() < 0.1).sum()) == 1  # new: k phi ~ 0
     with torch.no_grad():
-        first.phi.copy_(torch.where(first.phi > 2, -40.0, first.phi))  # fc2 lets its start units go
+        first.phi.copy_(torch.where(first.phi > 0.2, -40 / 7, first.phi))  # fc2 lets its start units go
         second.phi.copy_(torch.where(second.phi.abs() < 0.1, 1.0, second.phi))
     _grow(model, size)
     assert size == {"fc2": 4, "fc3": 4} and int((second.phi.abs() < 0.1).sum()) == 1
     with torch.no_grad():  # fc2's units wake again: it grows again, as the authors' expand_layer re-checks
         first.phi[:4] = 1.0
     _grow(model, size)
-    assert size["fc2"] == 5 and abs(float(first.phi[4])) < 0.1 and float(first.phi[5]) < -30
+    phi = first.phi.detach()
+    assert size["fc2"] == 5 and abs(float(phi[4])) < 0.1 and float(phi[5]) == pytest.approx(-40 / 7)
 
 
 def test_authors_expansion_start_wires_fc1_to_the_awake_conv2_channels():
@@ -175,7 +182,7 @@ def test_authors_expansion_start_wires_fc1_to_the_awake_conv2_channels():
     assert [int(m.sum()) for m in active_units(model).values()] == [3, 3, 48, 3]
     seen = {}
     model.fc1.register_forward_pre_hook(lambda module, args: seen.update(fc1=args[0].detach()))
-    model.eval()(torch.rand(32, 1, 28, 28))
+    model.eval()(torch.randn(32, 1, 28, 28))  # (inputs of both signs: no awake unit stays at ReLU's 0 for all 32)
     fc1_active = active_units(model)["fc1"]
     varies = seen["fc1"].std(0) > 1e-6  # fc1's inputs before its gates: conv2's pooled outputs
     assert int(varies.sum()) == 48 and bool((varies == fc1_active).all())

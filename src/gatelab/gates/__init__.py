@@ -18,8 +18,10 @@ from gatelab.gates.api import (
     per_layer,
     regularizer,
     resample,
+    soft_gates,
     sparsify,
     train_step,
+    undecided_gates,
 )
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
 from gatelab.gates.export import Summary, bake, export, summary
@@ -36,6 +38,8 @@ __all__ = [
     "expected_l2",
     "regularizer",
     "gates",
+    "soft_gates",
+    "undecided_gates",
     "resample",
     "summary",
     "export",

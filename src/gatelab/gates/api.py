@@ -211,6 +211,29 @@ def expected_l0(model: nn.Module) -> torch.Tensor:
     return sum(g.group_size * g.prob_open().sum() for g in gates(model))
 
 
+def undecided_gates(model: nn.Module, low: float = 0.1, high: float = 0.9) -> torch.Tensor:
+    """How many gates are still undecided, low < P(open) < high (a tensor on the model's device, no host sync).
+
+    Near P(open) = 1/2 the test-time rule g * 1[g >= 1/2] flips such gates by
+    small moves of ``phi``, so a count well above 0 says that the error under
+    that rule still swings with them.
+    """
+    return sum(((p > low) & (p < high)).sum() for p in (g.prob_open() for g in gates(model)))
+
+
+@contextlib.contextmanager
+def soft_gates(model: nn.Module):
+    """Inside the block, eval mode uses every gate's expected value E[z] instead of the test-time rule."""
+    model_gates = gates(model)
+    for g in model_gates:
+        g.soft = True
+    try:
+        yield model
+    finally:
+        for g in model_gates:
+            g.soft = False
+
+
 def expected_l2(model: nn.Module) -> torch.Tensor:
     """E_z ||theta * z||^2: every weight's square weighted by P(open) of the gate that switches it.
 

@@ -128,6 +128,10 @@ class Estimator:
         p = self.g.prob(phi)
         return torch.where(p >= 0.5, p, torch.zeros_like(p))
 
+    def expected(self, phi):
+        """The soft gate E[z] = g(phi): what the network sees on average over draws, undecided gates included."""
+        return self.g.prob(phi)
+
     def surrogate(self, phi, u, f_main, f_anti):
         """A term whose gradient in ``phi`` is the estimate; None when autograd already gives it."""
         return None
@@ -199,6 +203,10 @@ class HardConcrete(Estimator):
 
     def deterministic(self, phi):
         return self._stretch(torch.sigmoid(phi))
+
+    def expected(self, phi):
+        """Louizos et al.'s test-time estimate of E[z] (the deterministic gate): its mean has no closed form."""
+        return self.deterministic(phi)
 
     def constrain_(self, phi):
         phi.data.clamp_(*HC_LOG_ALPHA_RANGE)

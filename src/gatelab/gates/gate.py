@@ -13,7 +13,8 @@ class Gate(nn.Module):
 
     In training mode it returns the gates drawn from the current uniform noise
     ``u`` (redrawn by ``resample_``); in eval mode the deterministic test-time
-    gates. ``group_size`` is how many parameters each gate switches off, so the
+    gates, or the soft (expected) gates while ``soft`` is set (see
+    ``gatelab.gates.soft_gates``). ``group_size`` is how many parameters each gate switches off, so the
     expected L0 norm of the layer is ``sum(group_size * P(open))``. ``phi``
     starts at N(init_phi(keep_prob), init_std^2); init_std None is the
     estimator's (0.01 / k for sigmoid(k phi), as in the authors' code).
@@ -42,6 +43,7 @@ class Gate(nn.Module):
         self.lam = lam
         self.layer = layer
         self.antithetic = False
+        self.soft = False
 
     def resample_(self) -> None:
         self.u.uniform_()
@@ -49,6 +51,8 @@ class Gate(nn.Module):
     def forward(self) -> torch.Tensor:
         if self.training:
             return self.estimator.sample(self.phi, self.u, self.antithetic)
+        if self.soft:
+            return self.estimator.expected(self.phi)
         return self.estimator.deterministic(self.phi)
 
     def prob_open(self) -> torch.Tensor:

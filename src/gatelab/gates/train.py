@@ -28,7 +28,7 @@ from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
 from gatelab.evaluation import classifier_scores
 from gatelab.files import atomic_path
-from gatelab.gates.api import GRANULARITIES, expected_l0, sparsify, train_step
+from gatelab.gates.api import GRANULARITIES, expected_l0, soft_gates, sparsify, train_step, undecided_gates
 from gatelab.gates.average import WeightAverage
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS
 from gatelab.gates.export import summary
@@ -147,12 +147,20 @@ class TrainConfig:
 
 @dataclass
 class History:
-    """Numbers of each evaluated epoch (every ``eval_every``th and the last), and the test error read once."""
+    """Numbers of each evaluated epoch (every ``eval_every``th and the last), and the test error read once.
+
+    ``val_error`` uses the test-time gates, ``val_error_soft`` the expected gates
+    E[z]; ``undecided`` counts the gates with 0.1 < P(open) < 0.9. A gap between
+    the two errors while many gates are undecided comes from those gates, not
+    from the weights. (Both are None for epochs evaluated by older code.)
+    """
 
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_error: list[float] = field(default_factory=list)
+    val_error_soft: list[float | None] = field(default_factory=list)
+    undecided: list[int | None] = field(default_factory=list)
     expected_l0: list[float] = field(default_factory=list)
     kept_units: list[int] = field(default_factory=list)
     architecture: list[str] = field(default_factory=list)
@@ -244,6 +252,8 @@ def fit(
             optimizer.load_state_dict(state["optimizer"])
             average.load_state_dict(state["average"])
             history = History(**state["history"])
+            for series in (history.val_error_soft, history.undecided):  # a checkpoint of older code lacks them
+                series.extend([None] * (len(history.epoch) - len(series)))
             done, step, order, seconds_before = state["epoch"], state["step"], state["order"], state["seconds"]
             loss_sum = state["loss_sum"].to(device)
             set_rng_state(state["rng"])
@@ -289,21 +299,26 @@ def fit(
                 continue
             with average.applied():
                 val = classifier_scores(model, x_val, y_val)
+                with soft_gates(model):
+                    soft = classifier_scores(model, x_val, y_val)
                 s = summary(model)
+                history.undecided.append(int(undecided_gates(model)))
                 history.expected_l0.append(float(expected_l0(model).detach()))
             epochs_summed = epoch - (history.epoch[-1] if history.epoch else 0)  # since the last evaluation
             history.epoch.append(epoch)
             history.train_loss.append(float(loss_sum) / (n * epochs_summed))
             history.val_loss.append(val["loss"])
             history.val_error.append(val["error"])
+            history.val_error_soft.append(soft["error"])
             history.kept_units.append(sum(r.kept for r in s.layers))
             history.architecture.append(s.architecture)
             history.seconds.append(seconds_before + time.perf_counter() - start)
             done, step, order, loss_sum = epoch, 0, None, torch.zeros((), device=device)
             say(
                 f"epoch {epoch}/{config.epochs}: loss {history.train_loss[-1]:.4f}, "
-                f"validation error {val['error']:.2f}%, expected L0 {history.expected_l0[-1]:,.0f}, "
-                f"kept {s.architecture} ({history.seconds[-1]:.0f} s)",
+                f"validation error {val['error']:.2f}% ({soft['error']:.2f}% with soft gates), "
+                f"expected L0 {history.expected_l0[-1]:,.0f}, kept {s.architecture}, "
+                f"{history.undecided[-1]} gates undecided ({history.seconds[-1]:.0f} s)",
                 quiet,
             )
             scalars.add(
@@ -312,8 +327,10 @@ def fit(
                     "train/loss": history.train_loss[-1],
                     "validation/loss": val["loss"],
                     "validation/error": val["error"],
+                    "validation/error_soft_gates": soft["error"],
                     "gates/expected_l0": history.expected_l0[-1],
                     "gates/kept_units": history.kept_units[-1],
+                    "gates/undecided": history.undecided[-1],
                 },
             )
             ckpt.epoch_end(snapshot)

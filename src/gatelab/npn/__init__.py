@@ -12,6 +12,7 @@ k = 0 is dropout, a moderate k is plasticity, k -> infinity is ordinary training
 from gatelab.npn.plasticity import (
     AUTHORS_LOGITS,
     K_HARD,
+    LOGITS_K,
     SYMMETRIC_LOGITS,
     KSchedule,
     PlasticityLog,
@@ -23,6 +24,7 @@ from gatelab.npn.plasticity import (
 
 __all__ = [
     "AUTHORS_LOGITS",
+    "LOGITS_K",
     "SYMMETRIC_LOGITS",
     "KSchedule",
     "PlasticityLog",

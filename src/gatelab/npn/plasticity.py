@@ -30,7 +30,12 @@ from gatelab.progress import ScalarLog, bar, say
 
 FORMAT = "npn"  # the kind of checkpoint train_plastic writes
 K_HARD = 5000.0  # the authors' "k -> infinity": sigmoid(5000 phi) is 0 or 1 for any |phi| > 0.01
-AUTHORS_LOGITS = (3.0, -40.0)  # the authors' k*phi at the start: active units open w.p. 0.95, hibernating never
+# The authors' start (leo-yangli/npns, ARMConv.py and ARMDense.py): phi = 3 / k and -40 / k at the k that
+# NPNLeNet5 is built with, 7, before the schedule sets k. So ``make_plastic`` places ``logits`` at
+# k = LOGITS_K whatever k the run starts at: at k = 7 active units are open w.p. 0.95, hibernating ones
+# never; at the expansion's k = 1, 0.61 and 0.0033.
+AUTHORS_LOGITS = (3.0, -40.0)
+LOGITS_K = 7.0
 SYMMETRIC_LOGITS = (math.log(9), -math.log(9))  # ours before: every gate on the wrong side one draw in ten
 TRIGGERS = ("loss", "error")
 
@@ -130,13 +135,13 @@ def make_plastic(
       that are awake (LeNet-5's 3-3-3 start: fc1's first 48 inputs are conv2's
       first 3 channels). Random choices per layer would leave fc1 reading mostly
       hibernating channels, a network that cannot learn.
-    k: the slope used to place phi: at this k an active unit starts at k phi = ``logits[0]``
-      and a hibernating one at ``logits[1]``.
-    logits: the authors' (3, -40) by default: a hibernating unit is never drawn, so it
-      gets neither noise nor gradient until the expansion step wakes it. With a
-      symmetric start such as (2.2, -2.2), every hibernating unit is open one draw in
-      ten; at k = 1 the gates move 7 times slower than at k = 7 (Adam's step in phi
-      is about lr whatever k), so those units keep adding noise for many epochs.
+    k: the gates' slope at the start.
+    logits: k phi of an active and of a hibernating unit at k = ``LOGITS_K`` (7), as the
+      authors place them: phi = (3 / 7, -40 / 7) by default, whatever ``k``. At k = 7 a
+      hibernating unit is never drawn; at k = 1 (the authors' expansion) active units
+      are open with probability 0.61 and hibernating ones 0.0033, so a sleeping unit is
+      drawn now and then. With a symmetric start such as (2.2, -2.2) at k = 7, every
+      hibernating unit is open one draw in ten.
     lam, granularity, layers: as in ``gatelab.gates.sparsify``.
     """
     on, off = (float(v) for v in logits)
@@ -148,13 +153,12 @@ def make_plastic(
     for name, f in fractions.items():
         if not 0 < f <= 1:
             raise GatelabError(f"init_active for {name!r} is {f}; accepted: a fraction in (0, 1]")
-    scale = k if k > 0 else 1.0
     with torch.no_grad():
         for g in model_gates:
             n = g.phi.numel()
             n_active = max(1, round(fractions[g.layer] * n))
-            phi = torch.full((n,), off / scale)
-            phi[:n_active] = on / scale
+            phi = torch.full((n,), off / LOGITS_K)
+            phi[:n_active] = on / LOGITS_K
             g.phi.copy_(phi.view_as(g.phi))
     set_k(model, k)
     return model

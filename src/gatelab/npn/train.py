@@ -36,9 +36,9 @@ class NPNConfig:
     500 epochs, plasticity from epoch 101 to 350 (k = 7 to prune, ``authors_start`` for k = 1 to
     expand from 3-3-3), hardening after, Adam 1e-3 with lr x0.1 from epoch 401, batch 128, gated
     weight decay 5e-4 (divided by N on LeNet-5, as their regularizer is: ``PAPER_WEIGHT_DECAY``),
-    start logits (3, -40), and when expanding one unit a layer each time the validation loss (plus the
-    regularizer) improves. ``val_size`` training images (seeded by ``seed``) are held out for
-    validation; ``train_examples`` then keeps only the first N of the rest."""
+    start phi (3/7, -40/7: ``AUTHORS_LOGITS`` at k = 7), and when expanding one unit a layer each
+    time the validation loss (plus the regularizer) improves. ``val_size`` training images (seeded
+    by ``seed``) are held out for validation; ``train_examples`` then keeps only the first N of the rest."""
 
     model: str = "lenet5"
     dataset: str = "mnist"
