@@ -6,11 +6,12 @@ import os
 import signal
 
 import pytest
+import torch
 
 import gatelab.nice.classifiers as classifiers
 import gatelab.nice.reproductions as reproductions
 from gatelab.checkpoint import Interrupted
-from gatelab.nice import NICE
+from gatelab.nice import NICE, load_classifier
 from gatelab.reproduce import run
 
 TINY = {
@@ -104,6 +105,15 @@ def test_quick_reproduction_plumbing(name, tmp_path, events):
     assert "100, a seeded split" in (folder / "report.md").read_text()
     for png in ("panels.png", "deletion_insertion_zeros.png", "deletion_insertion_blur.png", "tradeoff.png"):
         assert (folder / png).stat().st_size > 1000
+    # compression masks switch whole JPEG blocks; explanation masks stay per pixel, as in the paper
+    classifier, _ = load_classifier(folder / "classifier.safetensors")
+    images = torch.rand(4, 1, 28, 28)
+    lowres = NICE.load(folder / f"masks-lowres-lam{lams[0]:g}.safetensors", classifier)
+    assert lowres.config.cell == reproductions.COMPRESS_CELL == 8
+    blocks = lowres.saliency(images)[:, 0, :24, :24].unfold(1, 8, 8).unfold(2, 8, 8)  # the whole 8x8 blocks
+    assert torch.all(blocks.amin(dim=(-1, -2)) == blocks.amax(dim=(-1, -2)))
+    assert lowres.gate_parameters(images).std() > 0  # per-pixel parameters vary: the cells make blocks uniform
+    assert NICE.load(folder / "masks-zeros-lam2.safetensors", classifier).config.cell == 1
 
 
 def test_choose_lam_prefers_the_smallest_size_within_the_accuracy_target():
