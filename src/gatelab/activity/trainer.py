@@ -62,7 +62,8 @@ class ActivityConfig:
     Model: ``arch`` (blstm or the stgcn peer), BLSTM ``hidden`` units a direction and ``layers``, ``dropout``,
     ``input_norm`` (a batch normalisation of the input features), ST-GCN ``channels``. Input: ``frames`` per
     sequence after resampling, ``rotate`` to face the camera, ``centre`` on every frame's hip centre or the first
-    one's, ``motion`` to add each joint's frame-to-frame displacement to its position.
+    one's, ``motion`` to add each joint's frame-to-frame displacement to its position, ``bones`` its vector
+    from its parent joint, ``motion2`` its displacement over two frames.
     Training: Adam(``lr``, ``weight_decay``) for ``epochs`` epochs of ``batch_size``, the lr ``schedule`` constant
     or cosine-decayed, cross-entropy with ``label_smoothing``; ``val_size`` training sequences (a count, or a
     fraction) held out; ``keep`` the epoch best on them or the last. Aids, each with its switch:
@@ -79,6 +80,8 @@ class ActivityConfig:
     rotate: bool = True
     centre: str = "frame"
     motion: bool = True
+    bones: bool = False
+    motion2: bool = False
     input_norm: bool = True
     epochs: int = 60
     batch_size: int = 32
@@ -324,8 +327,8 @@ def load_model(path) -> tuple[nn.Module, ActivityConfig, dict]:
     if meta.get("format") != FORMAT:
         raise GatelabError(f"{path} is not a gatelab activity model (format {meta.get('format')!r})")
     saved = meta.get("config")
-    if isinstance(saved, dict) and "input_norm" not in saved:  # written before input_norm existed: none
-        saved = {**saved, "input_norm": False}
+    if isinstance(saved, dict):  # a file written before a feature switch existed was trained without it
+        saved = {"input_norm": False, "bones": False, "motion2": False, **saved}
     config = config_from(ActivityConfig, saved, path, "activity model")
     layout, classes = meta.get("layout"), meta.get("classes")
     if not isinstance(layout, str) or not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
