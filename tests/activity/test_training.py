@@ -100,10 +100,12 @@ def test_cli_train_reads_the_test_subjects_once_after_training(monkeypatch, tmp_
     monkeypatch.setattr(training, "train", recording_train)
     out = tmp_path / "m.safetensors"
     argv = ["activity", "train", "msr-action3d", "--subset", "AS1", "--epochs", "1", "--hidden", "8", "--layers", "2"]
-    assert main([*argv, "--frames", "8", "--label-fraction", "0.25", "--quiet", "--out", str(out)]) == 0
+    argv += ["--bones", "--no-motion2", "--frames", "8", "--label-fraction", "0.25", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
     assert events == ["read train", "trained", "read test"]
-    _, _, meta = load_model(out)
+    _, config, meta = load_model(out)
     assert 0 <= meta["test_accuracy"] <= 1 and meta["subset"] == "AS1"
+    assert (config.bones, config.motion2, config.motion) == (True, False, True)  # the feature flags reach the model
 
 
 def test_predict_gives_the_top_three_actions(toy_data, tmp_path, make_sequence):
