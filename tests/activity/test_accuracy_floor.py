@@ -2,14 +2,15 @@
 
 from gatelab.activity import ActivityConfig, evaluate, load_split, train
 
-# 20 epochs of a small BLSTM (positions only) with all three aids and the default training (constant lr, last epoch
-# kept, batch-normalised inputs) on AS1 (97 training clips after the validation split), one thread, seed 0: measured
-# 0.571, 60 of the 105 test clips (chance is 0.125); the floor leaves six clips of slack for other CPUs' arithmetic.
+# 20 epochs of a small BLSTM (positions only) with all three aids at their default ranges and the default training
+# (constant lr, last epoch kept, batch-normalised inputs) on AS1 (97 training clips after the validation split), one
+# thread, seed 0: measured 0.571, 60 of the 105 test clips, under both the old augmentation ranges and the stronger
+# ones now default (chance is 0.125); the floor leaves six clips of slack for other CPUs' arithmetic.
 FLOOR = 0.51
 
 
 def test_short_msr_as1_training_beats_its_floor(one_thread):
-    config = ActivityConfig(hidden=32, layers=2, frames=16, epochs=20, lr=3e-3, motion=False)
+    config = ActivityConfig(hidden=32, layers=2, frames=16, epochs=20, lr=3e-3, motion=False, motion2=False)
     model, _ = train(load_split("msr-action3d", "train", "AS1", config), config, quiet=True)
     accuracy = evaluate(model, load_split("msr-action3d", "test", "AS1", config))["accuracy"]
     assert accuracy >= FLOOR

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from gatelab.activity.models import STGCN, BLSTMClassifier, spatial_partition
+from gatelab.activity.models import STGCN, BLSTMClassifier, frame_features, parents, spatial_partition
 from gatelab.activity.skeleton import UTD_MHAD_20
 from gatelab.activity.trainer import ActivityConfig, losses
 
@@ -57,3 +57,29 @@ def test_input_norm_puts_every_input_feature_on_one_scale():
         a, b = model(x), model(3 * x + 0.5)
         assert torch.allclose(a, b, atol=1e-4) is same
     assert model.input_norm is None and isinstance(BLSTMClassifier(20, 4, input_norm=True).input_norm, torch.nn.Module)
+
+
+def test_frame_features_hold_positions_bones_and_displacements_over_one_and_two_frames():
+    i = {n: k for k, n in enumerate(UTD_MHAD_20)}
+    parent = parents("utd-mhad20")
+    assert parent[i["hip_center"]] == i["hip_center"] and parent[i["left_knee"]] == i["left_hip"]
+    assert parent[i["left_hand"]] == i["left_wrist"] and parent[i["shoulder_center"]] == i["spine"]
+    x = torch.randn(2, 5, 20, 3)
+    f = frame_features(x, motion=True, bones=True, motion2=True, parent=parent)
+    assert f.shape == (2, 5, 20, 12)
+    torch.testing.assert_close(f[..., :3], x)
+    torch.testing.assert_close(f[:, 3, :, 3:6], x[:, 3] - x[:, 2])
+    torch.testing.assert_close(f[:, :, i["left_knee"], 6:9], x[:, :, i["left_knee"]] - x[:, :, i["left_hip"]])
+    assert f[:, :, i["hip_center"], 6:9].abs().max() == 0  # the root has no bone
+    torch.testing.assert_close(f[:, 3, :, 9:], x[:, 3] - x[:, 1])
+    assert f[:, 0, :, 3:6].abs().max() == 0 and f[:, 1, :, 9:].abs().max() > 0  # before the clip: the first frame
+    torch.testing.assert_close(f[:, 1, :, 9:], x[:, 1] - x[:, 0])
+    assert frame_features(x, motion=False).shape == (2, 5, 20, 3)
+    y = torch.randn(2, 5, 20, 3)  # each feature of a frame depends only on that frame and the two before it
+    y[:, 2:] = x[:, 2:]
+    torch.testing.assert_close(frame_features(y, True, True, True, parent)[:, 4], f[:, 4], rtol=0, atol=0)
+    for model in (
+        BLSTMClassifier(20, 4, hidden=8, layers=2, motion=True, bones=True, motion2=True, parent=parent),
+        STGCN("utd-mhad20", 4, channels=(8, 8, 16, 16), motion=True, bones=True, motion2=True),
+    ):
+        assert model(x).shape == (2, 4)

@@ -100,10 +100,12 @@ def test_cli_train_reads_the_test_subjects_once_after_training(monkeypatch, tmp_
     monkeypatch.setattr(training, "train", recording_train)
     out = tmp_path / "m.safetensors"
     argv = ["activity", "train", "msr-action3d", "--subset", "AS1", "--epochs", "1", "--hidden", "8", "--layers", "2"]
-    assert main([*argv, "--frames", "8", "--label-fraction", "0.25", "--quiet", "--out", str(out)]) == 0
+    argv += ["--bones", "--no-motion2", "--frames", "8", "--label-fraction", "0.25", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
     assert events == ["read train", "trained", "read test"]
-    _, _, meta = load_model(out)
+    _, config, meta = load_model(out)
     assert 0 <= meta["test_accuracy"] <= 1 and meta["subset"] == "AS1"
+    assert (config.bones, config.motion2, config.motion) == (True, False, True)  # the feature flags reach the model
 
 
 def test_predict_gives_the_top_three_actions(toy_data, tmp_path, make_sequence):
@@ -168,14 +170,15 @@ def test_keep_returns_the_best_validation_epoch_or_the_last_one(toy_data, tmp_pa
     assert len(history) == 3 and all("validation_error" in h for h in history)
 
 
-def test_a_model_saved_before_input_norm_existed_still_loads(toy_data, tmp_path):
+def test_a_model_saved_before_input_norm_and_the_feature_switches_existed_still_loads(toy_data, tmp_path):
     from dataclasses import asdict
 
     from gatelab.weights import save_weights
 
-    config = ActivityConfig(epochs=1, input_norm=False, **TINY)
+    config = ActivityConfig(epochs=1, input_norm=False, bones=False, motion2=False, **TINY)
     model, _ = train(toy_data, config, quiet=True)
-    old = {k: v for k, v in asdict(config).items() if k != "input_norm"}
+    old = {k: v for k, v in asdict(config).items() if k not in ("input_norm", "bones", "motion2")}
     meta = {"format": "gatelab-activity", "config": old, "layout": toy_data.layout, "classes": toy_data.classes}
     loaded, config2, _ = load_model(save_weights(model, tmp_path / "old.safetensors", meta))
-    assert config2.input_norm is False and evaluate(loaded, toy_data) == evaluate(model, toy_data)
+    assert (config2.input_norm, config2.bones, config2.motion2) == (False, False, False)
+    assert evaluate(loaded, toy_data) == evaluate(model, toy_data)

@@ -26,11 +26,11 @@ class AugmentConfig:
     """Ranges of the random transforms: rotation in degrees (±), scale (±fraction), translation and jitter in
     body lengths (the normalised unit), and the shortest temporal crop as a fraction of the clip."""
 
-    rotation: float = 30.0
-    scale: float = 0.1
-    translation: float = 0.1
-    jitter: float = 0.01
-    crop: float = 0.8
+    rotation: float = 45.0
+    scale: float = 0.2
+    translation: float = 0.2
+    jitter: float = 0.02
+    crop: float = 0.7
 
     def validate(self) -> "AugmentConfig":
         for name in ("rotation", "scale", "translation", "jitter"):

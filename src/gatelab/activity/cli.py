@@ -134,6 +134,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=d.motion,
         help=f"add each joint's frame-to-frame displacement to the input (default: {'on' if d.motion else 'off'})",
     )
+    t.add_argument(
+        "--bones",
+        action=argparse.BooleanOptionalAction,
+        default=d.bones,
+        help=f"add each joint's vector from its parent joint to the input (default: {'on' if d.bones else 'off'})",
+    )
+    t.add_argument(
+        "--motion2",
+        action=argparse.BooleanOptionalAction,
+        default=d.motion2,
+        help=f"add each joint's displacement over two frames to the input (default: {'on' if d.motion2 else 'off'})",
+    )
     t.add_argument("--no-augment", action="store_true", help="switch data augmentation off (default: on)")
     t.add_argument("--no-frame-dropout", action="store_true", help="switch dynamic frame dropout off (default: on)")
     t.add_argument("--no-gradient-injection", action="store_true", help="switch the auxiliary losses off (default: on)")
@@ -230,6 +242,8 @@ def _train(args) -> int:
         frames=args.frames,
         centre=args.centre,
         motion=args.motion,
+        bones=args.bones,
+        motion2=args.motion2,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

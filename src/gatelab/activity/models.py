@@ -19,14 +19,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from gatelab.activity.skeleton import BONES, layout_joints
+from gatelab.errors import GatelabError
 
 ARCHS = ("blstm", "stgcn")
 STGCN_CHANNELS = (64, 64, 64, 128, 128, 128, 256, 256, 256)
 
 
-def with_motion(x: torch.Tensor) -> torch.Tensor:
-    """Positions (B, T, J, 3) and their frame-to-frame differences (0 at the first frame): (B, T, J, 6)."""
-    return torch.cat([x, torch.diff(x, dim=1, prepend=x[:, :1])], dim=-1)
+def parents(layout: str) -> list[int]:
+    """Each joint's neighbour one bone nearer the root (the hip centre, else joint 0); the root is its own parent."""
+    names = layout_joints(layout)
+    index = {n: i for i, n in enumerate(names)}
+    root = index.get("hip_center", 0)
+    parent, frontier = {root: root}, [root]
+    while frontier:
+        nxt = []
+        for i in frontier:
+            for a, b in BONES[layout]:
+                for u, v in ((index[a], index[b]), (index[b], index[a])):
+                    if u == i and v not in parent:
+                        parent[v] = i
+                        nxt.append(v)
+        frontier = nxt
+    return [parent.get(j, j) for j in range(len(names))]  # a joint no bone reaches is its own parent: bone 0
+
+
+def feature_count(motion: bool, bones: bool, motion2: bool) -> int:
+    """Channels a joint has per frame: 3 for the position, plus 3 for each feature switched on."""
+    return 3 * (1 + motion + bones + motion2)
+
+
+def frame_features(x: torch.Tensor, motion: bool, bones: bool = False, motion2: bool = False, parent=None):
+    """Per-joint features (B, T, J, C) from positions (B, T, J, 3): the positions, then with ``motion`` the
+    displacement since the previous frame, with ``bones`` the vector from the joint's ``parent`` (0 at the root),
+    with ``motion2`` the displacement since two frames back (differences are 0 before the first frame)."""
+    parts = [x]
+    if motion:
+        parts.append(x - torch.cat([x[:, :1], x[:, :-1]], dim=1))
+    if bones:
+        parts.append(x - x[:, :, parent])
+    if motion2:
+        parts.append(x - torch.cat([x[:, :1], x[:, :1], x[:, :-2]], dim=1))
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else x
 
 
 class BLSTMClassifier(nn.Module):
@@ -46,10 +79,15 @@ class BLSTMClassifier(nn.Module):
         dropout: float = 0.3,
         motion=False,
         input_norm=False,
+        bones=False,
+        motion2=False,
+        parent=None,
     ):
         super().__init__()
-        self.motion = motion
-        features = joints * (6 if motion else 3)
+        if bones and (parent is None or len(parent) != joints):
+            raise GatelabError(f"bone features need each of the {joints} joints' parent, got {parent!r}")
+        self.motion, self.bones, self.motion2, self.parent = motion, bones, motion2, parent
+        features = joints * feature_count(motion, bones, motion2)
         self.input_norm = nn.BatchNorm1d(features) if input_norm else None
         self.lstms = nn.ModuleList(
             nn.LSTM(features if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True)
@@ -61,7 +99,7 @@ class BLSTMClassifier(nn.Module):
 
     def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every layer's head, lowest first; the last entry is the classifier's own output."""
-        h = (with_motion(x) if self.motion else x).flatten(2)
+        h = frame_features(x, self.motion, self.bones, self.motion2, self.parent).flatten(2)
         if self.input_norm is not None:  # each input feature standardised over the batch's frames (running stats)
             h = self.input_norm(h.transpose(1, 2)).transpose(1, 2)
         outs = []
@@ -134,13 +172,22 @@ class _STGCNBlock(nn.Module):
 class STGCN(nn.Module):
     """Spatial-temporal graph convolution network (Yan et al., AAAI 2018) on one joint layout."""
 
-    def __init__(self, layout: str, classes: int, channels=STGCN_CHANNELS, dropout: float = 0.5, motion=False):
+    def __init__(
+        self,
+        layout: str,
+        classes: int,
+        channels=STGCN_CHANNELS,
+        dropout: float = 0.5,
+        motion=False,
+        bones=False,
+        motion2=False,
+    ):
         super().__init__()
-        self.motion = motion
+        self.motion, self.bones, self.motion2, self.parent = motion, bones, motion2, parents(layout)
         parts = torch.from_numpy(spatial_partition(layout))
         self.register_buffer("adj", parts)
         v = parts.shape[1]
-        c = 6 if motion else 3
+        c = feature_count(motion, bones, motion2)
         self.data_bn = nn.BatchNorm1d(c * v)
         strides = [2 if i in (3, 6) else 1 for i in range(len(channels))]
         cins = (c, *channels[:-1])
@@ -152,7 +199,7 @@ class STGCN(nn.Module):
         self.head = nn.Linear(channels[-1], classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = with_motion(x) if self.motion else x
+        x = frame_features(x, self.motion, self.bones, self.motion2, self.parent)
         n, t, v, c = x.shape
         x = self.data_bn(x.permute(0, 2, 3, 1).reshape(n, v * c, t))
         x = x.view(n, v, c, t).permute(0, 2, 3, 1)  # (N, C, T, V)
@@ -166,11 +213,19 @@ class STGCN(nn.Module):
 
 
 def build_model(config, layout: str, classes: int) -> nn.Module:
-    """The classifier ``config.arch`` names (with ``hidden``, ``layers``, ``dropout``, ``channels``, ``motion``),
-    for skeletons in ``layout`` and ``classes`` actions."""
+    """The classifier ``config.arch`` names (with ``hidden``, ``layers``, ``dropout``, ``channels`` and the input
+    features ``motion``, ``bones``, ``motion2``), for skeletons in ``layout`` and ``classes`` actions."""
+    features = {"motion": config.motion, "bones": config.bones, "motion2": config.motion2}
     if config.arch == "blstm":
         joints = len(layout_joints(layout))
         return BLSTMClassifier(
-            joints, classes, config.hidden, config.layers, config.dropout, config.motion, config.input_norm
+            joints,
+            classes,
+            config.hidden,
+            config.layers,
+            config.dropout,
+            input_norm=config.input_norm,
+            parent=parents(layout),
+            **features,
         )
-    return STGCN(layout, classes, tuple(config.channels), config.dropout, config.motion)
+    return STGCN(layout, classes, tuple(config.channels), config.dropout, **features)
