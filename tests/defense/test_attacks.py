@@ -12,6 +12,7 @@ from gatelab.data.mnist import mnist_tensors
 from gatelab.defense.attacks import (
     CW_LR,
     INSTALL,
+    SoftmaxOutput,
     attack,
     library_attack,
     rand_fgsm_start,
@@ -91,6 +92,49 @@ def test_cw_runs_and_stays_in_the_image_box(ta):
     assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
 
 
+def test_softmax_output_returns_the_models_probabilities():
+    model, (x, _) = linear(), batch()
+    wrapped = SoftmaxOutput(model)
+    probs = wrapped(x)
+    assert probs.shape == (8, 3) and bool((probs >= 0).all())
+    assert torch.allclose(probs.sum(1), torch.ones(8))
+    assert torch.allclose(probs, F.softmax(model(x), 1))
+    assert list(wrapped.parameters()) == list(model.parameters())  # torchattacks finds the device through them
+    wrapped.eval()
+    assert not model.training  # the attack's eval mode reaches the wrapped classifier
+
+
+@pytest.mark.parametrize("eps", sorted(CW_LR))
+def test_cw_softmax_is_torchattacks_cw_with_the_paper_settings_on_probabilities(ta, eps):
+    model, (x, _) = linear(), batch()
+    atk = library_attack(model, "cw_softmax", eps)
+    assert isinstance(atk, ta.CW)
+    assert (atk.c, atk.kappa, atk.steps, atk.lr) == (100.0, 0.0, 100, {0.2: 6, 0.25: 8, 0.3: 10, 0.35: 12}[eps])
+    assert isinstance(atk.model, SoftmaxOutput) and atk.model.model is model
+    assert torch.allclose(atk.get_logits(x), F.softmax(model(x), 1))  # the margin CW computes reads probabilities
+    assert library_attack(model, "cw", eps).model is model  # cw stays on the logits
+    assert library_attack(model, "cw_softmax", eps, lr=0.5, steps=7).lr == 0.5
+
+
+def test_cw_softmax_spares_a_saturated_classifier_that_cw_on_logits_breaks(ta):
+    """Logit gaps of hundreds make a softmax exactly one-hot in float32: the probability margin has no gradient, so
+    CW as the authors ran it spares such images, while CW on the logits breaks every one (the reason a confident
+    classifier looks robust under the paper's CW). Not all are spared: torchattacks' round trip through tanh space
+    leaves an L2 term of ~1e-15 whose gradient Adam scales up to full steps (measured: 31 of 59 unchanged)."""
+    torch.manual_seed(0)
+    x = 0.1 + 0.8 * torch.rand(64, 1, 4, 4)  # off 0 and 1, where torchattacks' tanh space freezes a pixel
+    model = linear()
+    with torch.no_grad():
+        model[1].weight.mul_(1000)
+        probs = F.softmax(model(x), 1)
+        x = x[(probs == 1).any(1) & ((probs == 0).sum(1) == 2)]  # exactly one-hot: the other two underflow to 0
+        y = model(x).argmax(1)
+    assert len(x) >= 16
+    spared = (attack(model, x, y, "cw_softmax", 0.3) == x).flatten(1).all(1)
+    assert spared.sum() >= len(x) // 3
+    assert bool((model(attack(model, x, y, "cw", 0.3)).argmax(1) != y).all())
+
+
 @pytest.mark.parametrize("name", ["pgd", "eot_pgd"])
 def test_pgd_madry_settings_ball_and_seed(ta, name):
     atk = library_attack(linear(), name, 0.3)
@@ -120,7 +164,7 @@ class Reshaper(nn.Module):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (dict(name="deepfool"), "accepted: fgsm, rand_fgsm, cw, pgd, eot_pgd"),
+        (dict(name="deepfool"), "accepted: fgsm, rand_fgsm, cw, cw_softmax, pgd, eot_pgd"),
         (dict(eps=-0.1), r"eps must be a number in \[0, 1\]"),
         (dict(eps=1.5), r"eps must be a number in \[0, 1\]"),
         (dict(eps=float("nan")), r"eps must be a number in \[0, 1\]"),

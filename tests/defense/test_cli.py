@@ -122,6 +122,10 @@ def files(tmp_path, monkeypatch):
 
 BAD = {
     "unknown attack": (["train", "--classifier", "{clf}", "--attacks", "deepfool"], "invalid choice"),
+    "a misspelt softmax CW": (
+        ["evaluate", "--classifier", "{clf}", "--vae", "{vae}", "--attacks", "cw_soft"],
+        "invalid choice: 'cw_soft'",
+    ),
     "eps 1.5": (["train", "--classifier", "{clf}", "--eps", "1.5"], "[0, 1]"),
     "eps NaN": (["evaluate", "--classifier", "{clf}", "--vae", "{corrupt}", "--eps", "nan"], "[0, 1]"),
     "missing classifier": (["train", "--classifier", "{dir}/none.safetensors"], "does not exist"),
@@ -150,6 +154,10 @@ BAD = {
     ),
     "cw at an eps without a learning rate": (
         ["purify", "--classifier", "{clf}", "--vae", "{vae}", "--attack", "cw", "--eps", "0.1", "mnist"],
+        "CW-L2 has a learning rate only",
+    ),
+    "cw_softmax at an eps without a learning rate": (
+        ["train", "--classifier", "{clf}", "--attacks", "fgsm", "cw_softmax", "--eps", "0.3", "0.1"],
         "CW-L2 has a learning rate only",
     ),
     "adaptive count above count": (

@@ -86,9 +86,10 @@ def test_quick_reproduction_plumbing(tmp_path, events):
     ]
 
     results = json.loads((folder / "results.json").read_text())
-    assert results["settings"]["training pairs"] == 20 * 2 * 4 + 10 * 4  # fgsm, rand_fgsm on 20; cw on 10; 4 eps
+    # fgsm, rand_fgsm on 20; the paper's CW (cw_softmax) on 10; 4 eps
+    assert results["settings"]["training pairs"] == 20 * 2 * 4 + 10 * 4
     table = results["results"]["accuracy"]
-    assert set(table) == {"clean", "fgsm", "rand_fgsm", "cw", "black_box_fgsm", "adaptive_pgd"}
+    assert set(table) == {"clean", "fgsm", "rand_fgsm", "cw_softmax", "cw", "black_box_fgsm", "adaptive_pgd"}
     assert set(table["fgsm"]) == COLUMNS | {"projection"} and set(table["black_box_fgsm"]) == COLUMNS | {"projection"}
     assert set(table["adaptive_pgd"]) == COLUMNS | {"projection"}  # BPDA through the projection
     res = results["results"]
@@ -96,8 +97,8 @@ def test_quick_reproduction_plumbing(tmp_path, events):
     assert all(round(4 * a, 6).is_integer() for c, a in table["adaptive_pgd"].items() if c != "projection")
     whats = [r["what"] for r in results["table"]]
     for defence in ("no defence", "Defense-VAE mode 1", "Defense-VAE mode 3", "PGD adversarial training"):
-        assert len([w for w in whats if w.startswith(defence + ":") and w.endswith("(%)")]) == 6
-    assert len([w for w in whats if w.startswith("projection baseline:") and w.endswith("(%)")]) == 6
+        assert len([w for w in whats if w.startswith(defence + ":") and w.endswith("(%)")]) == 7
+    assert len([w for w in whats if w.startswith("projection baseline:") and w.endswith("(%)")]) == 7
     assert sum("seconds per 1,000 images" in w for w in whats) == 2
     assert all(r["paper"] is None and r["reference"] is None for r in results["table"])
     assert all(0 <= table[r][c] <= 1 for r in table for c in table[r])
@@ -163,10 +164,10 @@ def test_a_run_of_several_models_trains_them_all_before_reading_the_test_split_o
     per_model = results["results"]["models"]
     assert set(per_model) == {"D", "E"} and "accuracy" not in results["results"]
     for m in "DE":
-        assert set(per_model[m]["accuracy"]["cw"]) == COLUMNS | {"projection"}
+        assert set(per_model[m]["accuracy"]["cw_softmax"]) == COLUMNS | {"projection"}
         assert len(per_model[m]["training"]["classifier"]) == 1  # its one epoch
         whats = [r["what"] for r in results["table"] if r["what"].startswith(f"model {m}, ")]
-        assert len(whats) == 5 * 6 + 5 + 2  # 5 defences x 6 rows, the projection's 5 (no BPDA), 2 timings
+        assert len(whats) == 5 * 7 + 6 + 2  # 5 defences x 7 rows, the projection's 6 (no BPDA), 2 timings
     report = (folder / "report.md").read_text()
     assert "model D, Target (mode 1" in report and "model E, Target (mode 1" in report
     assert report.count("Paper column empty") == 1

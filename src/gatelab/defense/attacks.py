@@ -1,8 +1,15 @@
 """The attacks of Defense-VAE, as a thin adapter over torchattacks 3.5.1.
 
 The paper's attacks (FGSM, RAND+FGSM, CW-L2 with its fixed settings) and the adaptive ones a user needs beside them
-(Madry's PGD, EOT-PGD) come from torchattacks; this module adds only input validation, the paper's settings and the
-random step of RAND+FGSM. torchattacks is imported inside the functions, so the rest of gatelab never needs it.
+(Madry's PGD, EOT-PGD) come from torchattacks; this module adds only input validation, the paper's settings, the
+random step of RAND+FGSM and :class:`SoftmaxOutput`, on which ``cw_softmax`` runs torchattacks.CW. torchattacks is
+imported inside the functions, so the rest of gatelab never needs it.
+
+Two CWs: ``cw`` is CW-L2 as designed, its margin on the classifier's logits. ``cw_softmax`` is "CW as the authors
+ran it (softmax margin)": the released code hands cleverhans 2.1's CarliniWagnerL2 a model of its own class, whose
+call returns softmax probabilities, and cleverhans takes that output for logits, so the margin is p_y − max_{j≠y} p_j.
+Once the softmax saturates that margin has no gradient left, and CW leaves the image (nearly) as it is; the more
+confident the classifier, the more images CW spares, which the mode-1 accuracy under this attack reflects.
 
 All attacks take images (N, C, H, W) in [0, 1] and integer labels (N,), and return detached adversarial images of the
 same shape. torchattacks puts the model in eval mode during an attack and restores training mode afterwards.
@@ -17,7 +24,7 @@ from torch import nn
 
 from gatelab.errors import GatelabError, check_choice
 
-ATTACKS = ("fgsm", "rand_fgsm", "cw", "pgd", "eot_pgd")
+ATTACKS = ("fgsm", "rand_fgsm", "cw", "cw_softmax", "pgd", "eot_pgd")
 """Accepted attack names."""
 
 RAND_FGSM_ALPHA = 0.05
@@ -110,6 +117,18 @@ def cw_lr(eps: float) -> float:
     )
 
 
+class SoftmaxOutput(nn.Module):
+    """``model`` with a softmax on its outputs: probabilities where torchattacks expects logits, so that
+    torchattacks.CW computes the authors' margin (``cw_softmax``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).softmax(1)
+
+
 def library_attack(model: nn.Module, name: str, eps: float, **kw):
     """The configured torchattacks object for ``name`` (not ``rand_fgsm``, which is FGSM after a random step).
 
@@ -119,6 +138,12 @@ def library_attack(model: nn.Module, name: str, eps: float, **kw):
         100 iterations, ``lr`` the Adam learning rate tied to the ε label (or ``lr=`` given). torchattacks.CW has no
         binary search over c: it runs once with the given c, which is the paper's setting of one binary-search step.
         It also stops early when the loss stops falling (checked every steps // 10 iterations).
+      - cw_softmax: the same ``CW`` with the same settings, on :class:`SoftmaxOutput` of ``model``: CW as the authors
+        ran it (softmax margin). Other differences from cleverhans 2.1 remain (torchattacks' arctanh(2x − 1) keeps
+        pixels at exactly 0 or 1 fixed, where cleverhans scales by 0.999999; its L2 term starts at ~1e-15 after the
+        round trip through tanh space, not at 0, and Adam scales that gradient up to full steps, so some saturated
+        images move where cleverhans leaves them; torch's Adam; no batch-128 early abort; the true label attacked,
+        not the predicted one).
       - pgd: ``PGD(eps, alpha=0.01, steps=40, random_start=True)`` (Madry et al.); ``alpha``/``steps`` override.
       - eot_pgd: ``EOTPGD(eps, alpha=0.01, steps=40, eot_iter=10, random_start=True)``: the gradient is summed over
         ``eot_iter`` forward passes, for a purifier that samples. torchattacks runs the model in eval mode, so the
@@ -131,7 +156,8 @@ def library_attack(model: nn.Module, name: str, eps: float, **kw):
     ta = _torchattacks()
     if name == "fgsm":
         cls, params = ta.FGSM, {"eps": eps}
-    elif name == "cw":
+    elif name in ("cw", "cw_softmax"):
+        model = SoftmaxOutput(model) if name == "cw_softmax" else model
         cls, params = ta.CW, {"c": CW_C, "kappa": 0.0, "steps": CW_STEPS, "lr": kw.pop("lr", None)}
         params["lr"] = cw_lr(eps) if params["lr"] is None else params["lr"]
     elif name == "pgd":

@@ -3,7 +3,10 @@
 Defaults follow Defense-GAN's ``whitebox.py`` (``kabkabm/defensegan``), which trained the models whose checkpoints
 Defense-VAE ships: ``nb_epochs`` 10 and ``learning_rate`` 0.001 (its flags), batch size 50 (``BATCH_SIZE`` of
 ``experiments/cfgs/gans/default.yml``, which ``FLAGS.batch_size`` reads), and Adam (our choice: cleverhans'
-``model_train`` is thought to use it, not checked in its code).
+``model_train`` is thought to use it, not checked in its code). Defense-VAE's own scripts (``lxuniverse/defense-vae``,
+``white_box/*.py``) name 20 classifier epochs (``--cnn-epochs 20``, folders ``cnnEpochs_20``) and retrain with
+cleverhans' ``model_train`` at batch 128 and learning rate 0.001 (``defense_init_multi.py``): pass ``epochs=20,
+batch_size=128`` to train as they did.
 Unlike that code, the weights kept are those of the epoch with the lowest error on a seeded validation split carved
 from the training images; the test split is never read here.
 """

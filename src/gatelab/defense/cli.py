@@ -52,7 +52,7 @@ def _check_attacks(attacks: list[str], eps: list[float]) -> None:
             f"rand_fgsm takes a random step of {RAND_FGSM_ALPHA} first, so every eps must be >= {RAND_FGSM_ALPHA}; "
             f"got {' '.join(map(str, eps))}"
         )
-    if "cw" in attacks:
+    if {"cw", "cw_softmax"} & set(attacks):
         for e in eps:
             cw_lr(e)
 
@@ -67,6 +67,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.data import IMAGE_DATASETS
     from gatelab.defense import ATTACKS, NAMES, ClassifierConfig, EndToEndConfig, VAEConfig
+    from gatelab.defense.evaluate import WHITE_BOX
     from gatelab.defense.pairs import PAPER_ATTACKS, PAPER_EPS
 
     c, v = ClassifierConfig(), VAEConfig()
@@ -171,7 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dataset", choices=IMAGE_DATASETS, default=None, help="test images (default: the classifier's data set)"
     )
     e.add_argument("--count", type=positive_int, default=1000, help="first N test images (default: 1000)")
-    _attack_arguments(e, PAPER_ATTACKS, (0.3,))
+    _attack_arguments(e, WHITE_BOX, (0.3,))
     e.add_argument(
         "--adaptive", action="store_true", help="also PGD (40 steps) through purifier and classifier (default: off)"
     )

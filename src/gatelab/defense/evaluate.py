@@ -1,6 +1,6 @@
 """Accuracy of a classifier under attack, with and without Defense-VAE's purification, as a table and a plot.
 
-    table = evaluate(net, x_test, y_test, ["fgsm", "rand_fgsm", "cw"], purifier=purifier, adaptive=True)
+    table = evaluate(net, x_test, y_test, WHITE_BOX, purifier=purifier, adaptive=True)
     # {"clean": {"undefended": .99, "defense_vae": .98}, "fgsm": {...}, ..., "adaptive_pgd": {...}}
     accuracy_table_png(table, "accuracy.png")
 
@@ -21,10 +21,15 @@ import torch
 from torch import nn
 
 from gatelab.defense.attacks import ATTACKS, attack, check_eps, check_images, check_model
+from gatelab.defense.pairs import PAPER_ATTACKS
 from gatelab.defense.purifier import Defended, DefenseVAE
 from gatelab.errors import GatelabError, check_choice
 from gatelab.files import atomic_path
 from gatelab.progress import bar
+
+WHITE_BOX = (*PAPER_ATTACKS, "cw")
+"""The white-box columns reported by default: the paper's attacks (its CW with the softmax margin) and CW-L2 on
+logits, the attack as designed, beside it."""
 
 ADAPTIVE = "adaptive_pgd"
 """Row name of the adaptive PGD through the whole defended model."""

@@ -1,6 +1,6 @@
 """Defense-VAE's training pairs on disk: every attack at every ε on every image, written shard by shard.
 
-    make_pairs(net, x_train, y_train, "pairs/")        # fgsm, rand_fgsm, cw x eps 0.2 .. 0.35: 12 pairs an image
+    make_pairs(net, x_train, y_train, "pairs/")        # fgsm, rand_fgsm, cw_softmax x 4 eps: 12 pairs an image
     adversarial, clean = load_pairs("pairs/")           # uint8 memmaps, one row per pair
     purifier = DefenseVAE(VAEConfig()).fit(adversarial, clean)
 
@@ -32,7 +32,9 @@ INDEX = "index.json"
 CLEAN = "clean.npy"
 LABELS = "labels.npy"
 PAIRS = ("pairs-adversarial.npy", "pairs-clean.npy")
-PAPER_ATTACKS = ("fgsm", "rand_fgsm", "cw")
+PAPER_ATTACKS = ("fgsm", "rand_fgsm", "cw_softmax")
+"""The paper's attacks, its CW as the authors ran it (softmax margin, see :mod:`gatelab.defense.attacks`): the default
+of the training pairs and of the paper's columns."""
 PAPER_EPS = (0.2, 0.25, 0.3, 0.35)
 
 
