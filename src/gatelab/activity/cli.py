@@ -128,24 +128,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=d.centre,
         help=f"centre every frame on its hip centre, or on the first frame's (default: {d.centre})",
     )
-    t.add_argument(
-        "--motion",
-        action=argparse.BooleanOptionalAction,
-        default=d.motion,
-        help=f"add each joint's frame-to-frame displacement to the input (default: {'on' if d.motion else 'off'})",
-    )
-    t.add_argument(
-        "--bones",
-        action=argparse.BooleanOptionalAction,
-        default=d.bones,
-        help=f"add each joint's vector from its parent joint to the input (default: {'on' if d.bones else 'off'})",
-    )
-    t.add_argument(
-        "--motion2",
-        action=argparse.BooleanOptionalAction,
-        default=d.motion2,
-        help=f"add each joint's displacement over two frames to the input (default: {'on' if d.motion2 else 'off'})",
-    )
+    for name, what in (
+        ("motion", "add each joint's frame-to-frame displacement to the input"),
+        ("bones", "add each joint's vector from its parent joint to the input"),
+        ("motion2", "add each joint's displacement over two frames to the input"),
+    ):
+        on = getattr(d, name)
+        t.add_argument(
+            f"--{name}",
+            action=argparse.BooleanOptionalAction,
+            default=on,
+            help=f"{what} (default: {'on' if on else 'off'})",
+        )
     t.add_argument("--no-augment", action="store_true", help="switch data augmentation off (default: on)")
     t.add_argument("--no-frame-dropout", action="store_true", help="switch dynamic frame dropout off (default: on)")
     t.add_argument("--no-gradient-injection", action="store_true", help="switch the auxiliary losses off (default: on)")
