@@ -172,3 +172,27 @@ def test_a_run_of_several_models_trains_them_all_before_reading_the_test_split_o
     assert "model D, Target (mode 1" in report and "model E, Target (mode 1" in report
     assert report.count("Paper column empty") == 1
     assert (folder / "accuracy-D.png").is_file() and (folder / "accuracy-E.png").is_file()
+
+
+def test_the_projection_target_compares_the_paper_attacks_not_clean_images():
+    class Notes:
+        quick = True
+
+        def __init__(self):
+            self.lines = []
+
+        def note(self, line):
+            self.lines.append(line)
+
+    rows = ("clean", *reproductions.PAPER_ATTACKS)
+    table = {row: {"defense_vae": 0.7, "projection": 0.2, "mode_3": 0.7} for row in rows}
+    table["clean"] = {"defense_vae": 0.8, "projection": 1.0, "mode_3": 0.8}  # the projection keeps clean images
+    table["fgsm"]["undefended"], table[reproductions.ADAPTIVE] = 0.0, {"undefended": 0.0}
+    times = {"projection": 100.0, "defense_vae": 1.0}
+    report = Notes()
+    reproductions._targets(report, "fashion-mnist", table, times, "D", "")
+    assert any("as the projection under every paper attack) met" in line for line in report.lines), report.lines
+    table["cw_softmax"]["projection"] = 0.9
+    report = Notes()
+    reproductions._targets(report, "fashion-mnist", table, times, "D", "")
+    assert any("as the projection under every paper attack) NOT met" in line for line in report.lines)
