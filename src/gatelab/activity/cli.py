@@ -117,25 +117,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"label smoothing of the cross-entropy (default: {d.label_smoothing})",
     )
     t.add_argument(
-        "--input-norm",
-        action=argparse.BooleanOptionalAction,
-        default=d.input_norm,
-        help=f"batch-normalise the BLSTM's input features (default: {'on' if d.input_norm else 'off'})",
-    )
-    t.add_argument(
         "--centre",
         choices=CENTRES,
         default=d.centre,
         help=f"centre every frame on its hip centre, or on the first frame's (default: {d.centre})",
     )
     for name, what in (
+        ("input_norm", "batch-normalise the BLSTM's input features"),
         ("motion", "add each joint's frame-to-frame displacement to the input"),
         ("bones", "add each joint's vector from its parent joint to the input"),
         ("motion2", "add each joint's displacement over two frames to the input"),
     ):
         on = getattr(d, name)
         t.add_argument(
-            f"--{name}",
+            f"--{name.replace('_', '-')}",
             action=argparse.BooleanOptionalAction,
             default=on,
             help=f"{what} (default: {'on' if on else 'off'})",
