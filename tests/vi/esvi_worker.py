@@ -41,7 +41,7 @@ class Recording(LDAVI):
         return super()._visit(data, T_block, block, state)
 
 
-model = Recording(3, algorithm="esvi", n_blocks=3, max_iter=40, local_iter=5, seed=0)
+model = Recording(3, algorithm="esvi", esvi_update="incremental", n_blocks=3, max_iter=40, local_iter=5, seed=0)
 model.fit(shard, checkpoint=checkpoint)
 perplexity = model.perplexity(held)
 result.update(visits=visits, perplexity=perplexity)

@@ -48,7 +48,7 @@ def test_two_process_esvi_matches_one_process(tmp_path):
     assert results[0]["perplexity"] == results[1]["perplexity"]
     corpus, _ = synthetic_lda(n_docs=400, n_words=100, n_topics=3, doc_length=100, alpha=0.3, eta=0.1, seed=11)
     torch.set_num_threads(1)
-    single = LDAVI(3, algorithm="esvi", n_blocks=3, max_iter=40, local_iter=5, seed=0)
+    single = LDAVI(3, algorithm="esvi", esvi_update="incremental", n_blocks=3, max_iter=40, local_iter=5, seed=0)
     single.fit(corpus.subset(torch.arange(340)))
     one = single.perplexity(corpus.subset(torch.arange(340, 400)))
     assert abs(results[0]["perplexity"] - one) < 0.02 * one, (results[0]["perplexity"], one)

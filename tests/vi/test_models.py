@@ -74,15 +74,16 @@ def test_lda_topics_are_recovered_and_esvi_matches_batch():
     l1 = torch.cdist(batch.topic_word_, topics, p=1).numpy()
     rows, cols = linear_sum_assignment(l1)
     assert l1[rows, cols].max() < 0.15, l1[rows, cols]
-    esvi = LDAVI(3, algorithm="esvi", n_blocks=3, max_iter=30, local_iter=5, seed=1).fit(corpus)
+    exact = dict(algorithm="esvi", esvi_update="incremental", n_blocks=3, max_iter=30, local_iter=5, seed=1)
+    esvi = LDAVI(3, **exact).fit(corpus)
     assert abs(esvi.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
     # ESVI's history has an ELBO curve: every round, the last one the fitted model's ELBO
     assert [h["iteration"] for h in esvi.history_] == list(range(1, 31)) and all("elbo" in h for h in esvi.history_)
     assert esvi.history_[-1]["elbo"] == pytest.approx(esvi.elbo_, rel=1e-6)
-    topk = LDAVI(3, algorithm="esvi", n_blocks=3, topk=2, max_iter=30, local_iter=5, seed=1).fit(corpus)
+    topk = LDAVI(3, topk=2, **exact).fit(corpus)
     assert abs(topk.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
-    # the stochastic block update (SVI steps from a random start, so a looser recovery on 400 documents)
-    options = dict(esvi_update="stochastic", n_blocks=3, batch_size=100, max_iter=20, local_iter=5, seed=1)
+    # the stochastic block update, LDA's default (SVI steps, so a looser recovery on 400 documents)
+    options = dict(n_blocks=3, batch_size=40, max_iter=30, local_iter=5, seed=1)
     stochastic = LDAVI(3, algorithm="esvi", **options).fit(corpus)
     assert abs(stochastic.elbo_ - batch.elbo_) < 0.01 * abs(batch.elbo_)
     l1 = torch.cdist(stochastic.topic_word_, topics, p=1).numpy()
@@ -113,6 +114,44 @@ def test_stochastic_esvi_visit_takes_svi_steps_over_every_point_once():
     assert torch.allclose(T, expect)
     model._visit_stochastic(None, T, 0, steps, state)
     assert not torch.equal(torch.cat(seen[3:]), torch.cat(seen[:3]))  # the next visit draws a new order
+
+
+def test_stochastic_esvi_starts_warm_from_the_exact_first_pass(monkeypatch):
+    """Equation (4) of gatelab.vi.base: stochastic ESVI's blocks start from T⁰ = Σ_p S⁰_p, the statistics of the
+    exact first local pass that incremental ESVI and batch VI start from (their topic–word mass is the corpus's
+    word count), not from SVI's random λ⁰; its step sizes are ESVI's own defaults unless given."""
+    from gatelab.vi.base import ESVI_SCHEDULE, SVI_SCHEDULE, MixtureVI
+
+    corpus, _ = synthetic_lda(n_docs=60, n_words=30, n_topics=4, doc_length=20, seed=12)
+    starts = {}
+
+    def start_only(self, data, T, *rest):
+        starts[self.algorithm, self.esvi_update, self.tau] = T.clone()
+        return T
+
+    monkeypatch.setattr(MixtureVI, "_fit_esvi", start_only)
+    monkeypatch.setattr(MixtureVI, "_fit_sync", start_only)
+    fitted = {}
+    for algorithm, update, tau in [
+        ("esvi", "stochastic", None),
+        ("esvi", "stochastic", 5.0),
+        ("esvi", "incremental", None),
+        ("batch", "incremental", None),
+        ("svi", "incremental", None),
+    ]:
+        model = LDAVI(4, algorithm=algorithm, esvi_update=update, tau=tau, n_blocks=2, local_iter=4, seed=2)
+        fitted[algorithm, update, tau] = model.fit(corpus)
+    warm = starts["esvi", "stochastic", None]
+    assert torch.equal(warm, starts["esvi", "incremental", None]) and torch.equal(
+        warm, starts["batch", "incremental", None]
+    )
+    assert warm.sum() == pytest.approx(float(corpus.count.sum()), rel=1e-5)
+    assert starts["svi", "incremental", None].sum() != pytest.approx(float(corpus.count.sum()), rel=0.05)
+    schedule = {key: (m.config_["tau"], m.config_["kappa"]) for key, m in fitted.items()}
+    assert (
+        schedule["esvi", "stochastic", None] == ESVI_SCHEDULE and schedule["svi", "incremental", None] == SVI_SCHEDULE
+    )
+    assert schedule["esvi", "stochastic", 5.0] == (5.0, ESVI_SCHEDULE[1]) and ESVI_SCHEDULE != SVI_SCHEDULE
 
 
 def test_compiled_topk_step_reaches_the_torch_fixed_point(monkeypatch):
@@ -211,7 +250,8 @@ def test_with_a_validation_set_the_fit_keeps_its_best_iteration(algorithm):
     corpus, _ = synthetic_lda(n_docs=300, n_words=60, n_topics=3, doc_length=40, alpha=0.3, seed=13)
     train, val = corpus.subset(torch.arange(240)), corpus.subset(torch.arange(240, 300))
     rounds = {"batch": 12, "esvi": 3}[algorithm]
-    model = LDAVI(3, algorithm=algorithm, n_blocks=3, max_iter=rounds, local_iter=3, seed=0).fit(train, val)
+    options = dict(algorithm=algorithm, esvi_update="incremental", n_blocks=3, max_iter=rounds, local_iter=3, seed=0)
+    model = LDAVI(3, **options).fit(train, val)
     scores = [h["perplexity"] for h in model.history_]
     best = min(range(len(scores)), key=scores.__getitem__)
     assert model.best_iteration_ < model.n_iter_  # here the best is not the last, so keeping the last would fail

@@ -69,7 +69,7 @@ def test_esvi_kos_quick_plumbing(tiny, tmp_path):
     results = json.loads((folder / "results.json").read_text())
     runs = results["results"]["runs"]
     assert set(runs) >= {"gensim LdaMulticore", "sklearn online LDA", "batch", "svi", "esvi (1 proc)"}
-    assert "esvi-stochastic (2 proc)" in runs and ("torchrun", "lda", 2) in tiny
+    assert "esvi-incremental (2 proc)" in runs and ("torchrun", "lda", 2) in tiny
     assert all(len(r["history"]) >= 1 and r["test"] > 1 for r in runs.values())
     model = results["results"]["cost_model"]  # compute 1 s a round (2 rounds), 1.25 ms a message
     assert model["predicted_speedup"]["4"] == pytest.approx(1.0 / (1.0 / 4 + 8 * 0.00125))

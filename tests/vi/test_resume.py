@@ -7,7 +7,7 @@ from gatelab.errors import GatelabError
 from gatelab.vi import LDAVI, GaussianMixtureVI, synthetic_gmm, synthetic_lda
 
 
-@pytest.mark.parametrize("algorithm, update", [("batch", None), ("svi", None), ("esvi", None), ("esvi", "stochastic")])
+@pytest.mark.parametrize("algorithm, update", [("batch", None), ("svi", None), ("esvi", "incremental"), ("esvi", None)])
 def test_resumed_lda_equals_uninterrupted(tmp_path, one_thread, algorithm, update):
     corpus, _ = synthetic_lda(n_docs=80, n_words=50, n_topics=4, doc_length=30, seed=6)
     settings = dict(algorithm=algorithm, local_iter=3, batch_size=16, n_blocks=2, seed=3)

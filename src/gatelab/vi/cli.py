@@ -25,7 +25,7 @@ from gatelab.options import (
     positive_int,
     probability,
 )
-from gatelab.vi.base import ALGORITHMS, ESVI_UPDATES
+from gatelab.vi.base import ALGORITHMS, ESVI_SCHEDULE, ESVI_UPDATES, SVI_SCHEDULE
 
 
 def _topk(text: str) -> int | float:
@@ -55,9 +55,19 @@ def _common(p: argparse.ArgumentParser, iterations: int, val_default: float) -> 
         help="local updates per pass; LDA: the most, stopping earlier at --local-tol (default: 50 LDA, 1 GMM)",
     )
     p.add_argument("--batch-size", type=positive_int, default=256, help="SVI minibatch size (default: %(default)s)")
-    p.add_argument("--tau", type=positive_float, default=10.0, help="SVI delay τ in (τ+t)^-κ (default: %(default)s)")
     p.add_argument(
-        "--kappa", type=fraction, default=0.7, help="SVI forgetting rate κ in (0.5, 1] (default: %(default)s)"
+        "--tau",
+        type=positive_float,
+        default=None,
+        help=f"delay τ of the step sizes (τ+t)^-κ of SVI and stochastic ESVI (default: {SVI_SCHEDULE[0]:g} for svi, "
+        f"{ESVI_SCHEDULE[0]:g} for esvi)",
+    )
+    p.add_argument(
+        "--kappa",
+        type=fraction,
+        default=None,
+        help=f"forgetting rate κ in (0.5, 1] of the same step sizes (default: {SVI_SCHEDULE[1]:g} for svi, "
+        f"{ESVI_SCHEDULE[1]:g} for esvi)",
     )
     p.add_argument(
         "--blocks", type=positive_int, default=None, help="ESVI component blocks (default: 2 × processes, at most K)"
@@ -65,9 +75,10 @@ def _common(p: argparse.ArgumentParser, iterations: int, val_default: float) -> 
     p.add_argument(
         "--esvi-update",
         choices=ESVI_UPDATES,
-        default="incremental",
+        default=None,
         help="ESVI's block update: incremental (each shard's statistics replaced exactly) or stochastic (SVI steps "
-        "on minibatches of --batch-size, with --tau and --kappa) (default: %(default)s)",
+        "on minibatches of --batch-size, with --tau and --kappa, from the incremental update's start) "
+        "(default: stochastic for lda, incremental for gmm)",
     )
     p.add_argument(
         "--topk",
@@ -141,13 +152,13 @@ def _model_options(args) -> dict:
         kappa=args.kappa,
         n_blocks=args.blocks,
         topk=args.topk,
-        esvi_update=args.esvi_update,
         seed=args.seed,
         device=args.device,
         quiet=args.quiet or not distributed.is_main(),
     )
-    if args.local_iter is not None:
-        options["local_iter"] = args.local_iter
+    for name in ("local_iter", "esvi_update"):  # None: the model's own default
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     return options
 
 

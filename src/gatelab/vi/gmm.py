@@ -29,6 +29,9 @@ class GaussianMixtureVI(MixtureVI):
     E[τ], one variance per coordinate), ``precisions_``, the posterior's
     ``weight_concentration_``, ``mean_precision_``, ``degrees_of_freedom_``,
     ``scale_``; ``elbo_``, ``history_`` (time, ELBO, held-out log-likelihood).
+    ESVI's block update stays the exact incremental one (equation (1) of ``gatelab.vi.base``), unlike
+    LDA's: on synthetic mixtures the stochastic form reached the same validation log-likelihood, not a
+    better one, in about 4x the time (README).
     """
 
     _format = "gatelab-vi-gmm"

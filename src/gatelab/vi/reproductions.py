@@ -99,7 +99,7 @@ def esvi_kos(report, quick: bool, seed: int) -> None:
         (f"bsp ({workers} proc)", ["--algorithm", "bsp"]),
         (f"esvi ({workers} proc)", ["--algorithm", "esvi"]),
         (f"esvi-topk25% ({workers} proc)", ["--algorithm", "esvi", "--topk", "0.25"]),
-        (f"esvi-stochastic ({workers} proc)", ["--algorithm", "esvi", "--esvi-update", "stochastic"]),
+        (f"esvi-incremental ({workers} proc)", ["--algorithm", "esvi", "--esvi-update", "incremental"]),
     ]:
         results[key] = report.stage(key, lambda extra=extra: _torchrun_result(cli + extra, workers, "test_perplexity"))
     _table(report, results, "perplexity", "gensim LdaMulticore", lower_is_better=True)
