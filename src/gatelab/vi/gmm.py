@@ -30,8 +30,8 @@ class GaussianMixtureVI(MixtureVI):
     ``weight_concentration_``, ``mean_precision_``, ``degrees_of_freedom_``,
     ``scale_``; ``elbo_``, ``history_`` (time, ELBO, held-out log-likelihood).
     ESVI's block update stays the exact incremental one (equation (1) of ``gatelab.vi.base``), unlike
-    LDA's: on synthetic mixtures the stochastic form reached the same validation log-likelihood, not a
-    better one, in about 4x the time (README).
+    LDA's: the stochastic form gained only 0.004–0.012 nats per point of validation log-likelihood (synthetic
+    mixtures, Old Faithful, iris; 3 seeds) and took 1.6–5x the time (README).
     """
 
     _format = "gatelab-vi-gmm"
