@@ -1,8 +1,9 @@
 """Training, evaluation and prediction: ``SkeletonDataset``, ``ActivityConfig``, ``train``, ``evaluate``, ``predict``.
 
 ``train`` runs the shared epoch loop (``gatelab.training.train_epochs``: checkpoints, exact resume, progress,
-TensorBoard) with the paper's three aids behind switches, and keeps the epoch with the best accuracy on a seeded
-validation split carved from the training sequences (``val_size``). The test split is never touched here.
+TensorBoard) with the paper's three aids behind switches, and keeps the last epoch, or the epoch with the best
+accuracy on a seeded validation split carved from the training sequences (``val_size``). The test split is never
+touched here.
 """
 
 from __future__ import annotations
@@ -140,8 +141,13 @@ class ActivityConfig:
                 raise GatelabError(f"{name} must be a finite number > 0, got {getattr(self, name)}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise GatelabError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
-        if not (self.val_size >= 1 and float(self.val_size).is_integer() or 0 < self.val_size < 1):
-            raise GatelabError(f"val_size must be a count >= 1 or a fraction in (0, 1), got {self.val_size}")
+        count = self.val_size >= 1 and float(self.val_size).is_integer()
+        if not (self.val_size == 0 or count or 0 < self.val_size < 1):
+            raise GatelabError(
+                f"val_size must be 0 (none held out), a count >= 1 or a fraction in (0, 1), got {self.val_size}"
+            )
+        if self.val_size == 0 and self.keep == "best":
+            raise GatelabError("keep 'best' chooses the epoch on held-out training clips: it needs val_size > 0")
         self.augmentation().validate()
         return self
 
@@ -245,18 +251,21 @@ def train(
     epoch with the best validation accuracy ("best"), or of the last epoch ("last"; the validation split is then
     only watched, in the history).
 
-    ``val_size`` of ``data`` (seeded by ``seed``) is held out for that choice and never trained on.
+    ``val_size`` of ``data`` (seeded by ``seed``) is held out for that choice and never trained on; with
+    ``val_size`` 0 (only with "last") every clip trains and the history holds no validation numbers.
     """
     config = (config or ActivityConfig()).validate()
     if config.arch != "blstm" and config.gradient_injection:
         config = ActivityConfig(**{**asdict(config), "gradient_injection": False})  # no intermediate heads
     dev = resolve_device(device)
-    size = int(config.val_size) if config.val_size >= 1 else float(config.val_size)
-    tr, va = validation_split(len(data), size, seed)
+    if config.val_size:
+        tr, va = validation_split(len(data), int(config.val_size) if config.val_size >= 1 else config.val_size, seed)
+    else:
+        tr, va = torch.arange(len(data)), None
     torch.manual_seed(seed)
     model = build_model(config, data.layout, len(data.classes)).to(dev)
     x, y = data.x[tr].to(dev), data.y[tr].to(dev)
-    xv, yv = data.x[va].to(dev), data.y[va].to(dev)
+    xv, yv = (data.x[va].to(dev), data.y[va].to(dev)) if va is not None else (None, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     aug = config.augmentation()
 
@@ -294,7 +303,7 @@ def train(
         len(x),
         step,
         epoch_start=epoch_start,
-        epoch_end=epoch_end,
+        epoch_end=epoch_end if va is not None else None,
         extra=best,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
@@ -306,7 +315,7 @@ def train(
     if config.keep == "best":
         model.load_state_dict(best["weights"])
         say(f"{desc}: keeping epoch {best['epoch']}, validation error {best['error']:.2f}%", quiet)
-    else:
+    elif va is not None:
         say(f"{desc}: keeping the last epoch, validation error {history[-1]['validation_error']:.2f}%", quiet)
     model.eval()
     return model, history
