@@ -173,6 +173,15 @@ def test_keep_returns_the_best_validation_epoch_or_the_last_one(toy_data, tmp_pa
     assert len(history) == 3 and all("validation_error" in h for h in history)
 
 
+def test_defaults_are_the_ones_the_readme_numbers_were_measured_with():
+    c = ActivityConfig()
+    assert (c.epochs, c.val_size, c.keep, c.lr, c.schedule, c.batch_size) == (120, 0.0, "last", 3e-3, "constant", 32)
+    assert (c.hidden, c.layers, c.dropout, c.frames, c.input_norm) == (64, 2, 0.3, 32, True)
+    assert (c.motion, c.motion2, c.bones) == (True, True, False)
+    assert (c.rotation, c.scale, c.translation, c.jitter, c.crop) == (45.0, 0.2, 0.2, 0.02, 0.7)
+    assert (c.frame_dropout_rate, c.injection_weight) == (0.25, 0.3)
+
+
 def test_val_size_zero_trains_on_every_clip_and_records_no_validation(toy_data, monkeypatch):
     import gatelab.activity.trainer as trainer
 

@@ -68,11 +68,18 @@ class ActivityConfig:
     the old defaults 80.3 / 93.8, ``motion2`` 82.1 / 95.7, 120 epochs 80.3 / 93.8, stronger augmentation
     82.2 / 90.7, ``motion2`` with 45 degrees only 83.9 / 93.8, ``motion2`` with the stronger augmentation
     **83.9 / 96.3** (seed by seed 80.9, 85.3, 85.4 / 96.3 each: above the old defaults, seed for seed, on both).
-    Hence: 2 layers of 64 units, lr 3e-3 constant, 60 epochs, positions plus displacements over one and two
-    frames, batch-normalised, rotations up to 45 degrees, scaling and translation 0.2, jitter 0.02, crops down to
-    70%, the last epoch kept. The same with 120 epochs: 85.1 / 96.3 (83.9, 83.9, 87.6 / 94.4, 95.4, 99.1), not a
-    seed-for-seed gain at twice the time, so 60 stay. Test accuracy with these (seed 0): MSR AS1-AS3 mean 88.7%,
-    UTD-MHAD 92.3% (README).
+    Hence: 2 layers of 64 units, lr 3e-3 constant, positions plus displacements over one and two frames,
+    batch-normalised, rotations up to 45 degrees, scaling and translation 0.2, jitter 0.02, crops down to 70%, the
+    last epoch kept. Test accuracy with these at 60 epochs (seed 0): MSR AS1-AS3 mean 88.7%, UTD-MHAD 92.3%.
+    Third round, MSR only, seeds 0-4 (mean of the five; the default then 85.0, seed by seed 80.9, 85.3, 85.4, 88.1,
+    85.4): 120 epochs 86.5, one clip held out instead of 15% 85.9 (with the last epoch kept nothing is chosen on
+    held-out clips, so the 15% that only watched can train), **120 epochs with none held out (``val_size`` 0) 89.5**
+    (88.9, 86.0, 91.7, 93.2, 87.5: above the default on every seed), that with injection weight 0.1 86.5, with
+    dropout 0.2 89.2; at 60 epochs injection weight 0.1 87.2 and 0.6 86.0, the mean weights of the last 25% / 50% of
+    epochs 84.7 / 84.4; seeds 0-2 only, frame dropout 0.15 84.6 and 0.35 83.4, 96 units 83.9, dropout 0.2 86.9 and
+    0.5 86.3. On a second fold of training subjects (trained on 5, 7, 9, scored on 1, 3; seeds 0-2) it scored 84.3
+    against the default's 79.3, above it on every seed. Hence 120 epochs and ``val_size`` 0. Test accuracy with
+    these, seeds 0 / 1 / 2: MSR AS1-AS3 mean 89.9 / 89.3 / 90.2%, UTD-MHAD 94.0 / 89.5 / 92.3% (README).
 
     Model: ``arch`` (blstm or the stgcn peer), BLSTM ``hidden`` units a direction and ``layers``, ``dropout``,
     ``input_norm`` (a batch normalisation of the input features), ST-GCN ``channels``. Input: ``frames`` per
@@ -80,8 +87,8 @@ class ActivityConfig:
     one's, ``motion`` to add each joint's frame-to-frame displacement to its position, ``bones`` its vector
     from its parent joint, ``motion2`` its displacement over two frames.
     Training: Adam(``lr``, ``weight_decay``) for ``epochs`` epochs of ``batch_size``, the lr ``schedule`` constant
-    or cosine-decayed, cross-entropy with ``label_smoothing``; ``val_size`` training sequences (a count, or a
-    fraction) held out; ``keep`` the epoch best on them or the last. Aids, each with its switch:
+    or cosine-decayed, cross-entropy with ``label_smoothing``; ``val_size`` training sequences (a count, a
+    fraction, or 0 for none) held out; ``keep`` the epoch best on them or the last. Aids, each with its switch:
     ``augment`` (ranges ``rotation``, ``scale``, ``translation``, ``jitter``, ``crop``), ``frame_dropout`` at
     ``frame_dropout_rate``, ``gradient_injection`` with weight ``injection_weight`` on the auxiliary losses.
     """
@@ -98,13 +105,13 @@ class ActivityConfig:
     bones: bool = False
     motion2: bool = True
     input_norm: bool = True
-    epochs: int = 60
+    epochs: int = 120
     batch_size: int = 32
     lr: float = 3e-3
     schedule: str = "constant"
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
-    val_size: float = 0.15
+    val_size: float = 0.0
     keep: str = "last"
     augment: bool = True
     rotation: float = 45.0
