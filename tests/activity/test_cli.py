@@ -28,10 +28,19 @@ def test_training_on_bad_folders_is_refused(tmp_path, capsys, toy_folder):
         capsys, ["activity", "train", str(toy_folder / "raise"), "--out", out]
     )
     assert "not a folder" in _one_line_error(capsys, ["activity", "train", str(tmp_path / "none"), "--out", out])
+    no_validation = ["activity", "train", str(toy_folder), "--out", out, "--val-size", "0", "--keep", "best"]
+    assert "needs val_size > 0" in _one_line_error(capsys, no_validation)
 
 
 @pytest.mark.parametrize(
-    "flag, value", [("--epochs", "0"), ("--lr", "nan"), ("--label-fraction", "0"), ("--frame-dropout-rate", "1")]
+    "flag, value",
+    [
+        ("--epochs", "0"),
+        ("--lr", "nan"),
+        ("--label-fraction", "0"),
+        ("--frame-dropout-rate", "1"),
+        ("--val-size", "-1"),
+    ],
 )
 def test_impossible_numbers_are_refused_before_any_work(capsys, toy_folder, flag, value):
     with pytest.raises(SystemExit) as info:

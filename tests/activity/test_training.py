@@ -134,6 +134,9 @@ def test_cosine_schedule_decays_from_lr_towards_zero_and_training_follows_it(toy
     [
         ({"schedule": "step"}, "unknown lr schedule 'step'; accepted: constant, cosine"),
         ({"keep": "mean"}, "unknown epoch to keep .mean.; accepted: best, last"),
+        ({"val_size": 0.0, "keep": "best"}, r"keep 'best' chooses the epoch .* needs val_size > 0"),
+        ({"val_size": -1.0}, r"val_size must be 0 \(none held out\), a count >= 1 or a fraction"),
+        ({"val_size": 2.5}, r"val_size must be 0 \(none held out\), a count >= 1 or a fraction"),
         ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
         ({"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
         ({"label_smoothing": float("nan")}, r"label_smoothing must be in \[0, 1\)"),
@@ -168,6 +171,33 @@ def test_keep_returns_the_best_validation_epoch_or_the_last_one(toy_data, tmp_pa
     for name, value in model.state_dict().items():
         assert torch.equal(value, expected[name]), name
     assert len(history) == 3 and all("validation_error" in h for h in history)
+
+
+def test_defaults_are_the_ones_the_readme_numbers_were_measured_with():
+    c = ActivityConfig()
+    assert (c.epochs, c.val_size, c.keep, c.lr, c.schedule, c.batch_size) == (120, 0.0, "last", 3e-3, "constant", 32)
+    assert (c.hidden, c.layers, c.dropout, c.frames, c.input_norm) == (64, 2, 0.3, 32, True)
+    assert (c.motion, c.motion2, c.bones) == (True, True, False)
+    assert (c.rotation, c.scale, c.translation, c.jitter, c.crop) == (45.0, 0.2, 0.2, 0.02, 0.7)
+    assert (c.frame_dropout_rate, c.injection_weight) == (0.25, 0.3)
+
+
+def test_val_size_zero_trains_on_every_clip_and_records_no_validation(toy_data, monkeypatch):
+    import gatelab.activity.trainer as trainer
+
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append((args[4], kw["epoch_end"]))  # the number of training clips, and the validation hook
+        return train_epochs(*args, **kw)
+
+    train_epochs = trainer.train_epochs
+    monkeypatch.setattr(trainer, "train_epochs", spy)
+    for size in (0.0, 4.0):
+        _, history = train(toy_data, ActivityConfig(epochs=1, **{**TINY, "val_size": size}), quiet=True)
+        assert ("validation_error" in history[0]) == (size > 0)
+    assert [n for n, _ in seen] == [len(toy_data), len(toy_data) - 4]
+    assert seen[0][1] is None and seen[1][1] is not None
 
 
 def test_a_model_saved_before_input_norm_and_the_feature_switches_existed_still_loads(toy_data, tmp_path):

@@ -1,8 +1,9 @@
 """``gatelab activity``: extract skeletons from video, train, evaluate and predict actions.
 
 ``train`` keeps its checkpoint at ``OUT.checkpoint.pt`` (each epoch and every ``--checkpoint-every`` seconds) and
-continues from one with ``--resume``. On msr-action3d or utd-mhad it trains on the cross-subject training subjects,
-chooses the epoch on a validation split of them, and reads the test subjects once, after training.
+continues from one with ``--resume``. On msr-action3d or utd-mhad it trains on the cross-subject training subjects
+(with ``--keep best``, choosing the epoch on a validation split of them), and reads the test subjects once, after
+training.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from gatelab.options import (
     add_common,
     add_training,
     fraction,
+    nonnegative_float,
     output_file,
     positive_float,
     positive_int,
@@ -93,10 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--val-size",
-        type=positive_float,
+        type=nonnegative_float,
         default=d.val_size,
-        help="training clips held out for validation (and, with --keep best, to choose the epoch): a count, "
-        f"or a fraction below 1 (default: {d.val_size})",
+        help="training clips held out for validation (and, with --keep best, to choose the epoch): 0 for none, "
+        f"a count, or a fraction below 1 (default: {d.val_size})",
     )
     t.add_argument(
         "--schedule",

@@ -2,9 +2,9 @@
 
 Every model is one report stage (``gatelab reproduce NAME --resume RUN_DIR`` skips finished ones and continues the
 one in progress from its checkpoint) and is saved in ``models/``. Training sees only the training subjects (the
-epoch chosen on a seeded validation split of them); the test subjects of each action subset are read once, in
-the last stage, where every saved model is scored. The BLSTM and the ST-GCN peer share the trainer, the inputs
-and the splits.
+last epoch kept, or with ``keep`` "best" the epoch chosen on a seeded validation split of them); the test subjects
+of each action subset are read once, in the last stage, where every saved model is scored. The BLSTM and the
+ST-GCN peer share the trainer, the inputs and the splits.
 
 The paper (arXiv:1812.06544) is available to us only as its abstract, which states no number, so the ``paper``
 column is empty. Published MSR Action3D skeleton results (e.g. Du et al.'s hierarchical RNN, CVPR 2015) belong in
@@ -72,7 +72,7 @@ def _fit(report: Report, dataset: str, key: str, subset: str, config: ActivityCo
         kept = history[-1]
         if config.keep == "best":
             kept = min(history, key=lambda h: (h["validation_error"], h["validation_loss"]))
-        return {"train_clips": len(data), "kept_epoch": kept["epoch"], "validation_error": kept["validation_error"]}
+        return {"train_clips": len(data), "kept_epoch": kept["epoch"], "validation_error": kept.get("validation_error")}
 
     return report.stage(key, run)
 
