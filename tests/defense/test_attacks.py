@@ -135,6 +135,16 @@ def test_cw_softmax_spares_a_saturated_classifier_that_cw_on_logits_breaks(ta):
     assert bool((model(attack(model, x, y, "cw", 0.3)).argmax(1) != y).all())
 
 
+@pytest.mark.parametrize("name", ["fgsm", "rand_fgsm", "cw", "cw_softmax"])
+@pytest.mark.parametrize("training", [False, True])
+def test_an_attack_leaves_the_classifier_in_its_mode(ta, name, training):
+    """An eval-mode classifier with dropout stays in eval mode after every attack (cw_softmax once left it training,
+    so accuracies measured after it were taken with dropout on), and a training-mode one stays in training mode."""
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3)).train(training)
+    attack(model, *batch(), name, 0.3, **({"steps": 2} if name.startswith("cw") else {}))
+    assert model.training is training and model[1].training is training
+
+
 @pytest.mark.parametrize("name", ["pgd", "eot_pgd"])
 def test_pgd_madry_settings_ball_and_seed(ta, name):
     atk = library_attack(linear(), name, 0.3)

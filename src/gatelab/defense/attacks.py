@@ -157,7 +157,10 @@ def library_attack(model: nn.Module, name: str, eps: float, **kw):
     if name == "fgsm":
         cls, params = ta.FGSM, {"eps": eps}
     elif name in ("cw", "cw_softmax"):
-        model = SoftmaxOutput(model) if name == "cw_softmax" else model
+        # the wrapper takes the classifier's mode: torchattacks puts the model back into training mode after the
+        # attack if it found it there, and a fresh nn.Module starts in training mode, so an untouched wrapper left an
+        # eval-mode classifier in training mode (dropout on) for whatever ran after the attack
+        model = SoftmaxOutput(model).train(model.training) if name == "cw_softmax" else model
         cls, params = ta.CW, {"c": CW_C, "kappa": 0.0, "steps": CW_STEPS, "lr": kw.pop("lr", None)}
         params["lr"] = cw_lr(eps) if params["lr"] is None else params["lr"]
     elif name == "pgd":
