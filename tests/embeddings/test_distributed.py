@@ -136,10 +136,8 @@ def test_two_gloo_processes_agree_and_a_killed_one_is_named(tmp_path, monkeypatc
     assert (sims[g0] @ sims[g0].T).mean() > (sims[g0] @ sims[g1].T).mean() + 0.3
 
     # Two processes learn as much as one from the same words: a merge keeps every update, after every round
-    # of one chunk per thread, applied one round later (overlapped). Here the group margin is 0.621 against 0.617 for
-    # one process (0.618 with blocking merges); merging after rounds of 4 chunks (the former schedule) gave 0.551,
-    # averaging the models instead of summing the changes 0.350; applying the sums without taking out the rank's own
-    # changes (counted twice) 0.346, and never applying the other rank's changes before the end fails the groups.
+    # of one chunk per thread. Here the group margin is 0.618 against 0.617 for one process; merging after
+    # rounds of 4 chunks (the former schedule) gave 0.551, averaging the models instead of summing the changes 0.350.
     sents, vocab = planted_sentences(n_sentences=2000)
     seen = []
     monkeypatch.setattr(_kernel, "train_chunk", recording(_kernel.train_chunk, seen))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 from gatelab import distributed
-from gatelab.embeddings.word2vec import OVERLAP_ROWS, Word2VecConfig
+from gatelab.embeddings.word2vec import Word2VecConfig
 from gatelab.files import check_output_path
 from gatelab.options import (
     add_training,
@@ -125,14 +124,6 @@ def register(subparsers) -> None:
         help="distributed: full merges during training (default: %(default)s)",
     )
     t.add_argument(
-        "--overlap-merges",
-        action=argparse.BooleanOptionalAction,
-        default=d.overlap_merges,
-        help=f"distributed: sum a merge of up to {OVERLAP_ROWS} rows while the next round trains and apply it "
-        f"after that round, so ranks do not wait for each other at every round (default: "
-        f"{'on' if d.overlap_merges else 'off'})",
-    )
-    t.add_argument(
         "--dist-timeout",
         type=positive_float,
         default=distributed.DEFAULT_TIMEOUT,
@@ -200,7 +191,6 @@ def _train(args) -> int:
             sync_every=args.sync_every,
             min_sync_words=args.min_sync_words,
             full_sync_times=args.full_sync_times,
-            overlap_merges=args.overlap_merges,
         )
         if distributed.is_main():
             s = model.train_stats_

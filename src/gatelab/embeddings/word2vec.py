@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import shutil
 import signal
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -53,8 +51,6 @@ class Word2VecConfig:
     sync merges the first ``min_sync_words`` rows, every 2nd sync twice as many, every 4th four
     times as many, ... (the authors' schedule), plus ``full_sync_times`` full merges spread over
     training and one at the end. A merge adds every rank's changes since the row's last merge.
-    ``overlap_merges``: merges of up to ``OVERLAP_ROWS`` rows (numba backend) sum while the next
-    round trains and are applied after it, so no rank waits for another at every round.
     """
 
     vector_size: int = 100
@@ -77,7 +73,6 @@ class Word2VecConfig:
     sync_every: int = 1
     min_sync_words: int = 1024
     full_sync_times: int = 0
-    overlap_merges: bool = True
 
     def validate(self) -> "Word2VecConfig":
         def need(cond, what):
@@ -134,9 +129,7 @@ def _trailing_zeros(v: int) -> int:
 
 FORMAT = "gatelab.word2vec"
 #: config fields a resumed run may change: they alter speed, not the meaning of the saved position
-RESUMABLE_CHANGES = ("workers", "device", "backend", "windows_per_step", "overlap_merges")
-#: the most rows a merge may have to run beside training (two copies of them are kept while it runs)
-OVERLAP_ROWS = 16384
+RESUMABLE_CHANGES = ("workers", "device", "backend", "windows_per_step")
 
 
 @dataclass
@@ -465,8 +458,7 @@ class Word2Vec:
                 "rng": rng_state(),
             }
 
-        overlap = OVERLAP_ROWS if cfg.overlap_merges and backend == "numba" else 0
-        merger = _Merger(tensors, overlap) if world > 1 else None
+        bases = [t.clone() for t in tensors] if world > 1 else []  # the model at the last merge, row by row
         workers = cfg.workers if backend == "numba" else 1
         torch_threads = None
         if backend == "torch" and str(cfg.device).startswith("cpu"):
@@ -514,7 +506,7 @@ class Word2Vec:
                         _, raw, eff = _run_jobs(run, jobs, workers, lambda: False, on_words)
                         local += (raw, eff)
                         pos.step += 1
-                        rows = 0
+                        last_round = epoch == epochs - 1 and pos.step == steps_per_epoch
                         if pos.step % cfg.sync_every == 0 or pos.step == steps_per_epoch:
                             pos.syncs += 1
                             rows = min(len(vocab), cfg.min_sync_words << _trailing_zeros(pos.syncs))
@@ -524,14 +516,14 @@ class Word2Vec:
                             ) / (cfg.full_sync_times + 1):
                                 pos.full_syncs += 1
                                 rows = len(vocab)
-                        flags = torch.tensor([int(ckpt.stop_requested), int(ckpt.save_due)], dtype=torch.int64)
-                        asked = merger.finish()  # the flags of the round before, summed; its merge is applied
-                        if pos.step < steps_per_epoch and not asked.any() and rows <= merger.overlap:
-                            merger.start(rows, flags.to(dev))  # summed while the next round trains
-                            continue
-                        flags = merger.reduce(flags.to(dev)).cpu() + asked
-                        # at an epoch's end and before a checkpoint, every row: a checkpoint holds the one common model
-                        merger.merge(len(vocab) if flags.any() or pos.step == steps_per_epoch else rows)
+                            if last_round:
+                                rows = len(vocab)
+                            self._merge_rows(tensors, bases, rows)
+                        flags = [int(ckpt.stop_requested), int(ckpt.save_due)]
+                        flags = torch.tensor(flags, dtype=torch.int64, device=dev)
+                        distributed.all_reduce_(flags)
+                        if (flags.any() or pos.step == steps_per_epoch) and not last_round:
+                            self._merge_rows(tensors, bases, len(vocab))  # a checkpoint holds the one common model
                         if flags.any() and pos.step < steps_per_epoch:
                             save(stop=bool(flags[0]))
                     pos.epoch, pos.step = epoch + 1, 0
@@ -546,8 +538,6 @@ class Word2Vec:
                     )
                     log.add(pos.raw_words, words_per_sec=words / max(seconds, 1e-9), lr=lr)
         finally:
-            if merger is not None:
-                merger.close()
             if torch_threads is not None:
                 torch.set_num_threads(torch_threads)
             words_bar.close()
@@ -567,6 +557,25 @@ class Word2Vec:
         }
         return self
 
+    @staticmethod
+    def _merge_rows(tensors, bases, rows: int) -> None:
+        """Merge the first ``rows`` rows of both matrices over the processes: base + the sum of every rank's change.
+
+        ``bases`` hold the rows as they were at their last merge (the same on every rank). Summing
+        the changes keeps every update, as threads sharing one model would. Averaging the models
+        instead divided each rank's updates by the number of processes, so the many words that one
+        rank alone saw between merges learned at a fraction of the rate (on Brown + PTB, WS-353 0.19
+        against 0.25 for one process; weighting each rank's change by its share of the row's updates
+        gave 0.17, the sum 0.22, also with merges of every row or four times as often). In place, with
+        no temporary matrices: the same numbers at about half the cost beside the all-reduce itself.
+        """
+        for t, base in zip(tensors, bases):
+            head, base_head = t[:rows], base[:rows]  # views: the change is made, summed and applied in place
+            head -= base_head
+            distributed.all_reduce_(head)
+            head += base_head
+            base_head.copy_(head)
+
     # --- convenience -----------------------------------------------------------------------
     def config_dict(self) -> dict:
         d = dataclasses.asdict(self.config)
@@ -583,90 +592,6 @@ class Word2Vec:
     def __repr__(self) -> str:
         n = len(self.vocab) if self.vocab else 0
         return f"Word2Vec(vocab={n}, vector_size={self.config.vector_size}, window={self.config.window})"
-
-
-class _Merger:
-    """Merges the processes' models: each row becomes its last merged value plus every rank's change since.
-
-    All its collectives run, in order, on one thread of its own, so a merge of a few rows
-    (:meth:`start`) sums while the next round trains, and :meth:`finish` applies it after that
-    round: to every rank the others' changes of round r arrive after round r + 1 instead of r,
-    and a rank a little ahead no longer waits at every round. :meth:`merge` is a blocking merge
-    of the first ``rows`` rows, after which every rank holds the same values there.
-    """
-
-    def __init__(self, tensors, overlap: int):
-        self.tensors, self.overlap = tensors, overlap
-        self.bases = [t.clone() for t in tensors]  # the model at the last merge, row by row: the same on every rank
-        self.pending = None  # (rows, this rank's changes sent, futures of their sums over the ranks, of the flags)
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        # a daemon: a collective that a second Ctrl-C leaves waiting must not hold the process at exit
-        threading.Thread(target=self._serve, name="word2vec-merge", daemon=True).start()
-
-    def _serve(self) -> None:
-        while (item := self.queue.get()) is not None:
-            future, fn, args = item
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # handed to the thread that waits for it
-                future.set_exception(exc)
-
-    def _submit(self, fn, *args) -> Future:
-        future: Future = Future()
-        self.queue.put((future, fn, args))
-        return future
-
-    def _reduce(self, tensor) -> Future:
-        return self._submit(distributed.all_reduce_, tensor)
-
-    def reduce(self, tensor):
-        """``tensor`` summed over the ranks, in order with the merges under way."""
-        return self._reduce(tensor).result()
-
-    def start(self, rows: int, flags):
-        """Send the changes of the first ``rows`` rows and ``flags`` to be summed; :meth:`finish` applies them."""
-        sent = [t[:rows] - b[:rows] for t, b in zip(self.tensors, self.bases)]
-        sums = [self._reduce(d.clone()) for d in sent] if rows else []
-        self.pending = (rows, sent, sums, self._reduce(flags))
-
-    def finish(self):
-        """Apply the merge under way (if any); returns its flags summed over the ranks (zeros if none)."""
-        if self.pending is None:
-            return torch.zeros(2, dtype=torch.int64)
-        rows, sent, sums, flags = self.pending
-        self.pending = None
-        for t, base, d, total in zip(self.tensors, self.bases, sent, sums):
-            total = total.result()
-            base[:rows] += total
-            total -= d  # the other ranks' changes: this rank's own are in ``t`` already
-            t[:rows] += total
-        return flags.result().cpu()
-
-    def merge(self, rows: int) -> None:
-        self.finish()
-        self._submit(_merge_rows, self.tensors, self.bases, rows).result()
-
-    def close(self) -> None:
-        self.queue.put(None)
-
-
-def _merge_rows(tensors, bases, rows: int) -> None:
-    """Merge the first ``rows`` rows of both matrices over the processes: base + the sum of every rank's change.
-
-    ``bases`` hold the rows as they were at their last merge (the same on every rank). Summing
-    the changes keeps every update, as threads sharing one model would. Averaging the models
-    instead divided each rank's updates by the number of processes, so the many words that one
-    rank alone saw between merges learned at a fraction of the rate (on Brown + PTB, WS-353 0.19
-    against 0.25 for one process; weighting each rank's change by its share of the row's updates
-    gave 0.17, the sum 0.22, also with merges of every row or four times as often). In place, with
-    no temporary matrices: the same numbers at about half the cost beside the all-reduce itself.
-    """
-    for t, base in zip(tensors, bases):
-        head, base_head = t[:rows], base[:rows]  # views: the change is made, summed and applied in place
-        head -= base_head
-        distributed.all_reduce_(head)
-        head += base_head
-        base_head.copy_(head)
 
 
 def work_dir(out: str | os.PathLike) -> Path:
