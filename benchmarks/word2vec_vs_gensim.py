@@ -12,8 +12,7 @@ Rows, all in one run with the load average beside each (the machine is shared):
 - training words/s: gensim, gatelab with 1 and 2 threads (the thread scaling), gatelab's torch
   backend on cpu (batched matrix products through BLAS) against the scalar numba kernel;
 - end to end (a fresh ``gatelab word2vec train`` process: imports, vocabulary, training, saving):
-  1 process x N threads against ``torchrun`` N processes x 1 thread (with overlapped merges, the
-  default, and with blocking ones), and, with ``--baseline-src``,
+  1 process x N threads against ``torchrun`` N processes x 1 thread, and, with ``--baseline-src``,
   the same two commands from another gatelab source tree (say, a checkout of the previous main);
 - with ``--pword2vec PATH``, the authors' binary (IntelLabs/pWord2Vec) end to end on the same file,
   and its vectors in the quality table (trained on Brown + PTB written out one sentence a line).
@@ -193,8 +192,6 @@ def speed(args, tmp: Path) -> None:
     base = t.row(f"gatelab 1 process x {th} threads", sec, n, note=f"peak {mb:.0f} MB")
     sec, mb = run_command(gatelab_command(path, out, 1, processes=th))
     t.row(f"gatelab torchrun {th} processes x 1 thread", sec, n, base, note=f"peak {mb:.0f} MB (largest process)")
-    sec, mb = run_command(gatelab_command(path, out, 1, processes=th) + ["--no-overlap-merges"])
-    t.row("  the same, --no-overlap-merges", sec, n, base, note=f"peak {mb:.0f} MB (largest process)")
     if args.baseline_src:
         env = {"PYTHONPATH": str(args.baseline_src)}
         sec, mb = run_command(gatelab_command(path, out, th), env=env)
