@@ -194,6 +194,7 @@ class MixtureVI:
         return None if count == self.n_components else count
 
     def _config(self, n_total: int) -> dict:
+        tau, kappa = self._schedule()
         return {
             "model": type(self).__name__,
             "n_components": self.n_components,
@@ -201,8 +202,8 @@ class MixtureVI:
             "max_iter": self.max_iter,
             "local_iter": self.local_iter,
             "batch_size": self.batch_size,
-            "tau": self._schedule()[0],
-            "kappa": self._schedule()[1],
+            "tau": tau,
+            "kappa": kappa,
             "n_blocks": self._n_blocks(),
             "topk": self.topk,
             "esvi_update": self.esvi_update,
@@ -464,6 +465,7 @@ class MixtureVI:
         previous = None
         n_local = self._n_items(data)
         steps_per_pass = math.ceil(n_local / self.batch_size) if self.algorithm == "svi" else 1
+        schedule = self._schedule()  # (τ, κ) of ρ_t
         while run["iteration"] < self.max_iter:
             clock = time.perf_counter()
             if self.algorithm == "svi":
@@ -472,7 +474,7 @@ class MixtureVI:
                 pos = run["step"] % steps_per_pass
                 rows = run["order"][pos * self.batch_size : (pos + 1) * self.batch_size]
                 S_batch = self._estep(data, T, state, rows)
-                rho = learning_rate(run["step"], *self._schedule())
+                rho = learning_rate(run["step"], *schedule)
                 T = (1 - rho) * T + rho * (n_local / len(rows)) * S_batch
                 run["step"] += 1
                 run["elapsed"] += time.perf_counter() - clock
