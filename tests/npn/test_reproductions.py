@@ -82,3 +82,22 @@ def test_quick_mnist_plumbing(tmp_path, monkeypatch):
     assert results["results"]["mnist-lenet5-dense"]["log"]["total"] == {}
     assert "100 training images held out" in results["settings"]["validation"]
     assert (folder / "active_units.png").stat().st_size > 1000
+
+
+def test_a_full_mnist_run_trains_its_three_models_in_worker_processes(tmp_path, monkeypatch, capfd):
+    """The full run's plumbing on tiny settings: the expanding, pruning and dense LeNet-5 in worker processes,
+    each worker's epoch lines marked with its model, and their results gathered as the run's stages."""
+    tiny = dict(epochs=2, plastic_from=1, harden_from=2, lr_decay_at=None, train_examples=200, val_size=100)
+    starts = {start: {**settings, **tiny} for start, settings in AUTHORS_STARTS.items()}
+    monkeypatch.setattr(reproductions, "AUTHORS_STARTS", starts)
+    folder = run("npn-mnist", quick=False, out=tmp_path, echo=None, quiet=False)
+    err = capfd.readouterr().err.splitlines()
+    keys = [f"mnist-lenet5-{s}" for s in ("expand", "prune", "dense")]
+    for key in keys:
+        assert any(line.startswith(f"{key}: epoch    2/2") for line in err), err
+    results = json.loads((folder / "results.json").read_text())
+    assert results["settings"]["worker processes"] == reproductions.WORKERS == 2
+    assert sorted(results["results"]) == sorted(keys) and not list(folder.glob("stages/*.worker.json"))
+    expand = results["results"]["mnist-lenet5-expand"]
+    assert expand["config"]["k"] == 1.0 and expand["config"]["epochs"] == 2 and expand["log"]["epoch"] == [1, 2]
+    assert results["results"]["mnist-lenet5-dense"]["log"]["test_error"] is not None

@@ -9,26 +9,18 @@ run trains them one after the other in this process.
 
 from __future__ import annotations
 
-import json
-import multiprocessing
-import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
-import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gatelab.checkpoint import Checkpointer, Interrupted  # noqa: E402
-from gatelab.errors import GatelabError  # noqa: E402
-from gatelab.files import write_json  # noqa: E402
 from gatelab.gates.export import summary  # noqa: E402
 from gatelab.gates.train import README_LAMBDA, TrainConfig, fit, save_checkpoint  # noqa: E402
-from gatelab.progress import prefixed_lines  # noqa: E402
 from gatelab.reproduce import Report, register  # noqa: E402
+from gatelab.reproduce.workers import run_in_workers  # noqa: E402
 
 L0ARM = "Li & Ji, L0-ARM: Network Sparsification via Stochastic Binary Optimization, arXiv:1904.04432"
 
@@ -103,63 +95,9 @@ def _train_model(config: TrainConfig, folder: Path, key: str, options: dict) -> 
     return {"summary": summary(trained).to_dict(), "history": asdict(history)}
 
 
-def _worker(config: dict, folder: str, key: str, options: dict) -> None:
-    """A worker process: one thread, one model, its result written beside the stages for the parent; its
-    per-epoch lines start with the model's key."""
-    torch.set_num_threads(1)
-    try:
-        with prefixed_lines(f"{key}: "):
-            result = _train_model(TrainConfig(**config), Path(folder), key, options)
-    except Interrupted as exc:  # its checkpoint is saved; the parent says how to resume
-        sys.exit(exc.exit_code)
-    write_json(_worker_result(Path(folder), key), {"result": result})
-
-
-def _worker_result(folder: Path, key: str) -> Path:
-    return folder / "stages" / f"{key}.worker.json"
-
-
-def _train_in_workers(report: Report, configs: dict[str, TrainConfig], workers: int) -> None:
-    """Train the unfinished stages in ``workers`` processes; each finished one becomes a stage of ``report``.
-
-    SIGINT or SIGTERM reaches every worker, which saves its checkpoint; then
-    this process raises Interrupted, and ``--resume`` continues them all.
-    """
-    context = multiprocessing.get_context("spawn")
-    waiting = [k for k in configs if not (report.folder / "stages" / f"{k}.json").is_file()]
-    running: dict[str, multiprocessing.Process] = {}
-    with Checkpointer(None) as watch:
-        while waiting or running:
-            while waiting and len(running) < workers and not watch.stop_requested:
-                key = waiting.pop(0)
-                options = report.trainer_options(key)
-                proc = context.Process(
-                    target=_worker, args=(asdict(configs[key]), str(report.folder), key, options), name=key
-                )
-                proc.start()
-                report.settings.setdefault("worker processes", workers)
-                running[key] = proc
-            time.sleep(0.2)
-            if watch.stop_requested:
-                for proc in running.values():
-                    if proc.is_alive():
-                        proc.terminate()  # SIGTERM: the worker saves its checkpoint and stops
-                for proc in running.values():
-                    proc.join()
-                raise Interrupted(watch.signum, report.folder)
-            for key, proc in list(running.items()):
-                if proc.exitcode is None:
-                    continue
-                del running[key]
-                if proc.exitcode != 0:
-                    for other in running.values():
-                        other.terminate()
-                        other.join()
-                    raise GatelabError(f"training {key} failed in its worker process (exit status {proc.exitcode})")
-                path = _worker_result(report.folder, key)
-                result = json.loads(path.read_text())["result"]
-                report.stage(key, lambda result=result: result)
-                path.unlink()
+def _train_job(config: dict, folder: str, key: str, **options) -> dict:
+    """``_train_model`` in a worker process (``run_in_workers``), from picklable arguments."""
+    return _train_model(TrainConfig(**config), Path(folder), key, options)
 
 
 def _run(report: Report, model: str, quick: bool, seed: int) -> None:
@@ -174,7 +112,8 @@ def _run(report: Report, model: str, quick: bool, seed: int) -> None:
             setattr(config, name, value)
         report.settings[f"{key} config"] = asdict(config)
     if not quick:
-        _train_in_workers(report, configs, WORKERS)
+        jobs = {key: (_train_job, (asdict(config), str(report.folder), key)) for key, config in configs.items()}
+        run_in_workers(report, jobs, WORKERS)
     results = {}
     for key, (label, _, _) in stages.items():
         config = configs[key]

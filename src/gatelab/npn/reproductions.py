@@ -19,6 +19,7 @@ from gatelab.npn.plasticity import SYMMETRIC_LOGITS, KSchedule, PlasticityLog, m
 from gatelab.npn.plots import active_units_figure, decision_boundaries_figure, transition_rate_figure
 from gatelab.npn.train import AUTHORS_STARTS, NPNConfig, dense_baseline, fit_npn, quick_config
 from gatelab.reproduce import Report, register
+from gatelab.reproduce.workers import run_in_workers
 
 NPN = "Li & Ji, Neural Plasticity Networks, arXiv:1908.08118"
 
@@ -43,6 +44,7 @@ MOONS_FULL = dict(points=500, epochs=2000, plastic_from=100, harden_from=1000)
 # them are born hibernating, and a layer that has one asleep grows no more (24 short epochs of that
 # rule left conv1, conv2 and fc2 at 3 units).
 MNIST_QUICK = {"expand": {"lr": 3e-3, "expand_fill": 0.2}, "prune": {"lr": 3e-3}}
+WORKERS = 2  # processes of a full npn-mnist run, one thread each
 
 
 def _moons_net(p: dict) -> torch.nn.Module:
@@ -136,6 +138,28 @@ def npn_moons(report: Report, quick: bool, seed: int) -> None:
     report.save_figure(decision_boundaries_figure(snapshots, *test), "decision_boundaries.png")
 
 
+def _plastic_stage(config: dict, **options) -> dict:
+    """Train one plastic LeNet-5 of npn-mnist (``options``: ``Report.trainer_options``); what the report needs.
+    Module-level, so that a worker process can run it."""
+    cfg = NPNConfig(**config)
+    model, log = fit_npn(cfg, **options)
+    s = summary(model.cpu())
+    return {
+        "config": asdict(cfg.resolved()),
+        "log": asdict(log),
+        "summary": s.to_dict(),
+        "exported_params": sum(p.numel() for p in export(model).parameters()),
+        "dense_params": s.params_dense,
+    }
+
+
+def _dense_stage(config: dict, **options) -> dict:
+    """The dense LeNet-5 baseline of npn-mnist, as ``_plastic_stage``."""
+    cfg = NPNConfig(**config)
+    _, log = dense_baseline(cfg, **options)
+    return {"config": asdict(cfg.resolved()), "log": asdict(log)}
+
+
 @register("npn-mnist", "NPN on MNIST: LeNet-5-Caffe expanded from 3-3-3 (k = 1) and pruned from 20-50-500 (k = 7)", NPN)
 def npn_mnist(report: Report, quick: bool, seed: int) -> None:
     def config(start: str) -> NPNConfig:
@@ -143,25 +167,20 @@ def npn_mnist(report: Report, quick: bool, seed: int) -> None:
             return replace(quick_config("lenet5", start, seed, device=report.device), **MNIST_QUICK[start])
         return NPNConfig(model="lenet5", **AUTHORS_STARTS.get(start, {}), seed=seed, device=report.device)
 
-    def fit(key: str, cfg: NPNConfig) -> dict:
-        model, log = fit_npn(cfg, **report.trainer_options(key))
-        s = summary(model.cpu())
-        return {
-            "config": asdict(cfg.resolved()),
-            "log": asdict(log),
-            "summary": s.to_dict(),
-            "exported_params": sum(p.numel() for p in export(model).parameters()),
-            "dense_params": s.params_dense,
-        }
+    configs = {start: config(start) for start in ("expand", "prune")}
+    jobs = {f"mnist-lenet5-{start}": (_plastic_stage, (asdict(cfg),)) for start, cfg in configs.items()}
+    jobs["mnist-lenet5-dense"] = (_dense_stage, (asdict(configs["prune"]),))
+    if not quick:  # the three models are independent: side by side, one thread each
+        run_in_workers(report, jobs, WORKERS)
 
-    def dense(key: str, cfg: NPNConfig) -> dict:
-        _, log = dense_baseline(cfg, **report.trainer_options(key))
-        return {"config": asdict(cfg.resolved()), "log": asdict(log)}
+    def stage(key: str) -> dict:
+        function, args = jobs[key]
+        return report.stage(key, lambda: function(*args, **report.trainer_options(key)))
 
     logs, params = {}, {}
     for start, label in (("expand", "expand from 3-3-3, k = 1"), ("prune", "prune from 20-50-500, k = 7")):
         key = f"mnist-lenet5-{start}"
-        result = report.stage(key, lambda key=key, cfg=config(start): fit(key, cfg))
+        result = stage(key)
         log = logs[label] = PlasticityLog(**result["log"])
         params[start] = result["exported_params"]
         report.row(f"{label}: architecture", None, log.architecture())
@@ -183,12 +202,12 @@ def npn_mnist(report: Report, quick: bool, seed: int) -> None:
         "target (the abstract's claim): within 25% of each other",
     )
     key = "mnist-lenet5-dense"
-    result = report.stage(key, lambda key=key, cfg=config("prune"): dense(key, cfg))
+    result = stage(key)
     report.row(
         "dense LeNet-5: test error (%)", None, round(result["log"]["test_error"], 2), "same epochs, seed and splits"
     )
     report.results[key] = result
-    cfg = config("prune")
+    cfg = configs["prune"]
     report.settings["validation"] = f"{cfg.val_size} training images held out (seeded); the test split is read once"
     report.settings["expansion"] = (
         "one unit a layer each time the validation loss plus the regularizer improves (the authors' rule), "
