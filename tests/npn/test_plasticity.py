@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import gatelab.npn.plasticity as plasticity
 from gatelab.data.synthetic import two_moons
 from gatelab.errors import GatelabError
 from gatelab.gates import gates, lenet5_caffe, mlp, train_step
@@ -54,6 +55,41 @@ def test_large_k_is_ordinary_training():
     torch.testing.assert_close(gated.eval()(x), plain.eval()(x), rtol=1e-5, atol=1e-6)
     for before, g in zip(phi_before, gates(gated)):
         assert torch.equal(before, g.phi.detach())  # deterministic gates: no gradient reaches phi
+
+
+def test_decided_gates_take_one_pass_and_the_same_step_as_arms_two():
+    """At k = 5000 every gate is decided, so ARM's second pass would draw the same gates: skipping it (as
+    train_plastic does in the ordinary and hardening stages) leaves every step bit for bit the same."""
+    torch.manual_seed(4)
+    one = make_plastic(mlp(20, (16, 12), 3), init_active=0.5, k=7.0)
+    set_k(one, K_HARD)
+    two = copy.deepcopy(one)
+    passes = {id(one): 0, id(two): 0}
+    for model in (one, two):
+        model.register_forward_hook(lambda m, i, o: passes.__setitem__(id(m), passes[id(m)] + 1))
+    opt_one, opt_two = torch.optim.Adam(one.parameters(), 1e-2), torch.optim.Adam(two.parameters(), 1e-2)
+    for _ in range(5):
+        x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
+        train_step(one, x, y, opt_one, dataset_size=1000, antithetic=False)
+        train_step(two, x, y, opt_two, dataset_size=1000)
+    assert passes == {id(one): 5, id(two): 10}
+    for a, b in zip(one.state_dict().values(), two.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_train_plastic_takes_arms_second_pass_only_while_gates_are_undecided(monkeypatch):
+    x, y = two_moons(300, noise=0.15, seed=0)
+    model = make_plastic(mlp(2, (20, 16), 2), init_active=1.0, k=7.0, layers=["fc2", "fc3"])
+    seen, real = [], plasticity.train_step
+
+    def step(*args, **kw):
+        seen.append(kw.get("antithetic", True))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(plasticity, "train_step", step)
+    schedule = KSchedule(k=7.0, plastic_from=2, harden_from=3)
+    train_plastic(model, (x[:200], y[:200]), (x[200:], y[200:]), 3, schedule, batch_size=100, harden=True, quiet=True)
+    assert seen == [False, False, True, True, False, False]  # ordinary, plastic, hardened: 2 steps each
 
 
 def _moons_run(x, y, epochs=60, init_active=(3 / 100, 3 / 80)):

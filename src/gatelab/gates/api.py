@@ -320,6 +320,7 @@ def train_step(
     dataset_size: int,
     criterion: Callable = F.cross_entropy,
     weight_decay: float = 0.0,
+    antithetic: bool = True,
 ) -> dict:
     """One optimiser step on data loss + L0 regularizer, with the estimator's gradient for the gates.
 
@@ -329,6 +330,9 @@ def train_step(
     (BatchNorm normalises with the batch's statistics but its running buffers and
     ``num_batches_tracked`` are untouched). AR and the relaxations need one pass.
     ``weight_decay`` adds the gated expected-L2 term (see ``regularizer``).
+    ``antithetic=False`` skips ARM's second pass and its gradient. That is exact only while no gate is
+    undecided (``undecided_gates(model, 0, 1) == 0``, as at NPN's k = 5000): both passes then draw the same
+    gates, so ARM's gradient is 0, and the step costs what ordinary training costs.
 
     Returns detached tensors on the model's device (no host synchronisation):
     ``loss``, ``data_loss``, ``regularizer`` and the main pass's ``outputs``.
@@ -341,7 +345,7 @@ def train_step(
     with _steering(model):
         resample(model)
         f_anti = None
-        if estimator.passes == 2:
+        if estimator.passes == 2 and antithetic:
             _set_antithetic(model_gates, True)
             try:
                 with torch.no_grad(), _same_random_numbers(inputs.device), _frozen_buffers(model):
@@ -352,7 +356,7 @@ def train_step(
         data_loss = criterion(outputs, targets)
         reg = regularizer(model, dataset_size, weight_decay)
         loss = data_loss + reg
-        for g in model_gates:
+        for g in model_gates if antithetic or estimator.passes == 1 else ():
             term = estimator.surrogate(g.phi, g.u, data_loss.detach(), f_anti)
             if term is not None:
                 loss = loss + term

@@ -25,7 +25,7 @@ from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_st
 from gatelab.devices import resolve_device
 from gatelab.errors import GatelabError
 from gatelab.evaluation import classifier_scores
-from gatelab.gates import Gate, gates, regularizer, sparsify, train_step
+from gatelab.gates import Gate, gates, regularizer, sparsify, train_step, undecided_gates
 from gatelab.progress import ScalarLog, bar, say
 
 FORMAT = "npn"  # the kind of checkpoint train_plastic writes
@@ -325,7 +325,8 @@ def train_plastic(
     x, y = (t.to(device) for t in train)
     xv, yv = (t.to(device) for t in val)
     n, n_batches = len(x), math.ceil(len(x) / batch_size)
-    step_fn = partial(train_step if _gates(model) else _dense_step, weight_decay=weight_decay)
+    model_gates = _gates(model)
+    step_fn = partial(_dense_step, weight_decay=weight_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     settings = {
         "epochs": epochs,
@@ -397,6 +398,11 @@ def train_plastic(
                     _harden(model, k)
                 order = torch.randperm(n)
                 loss_sum.zero_()
+            # Every gate decided (k = 5000, before plasticity and once hardened): ARM's second pass would draw
+            # the same gates, so its gradient is 0; skipping it makes these epochs cost ordinary training.
+            # A gate cannot drift undecided within an epoch there: its gradient is 0 and |phi| >= 250 / k.
+            if model_gates:
+                step_fn = partial(train_step, weight_decay=weight_decay, antithetic=bool(undecided_gates(model, 0, 1)))
             first = start[1] if epoch == start[0] else 0
             batches = order.to(device).split(batch_size)
             with bar(n_batches, f"epoch {epoch}", "batch", quiet, initial=first) as progress:
