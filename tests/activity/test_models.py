@@ -1,7 +1,15 @@
 import numpy as np
 import torch
 
-from gatelab.activity.models import STGCN, BLSTMClassifier, frame_features, parents, spatial_partition
+from gatelab.activity.models import (
+    STGCN,
+    BLSTMClassifier,
+    build_model,
+    frame_features,
+    members,
+    parents,
+    spatial_partition,
+)
 from gatelab.activity.skeleton import UTD_MHAD_20
 from gatelab.activity.trainer import ActivityConfig, losses
 
@@ -83,3 +91,17 @@ def test_frame_features_hold_positions_bones_and_displacements_over_one_and_two_
         STGCN("utd-mhad20", 4, channels=(8, 8, 16, 16), motion=True, bones=True, motion2=True),
     ):
         assert model(x).shape == (2, 4)
+
+
+def test_an_ensemble_reads_as_its_members_mean_probabilities_and_one_member_is_the_model_itself():
+    torch.manual_seed(0)
+    config = ActivityConfig(hidden=8, ensemble=3)
+    ensemble = build_model(config, "utd-mhad20", 5).eval()
+    parts = members(ensemble)
+    assert len(parts) == 3 and not torch.equal(parts[0].head.weight, parts[1].head.weight)  # own initialisations
+    x = torch.randn(4, 12, 20, 3)
+    mean = torch.stack([torch.softmax(m(x), 1) for m in parts]).mean(0)
+    torch.testing.assert_close(torch.softmax(ensemble(x), 1), mean)
+    assert torch.equal(ensemble(x).argmax(1), mean.argmax(1))
+    single = build_model(ActivityConfig(hidden=8, ensemble=1), "utd-mhad20", 5)
+    assert isinstance(single, BLSTMClassifier) and members(single) == [single]

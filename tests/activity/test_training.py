@@ -37,8 +37,8 @@ def test_saved_model_predicts_like_the_trained_one(toy_data, tmp_path):
 
 def test_a_short_training_learns_the_toy_actions_and_the_aids_train_too(toy_data):
     for config in (
-        ActivityConfig(epochs=25, lr=1e-2, **TINY),
-        ActivityConfig(epochs=25, lr=1e-2, **TINY).without_aids(),
+        ActivityConfig(epochs=25, lr=1e-2, ensemble=1, **TINY),
+        ActivityConfig(epochs=25, lr=1e-2, ensemble=1, **TINY).without_aids(),
     ):
         model, _ = train(toy_data, config, quiet=True)
         assert evaluate(model, toy_data)["accuracy"] >= 0.9
@@ -179,7 +179,7 @@ def test_defaults_are_the_ones_the_readme_numbers_were_measured_with():
     assert (c.hidden, c.layers, c.dropout, c.frames, c.input_norm) == (64, 2, 0.3, 32, True)
     assert (c.motion, c.motion2, c.bones) == (True, True, False)
     assert (c.rotation, c.scale, c.translation, c.jitter, c.crop) == (45.0, 0.2, 0.2, 0.02, 0.7)
-    assert (c.frame_dropout_rate, c.injection_weight) == (0.25, 0.3)
+    assert (c.frame_dropout_rate, c.injection_weight, c.ensemble) == (0.25, 0.3, 3)
 
 
 def test_val_size_zero_trains_on_every_clip_and_records_no_validation(toy_data, monkeypatch):
@@ -205,10 +205,32 @@ def test_a_model_saved_before_input_norm_and_the_feature_switches_existed_still_
 
     from gatelab.weights import save_weights
 
-    config = ActivityConfig(epochs=1, input_norm=False, bones=False, motion2=False, **TINY)
+    config = ActivityConfig(epochs=1, input_norm=False, bones=False, motion2=False, ensemble=1, **TINY)
     model, _ = train(toy_data, config, quiet=True)
-    old = {k: v for k, v in asdict(config).items() if k not in ("input_norm", "bones", "motion2")}
+    old = {k: v for k, v in asdict(config).items() if k not in ("input_norm", "bones", "motion2", "ensemble")}
     meta = {"format": "gatelab-activity", "config": old, "layout": toy_data.layout, "classes": toy_data.classes}
     loaded, config2, _ = load_model(save_weights(model, tmp_path / "old.safetensors", meta))
-    assert (config2.input_norm, config2.bones, config2.motion2) == (False, False, False)
+    assert (config2.input_norm, config2.bones, config2.motion2, config2.ensemble) == (False, False, False, 1)
     assert evaluate(loaded, toy_data) == evaluate(model, toy_data)
+
+
+def test_an_ensemble_trains_every_member_on_its_own_draws_and_its_file_predicts_like_it(
+    toy_data, tmp_path, monkeypatch
+):
+    import gatelab.activity.trainer as trainer
+    from gatelab.activity.models import build_model, members
+
+    torch.manual_seed(0)
+    config = ActivityConfig(epochs=2, ensemble=2, **TINY)
+    start = [{k: v.clone() for k, v in m.state_dict().items()} for m in members(build_model(config, "utd-mhad20", 2))]
+    draws, real = [], trainer.frame_dropout
+    monkeypatch.setattr(trainer, "frame_dropout", lambda x, rate: draws.append(len(x)) or real(x, rate))
+    model, _ = train(toy_data, config, quiet=True)
+    steps = 2 * -(-(len(toy_data) - 4) // 4)
+    assert len(draws) == 2 * steps  # a frame-dropout draw per member and step
+    for before, member in zip(start, members(model)):  # both start where build_model starts them, and both learn
+        assert not torch.equal(before["head.weight"], member.state_dict()["head.weight"])
+    path = save_model(model, tmp_path / "e.safetensors", config, toy_data.layout, toy_data.classes)
+    loaded, config2, _ = load_model(path)
+    assert config2.ensemble == 2 and len(members(loaded)) == 2
+    torch.testing.assert_close(loaded(toy_data.x), model(toy_data.x))

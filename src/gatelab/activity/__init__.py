@@ -5,7 +5,7 @@
 """
 
 from gatelab.activity.augment import AugmentConfig, augment, frame_dropout
-from gatelab.activity.models import STGCN, BLSTMClassifier
+from gatelab.activity.models import STGCN, BLSTMClassifier, Ensemble
 from gatelab.activity.preprocess import fill_missing, normalise, prepare
 from gatelab.activity.protocols import MSR_SUBSETS, load_split
 from gatelab.activity.readers import load_folder, load_msr_action3d, load_utd_mhad, read_clip, read_skeleton
@@ -28,6 +28,7 @@ __all__ = [
     "ActivityConfig",
     "AugmentConfig",
     "BLSTMClassifier",
+    "Ensemble",
     "SkeletonDataset",
     "SkeletonSequence",
     "augment",

@@ -91,6 +91,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--layers", type=positive_int, default=d.layers, help=f"BLSTM layers (default: {d.layers})")
     t.add_argument(
+        "--ensemble",
+        type=positive_int,
+        default=d.ensemble,
+        help="models trained side by side from different initialisations, their probabilities averaged "
+        f"(default: {d.ensemble})",
+    )
+    t.add_argument(
         "--frames", type=positive_int, default=d.frames, help=f"frames per resampled clip (default: {d.frames})"
     )
     t.add_argument(
@@ -230,6 +237,7 @@ def _train(args) -> int:
         arch=args.arch,
         hidden=args.hidden,
         layers=args.layers,
+        ensemble=args.ensemble,
         frames=args.frames,
         centre=args.centre,
         motion=args.motion,

@@ -9,6 +9,8 @@ choice is explained): 2 layers of 64 units a direction, dropout 0.3 between laye
 ``STGCN``: Yan, Xiong & Lin (AAAI 2018), spatial-temporal graph convolution with the "spatial" partition (root,
 centripetal, centrifugal neighbours), learnable edge importance, 9-frame temporal convolutions and residual
 blocks; the paper's 9 blocks of 64/64/64/128/128/128/256/256/256 channels, strides 2 at the 4th and 7th.
+
+``Ensemble``: several of either, trained side by side (``ActivityConfig.ensemble``), read as one classifier.
 """
 
 from __future__ import annotations
@@ -212,9 +214,33 @@ class STGCN(nn.Module):
         return [self(x)]
 
 
+class Ensemble(nn.Module):
+    """Classifiers trained side by side from different initialisations, read as one: the output is the log of
+    their mean softmax, so its argmax is the ensemble's vote and its softmax the mean probabilities."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([F.softmax(m(x), dim=-1) for m in self.members]).mean(0).log()
+
+
+def members(model: nn.Module) -> list[nn.Module]:
+    """The classifiers a model is made of: an ``Ensemble``'s members, or the model itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
 def build_model(config, layout: str, classes: int) -> nn.Module:
     """The classifier ``config.arch`` names (with ``hidden``, ``layers``, ``dropout``, ``channels`` and the input
-    features ``motion``, ``bones``, ``motion2``), for skeletons in ``layout`` and ``classes`` actions."""
+    features ``motion``, ``bones``, ``motion2``), for skeletons in ``layout`` and ``classes`` actions; with
+    ``config.ensemble`` > 1 an ``Ensemble`` of that many, each initialised by the next draws of the generator."""
+    if config.ensemble > 1:
+        return Ensemble([_single_model(config, layout, classes) for _ in range(config.ensemble)])
+    return _single_model(config, layout, classes)
+
+
+def _single_model(config, layout: str, classes: int) -> nn.Module:
     features = {"motion": config.motion, "bones": config.bones, "motion2": config.motion2}
     if config.arch == "blstm":
         joints = len(layout_joints(layout))
