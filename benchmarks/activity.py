@@ -71,7 +71,8 @@ def main() -> None:
     data = load_split("msr-action3d", "train", "all", blstm)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{args.threads} thread(s); data: {len(data)} MSR Action3D training sequences x {blstm.frames} frames"
+        f"{args.threads} thread(s); data: {len(data)} MSR Action3D training sequences x {blstm.frames} frames; "
+        f"each model the default ensemble of {blstm.ensemble}"
     )
     rows = {}
     for name, config in (("BLSTM", blstm), ("ST-GCN", stgcn)):
