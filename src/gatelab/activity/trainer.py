@@ -251,6 +251,20 @@ def losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: ActivityC
     return main, main
 
 
+def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: ActivityConfig):
+    """One training step's loss on the batch ``(x, y)``, summed over the model's members (one, or an ensemble's),
+    each on its own augmentation and frame-dropout draws as ``config`` switches them on; and the members' mean
+    final-head loss (detached), for the log."""
+    total, mains = 0, 0
+    for member in members(model):
+        xb = augment(x, config.augmentation()) if config.augment else x
+        if config.frame_dropout:
+            xb, _ = frame_dropout(xb, config.frame_dropout_rate)
+        loss, main = losses(member, xb, y, config)
+        total, mains = total + loss, mains + main.detach()
+    return total, mains / len(members(model))
+
+
 def train(
     data: SkeletonDataset,
     config: ActivityConfig | None = None,
@@ -284,23 +298,14 @@ def train(
     x, y = data.x[tr].to(dev), data.y[tr].to(dev)
     xv, yv = (data.x[va].to(dev), data.y[va].to(dev)) if va is not None else (None, None)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    aug = config.augmentation()
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         idx = idx.to(dev)
-        yb, total, mains = y[idx], 0, 0
-        for member in members(model):  # the same batch, each member on its own augmentation and frame-dropout draws
-            xb = x[idx]
-            if config.augment:
-                xb = augment(xb, aug)
-            if config.frame_dropout:
-                xb, _ = frame_dropout(xb, config.frame_dropout_rate)
-            loss, main = losses(member, xb, yb, config)
-            total, mains = total + loss, mains + main.detach()
+        loss, main = training_loss(model, x[idx], y[idx], config)
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        loss.backward()
         optimizer.step()
-        return {"loss": mains / config.ensemble}
+        return {"loss": main}
 
     best = {"error": float("inf"), "loss": float("inf"), "epoch": 0, "weights": None}
 
