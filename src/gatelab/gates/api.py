@@ -356,7 +356,8 @@ def train_step(
         data_loss = criterion(outputs, targets)
         reg = regularizer(model, dataset_size, weight_decay)
         loss = data_loss + reg
-        for g in model_gates if antithetic or estimator.passes == 1 else ():
+        arm_skipped = estimator.passes == 2 and not antithetic
+        for g in () if arm_skipped else model_gates:
             term = estimator.surrogate(g.phi, g.u, data_loss.detach(), f_anti)
             if term is not None:
                 loss = loss + term

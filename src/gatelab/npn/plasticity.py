@@ -400,7 +400,8 @@ def train_plastic(
                 loss_sum.zero_()
             # Every gate decided (k = 5000, before plasticity and once hardened): ARM's second pass would draw
             # the same gates, so its gradient is 0; skipping it makes these epochs cost ordinary training.
-            # A gate cannot drift undecided within an epoch there: its gradient is 0 and |phi| >= 250 / k.
+            # No gate drifts undecided within such an epoch: phi's gradient is 0 at a saturated sigmoid, and |phi| is
+            # at least 250 / k once hardened (3 / 7 and 40 / 7 at the authors' start), far beyond Adam's leftover steps.
             if model_gates:
                 step_fn = partial(train_step, weight_decay=weight_decay, antithetic=bool(undecided_gates(model, 0, 1)))
             first = start[1] if epoch == start[0] else 0
