@@ -1,8 +1,8 @@
 """Independent stages of a full reproduction trained side by side, one process of one thread each.
 
-On a machine with a few cores, two models that each use one thread finish in about half the wall time of one
-after the other with two threads, since small models scale badly across threads. Each worker resumes its stage's
-checkpoint (``Report.trainer_options``) and prints its per-epoch lines prefixed with the stage's key.
+Small models use a second thread poorly, so on a machine with a few cores independent models finish sooner side by
+side, one thread each, than one after the other with every thread. Each worker resumes its stage's checkpoint
+(``Report.trainer_options``) and prints its per-epoch lines prefixed with the stage's key.
 """
 
 from __future__ import annotations
