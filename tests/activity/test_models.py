@@ -103,5 +103,11 @@ def test_an_ensemble_reads_as_its_members_mean_probabilities_and_one_member_is_t
     mean = torch.stack([torch.softmax(m(x), 1) for m in parts]).mean(0)
     torch.testing.assert_close(torch.softmax(ensemble(x), 1), mean)
     assert torch.equal(ensemble(x).argmax(1), mean.argmax(1))
+    with torch.no_grad():  # every member sure of class 0: the others' log-probabilities stay finite, not log(0)
+        for m in parts:
+            m.head.bias.copy_(torch.tensor([1e4, 0.0, 0.0, 0.0, 0.0]))
+    out = ensemble(x)
+    assert torch.isfinite(out).all() and torch.allclose(out[:, 1:], out[:, 1:2].expand(-1, 4), atol=50)
+    assert (out[:, 1:] < -5e3).all()
     single = build_model(ActivityConfig(hidden=8, ensemble=1), "utd-mhad20", 5)
     assert isinstance(single, BLSTMClassifier) and members(single) == [single]

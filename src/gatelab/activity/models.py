@@ -15,6 +15,8 @@ blocks; the paper's 9 blocks of 64/64/64/128/128/128/256/256/256 channels, strid
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -216,14 +218,16 @@ class STGCN(nn.Module):
 
 class Ensemble(nn.Module):
     """Classifiers trained side by side from different initialisations, read as one: the output is the log of
-    their mean softmax, so its argmax is the ensemble's vote and its softmax the mean probabilities."""
+    their mean softmax (taken in log space, so it stays finite where every member is sure of another class), so
+    its argmax is the ensemble's vote and its softmax the mean probabilities."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([F.softmax(m(x), dim=-1) for m in self.members]).mean(0).log()
+        log_probs = torch.stack([F.log_softmax(m(x), dim=-1) for m in self.members])
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
 
 
 def members(model: nn.Module) -> list[nn.Module]:

@@ -255,14 +255,14 @@ def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Ac
     """One training step's loss on the batch ``(x, y)``, summed over the model's members (one, or an ensemble's),
     each on its own augmentation and frame-dropout draws as ``config`` switches them on; and the members' mean
     final-head loss (detached), for the log."""
-    total, mains = 0, 0
-    for member in members(model):
+    parts, total, mains = members(model), 0, 0
+    for member in parts:
         xb = augment(x, config.augmentation()) if config.augment else x
         if config.frame_dropout:
             xb, _ = frame_dropout(xb, config.frame_dropout_rate)
         loss, main = losses(member, xb, y, config)
         total, mains = total + loss, mains + main.detach()
-    return total, mains / len(members(model))
+    return total, mains / len(parts)
 
 
 def train(
