@@ -326,7 +326,6 @@ def train_plastic(
     xv, yv = (t.to(device) for t in val)
     n, n_batches = len(x), math.ceil(len(x) / batch_size)
     model_gates = _gates(model)
-    step_fn = partial(_dense_step, weight_decay=weight_decay)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     settings = {
         "epochs": epochs,
@@ -404,6 +403,8 @@ def train_plastic(
             # at least 250 / k once hardened (3 / 7 and 40 / 7 at the authors' start), far beyond Adam's leftover steps.
             if model_gates:
                 step_fn = partial(train_step, weight_decay=weight_decay, antithetic=bool(undecided_gates(model, 0, 1)))
+            else:  # no gates: the dense baseline
+                step_fn = partial(_dense_step, weight_decay=weight_decay)
             first = start[1] if epoch == start[0] else 0
             batches = order.to(device).split(batch_size)
             with bar(n_batches, f"epoch {epoch}", "batch", quiet, initial=first) as progress:
