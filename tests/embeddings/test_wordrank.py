@@ -224,6 +224,29 @@ def test_resume_after_a_stop_mid_epoch_equals_an_uninterrupted_run(planted_matri
     assert resumed.train_stats_["resumed_from_updates"] == saved["position"]["updates"] > 0
 
 
+@pytest.mark.parametrize("rho", wordrank.RHOS)
+def test_sgd_takes_the_authors_step_then_xi_updates_reweight_without_shrinking_it(planted_matrix, monkeypatch, rho):
+    """Before the first xi update each pair's step is the authors' ``lr * r * g(xi0) * nnz / sum(r)``;
+    an update changes the pairs' relative steps, but their r-weighted mean stays where it started."""
+    real = _wordrank_kernel.train_pass
+    seen = []
+
+    def spy(order, rows, cols, coef, *rest):
+        seen.append((float(rest[4]) * coef.astype(np.float64), coef.copy()))
+        return real(order, rows, cols, coef, *rest)
+
+    monkeypatch.setattr(_wordrank_kernel, "train_pass", spy)
+    lr = 0.002
+    model = WordRank(**fit_params(rho=rho, lr=lr, epochs=2, job_pairs=10**6)).fit(planted_matrix)
+    (first, coef1), (second, coef2) = seen
+    r = wordrank.pair_weights(planted_matrix.values, model.train_stats_["x_max"])
+    g0 = wordrank.bound_slope(wordrank.initial_xi(rho), rho)
+    np.testing.assert_allclose(first, lr * r * g0 * len(r) / r.sum(), rtol=1e-5)
+    assert first.sum() == pytest.approx(second.sum(), rel=1e-5)
+    relative = (coef2 / coef1) / (coef2 / coef1).mean()
+    assert relative.std() > 0.01  # the update did reweight the pairs
+
+
 def test_resume_refuses_another_config_or_matrix(planted_matrix, tmp_path):
     ckpt = tmp_path / "ck.pt"
     WordRank(**fit_params(epochs=1)).fit(planted_matrix, checkpoint=ckpt)
@@ -255,14 +278,14 @@ def test_outputs_are_word2vec_files_with_word_context_and_sum(planted_matrix, tm
 
 
 def test_short_training_on_brown_learns_word_similarity(data):
-    """A few epochs on 300k tokens of Brown + PTB: the word vectors (``wv``, what the authors evaluate)
+    """30 epochs on 300k tokens of Brown + PTB: the word vectors (``wv``, what the authors evaluate)
     rank WS-353 well above random vectors. U + V, evaluated by default before, scored about 0 here."""
     from gatelab.data.text import open_corpus
     from gatelab.embeddings.cooccurrence import first_tokens
     from gatelab.embeddings.evaluate import evaluate_all
 
     matrix = count_cooccurrences(list(first_tokens(open_corpus("brown+ptb"), 300_000)))
-    model = WordRank(epochs=3, workers=1, seed=1).fit(matrix)
+    model = WordRank(epochs=30, workers=1, seed=1).fit(matrix)
     ws = {r["name"]: r["score"] for r in evaluate_all(model.wv)}["WS-353"]
     rand = KeyedVectors(model.vocab.words, np.random.default_rng(0).normal(size=(len(model.vocab), 100)))
     ws_rand = {r["name"]: r["score"] for r in evaluate_all(rand)}["WS-353"]

@@ -66,21 +66,24 @@ TEXT8_TOKENS = 17_005_207
 
 @dataclass
 class WordRankConfig:
-    """Hyperparameters. The objective's (rho, loss, alpha, beta, t, x_max, epsilon) are the authors'
-    published settings, but ``x_max="auto"`` (the default) scales their 100 to the corpus size
-    (:func:`corpus_x_max`: 100 on text8 and larger corpora, 5.9 on 1M tokens).
-    ``epochs``, ``sgd_num`` and ``period`` are sized for corpora of a few million words on two cores
-    (the authors ran 500 epochs of 100 steps per nonzero, xi every 20, on 16+ cores).
+    """Hyperparameters. The objective's (rho, loss, alpha, beta, t, epsilon) are the authors' published
+    settings; ``x_max="auto"`` (the default) scales their 100 to the corpus size (:func:`corpus_x_max`:
+    100 on text8 and larger corpora, 5.9 on 1M tokens).
 
-    ``optimizer``: ``"sgd"`` is the authors' plain SGD, each step ``lr * r * g(xi) * nnz / sum(r)``
-    (their ``model.hpp``; with ``xi_start=False``, ``lr=0.001`` and hundreds of sweeps it is their
-    recipe; a larger lr diverges on the pairs with r = 1, and their steps shrink as xi falls below its
-    start of 1). ``"adagrad"`` (the default here) divides each coordinate's step by its accumulated
-    gradient norm, as GloVe trains, which stays stable at steps that learn in ten epochs. ``reg``: an
-    L2 penalty per AdaGrad update (the authors' runs: 0; plain SGD has none).
-    ``xi_start``: set xi in closed form from the initial vectors before the first epoch (the authors
-    start from xi = 1, too large a weight for steps this size). ``job_pairs``: updates between
-    checkpoint and Ctrl-C checks.
+    The optimiser is the authors' (their ``model.hpp``), sized for minutes rather than hours: plain SGD
+    (``optimizer="sgd"``) with a constant step ``lr * r * g(xi) * nnz / sum(r)``, xi starting at 1 (0.5 for
+    rho2), ``epochs`` sweeps of ``sgd_num`` updates per nonzero, xi re-estimated every ``period`` epochs
+    (never in the last). They run 9,100 to 50,000 sweeps at lr 0.001, with the first xi update after
+    1,100 or more. The defaults here are 100 sweeps at lr 0.003 and no xi update within them: so early,
+    the rank surrogates still measure context frequency more than relevance, and an update shifts the
+    objective's weight towards the most frequent contexts (on 1M tokens of Brown + PTB, one update at
+    sweep 50 cost 0.07 on WS-353). Longer runs update xi every 100 epochs (the authors' binary's default
+    period). After an update, the steps are rescaled so that their r-weighted mean stays where it
+    started: the update reweights the pairs, where the authors' steps all shrink with xi (about 10x
+    here, which stalls a short run). ``"adagrad"`` divides each coordinate's step by its accumulated
+    gradient norm, as GloVe trains (with lr about 0.05); on Brown + PTB it learns WS-353 as well but
+    SimLex-999 worse. ``reg``: an L2 penalty per AdaGrad update (the authors' runs: 0; plain SGD has
+    none). ``job_pairs``: updates between checkpoint and Ctrl-C checks.
     """
 
     vector_size: int = 100
@@ -94,15 +97,14 @@ class WordRankConfig:
     t: float = 1.5
     x_max: float | str = "auto"
     epsilon: float = 0.75
-    lr: float = 0.05
-    epochs: int = 10
+    lr: float = 0.003
+    epochs: int = 100
     sgd_num: int = 1
-    period: int = 2
+    period: int = 100
     workers: int = 1
     seed: int = 1
     job_pairs: int = 1 << 16
-    xi_start: bool = True
-    optimizer: str = "adagrad"
+    optimizer: str = "sgd"
     reg: float = 0.0
     device: str = "cpu"
 
@@ -384,11 +386,10 @@ class WordRank:
             U, V = self._initial(matrix)
             HU, HV = np.zeros_like(U), np.zeros_like(V)  # AdaGrad's sums of squared gradients
             xi = np.full(matrix.nnz, initial_xi(cfg.rho))
-            if cfg.xi_start:
-                xi[:] = xi_update(self.rank_sums(U, V), cfg.rho, cfg.alpha, cfg.beta)
             pos = _Position()
             self.history_ = []
         coef = (weights * bound_slope(xi, cfg.rho, cfg.t)).astype(np.float32)
+        step_size = self._step_size(coef, weights)
         nnz, indptr = matrix.nnz, matrix.indptr
         jobs_per_sweep = -(-nnz // cfg.job_pairs)
         steps = cfg.sgd_num * jobs_per_sweep
@@ -438,7 +439,7 @@ class WordRank:
                             V,
                             HU if adagrad else None,
                             HV if adagrad else None,
-                            np.float32(cfg.lr if adagrad else cfg.lr * nnz / weights.sum()),
+                            step_size,
                             np.float32(cfg.reg),
                             cfg.loss == "logistic",
                             seeds,
@@ -458,6 +459,7 @@ class WordRank:
                         S = self.rank_sums(U, V)
                         xi[:] = xi_update(S, cfg.rho, cfg.alpha, cfg.beta)
                         coef[:] = weights * bound_slope(xi, cfg.rho, cfg.t)
+                        step_size = self._step_size(coef, weights)
                         row["objective"] = float(np.sum(weights * rho_value(S, cfg.rho, cfg.alpha, cfg.beta, cfg.t)))
                         row["mean_rank"] = float(np.average(S, weights=weights)) - 1.0
                         row["mean_xi"] = float(xi.mean())
@@ -495,6 +497,17 @@ class WordRank:
             "x_max": x_max,
         }
         return self
+
+    def _step_size(self, coef: np.ndarray, weights: np.ndarray) -> np.float32:
+        """The multiplier of each pair's ``coef = r * g(xi)``: AdaGrad's ``lr``, or plain SGD's
+        ``lr * nnz * g(xi0) / sum(coef)``. At the start xi = xi0 everywhere, and this is the authors'
+        ``lr * nnz / sum(r)``; after an xi update the mean step stays where it started (see
+        :class:`WordRankConfig`)."""
+        cfg = self.config
+        if cfg.optimizer == "adagrad":
+            return np.float32(cfg.lr)
+        g0 = float(bound_slope(initial_xi(cfg.rho), cfg.rho, cfg.t))
+        return np.float32(cfg.lr * len(weights) * g0 / np.sum(coef, dtype=np.float64))
 
     def rank_sums(self, U: np.ndarray, V: np.ndarray, block: int = 512) -> np.ndarray:
         """S_wc for every nonzero, exactly (score blocks by BLAS, sums compiled)."""

@@ -95,23 +95,22 @@ def register(subparsers) -> None:
         "--lr",
         type=positive_float,
         default=d.lr,
-        help="step size: AdaGrad's, or plain SGD's times nnz / sum(r) as the authors' (default: %(default)s)",
+        help="step size: plain SGD's, times nnz / sum(r) as the authors' (they use 0.001 for thousands of "
+        "sweeps), or AdaGrad's (default: %(default)s)",
     )
     t.add_argument("--epochs", **num, default=d.epochs, help="passes over the nonzeros (default: %(default)s)")
     t.add_argument("--sgd-num", **num, default=d.sgd_num, help="updates per nonzero an epoch (default: %(default)s)")
-    t.add_argument("--period", **num, default=d.period, help="epochs between xi updates (default: %(default)s)")
+    t.add_argument(
+        "--period",
+        **num,
+        default=d.period,
+        help="epochs between xi updates; none in the last epoch (default: %(default)s)",
+    )
     t.add_argument(
         "--optimizer",
         choices=("sgd", "adagrad"),
         default=d.optimizer,
-        help="the authors' plain SGD, or AdaGrad (default: %(default)s)",
-    )
-    t.add_argument(
-        "--xi-start",
-        action=argparse.BooleanOptionalAction,
-        default=d.xi_start,
-        help="set xi from the initial vectors before training; --no-xi-start starts at the authors' 1 "
-        "(0.5 for rho2) (default: %(default)s)",
+        help="the authors' plain SGD, or AdaGrad (default: %(default)s; AdaGrad wants --lr about 0.05)",
     )
     t.add_argument(
         "--workers",
@@ -202,7 +201,6 @@ def _train(args) -> int:
         sgd_num=args.sgd_num,
         period=args.period,
         optimizer=args.optimizer,
-        xi_start=args.xi_start,
         reg=args.reg,
         workers=args.workers,
         seed=args.seed,
