@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=500_000, help="corpus prefix in tokens, 0 for all (default: 500000)")
     ap.add_argument("--threads", type=int, default=2, help="threads of every method (default: 2)")
     ap.add_argument("--epochs", type=int, default=None, help="WordRank epochs (default: the library's)")
-    ap.add_argument("--glove-max-vocab", type=int, default=5000, help="largest vocabulary for mittens (default: 5000)")
+    ap.add_argument("--glove-max-vocab", type=int, default=6000, help="largest vocabulary for mittens (default: 6000)")
     ap.add_argument("--seed", type=int, default=1, help="(default: 1)")
     args = ap.parse_args()
 
