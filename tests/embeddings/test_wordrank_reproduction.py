@@ -40,6 +40,7 @@ def tiny(monkeypatch, data):
         {"curve": (30_000,), "rhos": ("rho1",), "corpora": (), "wordrank_epochs": 1, "glove": False},
     )
     monkeypatch.setattr(repro, "W2V_EPOCHS", 1)
+    monkeypatch.setattr(repro, "W2V_LONG_EPOCHS", 2)
 
 
 def test_quick_reproduction_resumes_and_skips_finished_stages(tiny, tmp_path, monkeypatch):
@@ -59,6 +60,6 @@ def test_quick_reproduction_resumes_and_skips_finished_stages(tiny, tmp_path, mo
     final = registry.run("wordrank", quick=True, resume=partial, echo=None, quiet=True)
     results = json.loads((final / "results.json").read_text())
     row = results["results"]["brown+ptb 0.03M"]
-    assert set(row) == {"WordRank rho1", "word2vec (ours)", "word2vec (gensim)"}
+    assert set(row) == {"WordRank rho1", "word2vec (ours)", "word2vec (gensim)", "word2vec (ours, 2 epochs)"}
     assert all(-1 <= r["scores"]["WS-353"] <= 1 for r in row.values())
     assert (final / "learning_curve.png").is_file() and "minus the better word2vec" in (final / "report.md").read_text()

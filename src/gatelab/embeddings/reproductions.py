@@ -212,7 +212,9 @@ GLOVE_NOTE = (
     "mittens 0.2 installs and runs, but its numpy GloVe is full-batch on a dense V x V matrix, so it runs "
     f"only where the vocabulary has at most {GLOVE_MAX_VOCAB} words"
 )
-W2V_EPOCHS = 5  # the word2vec peers of ``wordrank``
+W2V_EPOCHS = 5  # the word2vec peers of ``wordrank`` (the issue's targets): their default length
+#: a longer-trained word2vec beside them, nearer WordRank's 100 sweeps: on these small corpora it gains WS-353
+W2V_LONG_EPOCHS = 20
 
 
 def wordrank_scores(model) -> dict:
@@ -238,15 +240,15 @@ def _wordrank(report, key, matrix, rho, epochs, seed) -> dict:
     }
 
 
-def _word2vec(report, key: str, sentences, which: str, seed: int) -> dict:
+def _word2vec(report, key: str, sentences, which: str, epochs: int, seed: int) -> dict:
     """A word2vec peer of WordRank (``ours`` or ``gensim``) with the hogbatch settings: its scores and speed."""
     t0 = time.perf_counter()
     if which == "gensim":
-        kv = _gensim(sentences, W2V_EPOCHS, seed + 1)[0]
+        kv = _gensim(sentences, epochs, seed + 1)[0]
     else:
-        kv = _gatelab(report, key, sentences, W2V_EPOCHS, seed + 1)[0]
+        kv = _gatelab(report, key, sentences, epochs, seed + 1)[0]
     seconds = time.perf_counter() - t0
-    words = sum(map(len, sentences)) * W2V_EPOCHS
+    words = sum(map(len, sentences)) * epochs
     return {"scores": _scores(kv), "seconds": seconds, "words_per_sec": words / seconds}
 
 
@@ -289,7 +291,8 @@ def wordrank_reproduction(report, quick: bool, seed: int) -> None:
             f"(the authors' 100 on text8, scaled to the corpus), plain SGD lr {d.lr} (the authors' step), "
             f"{s['wordrank_epochs'] or d.epochs} epochs, xi every {d.period}, 2 threads, "
             "word vectors U (as the authors score similarity)",
-            "word2vec (ours, gensim)": "skip-gram, window 5, negative 5, sample 1e-4, 5 epochs, 2 threads",
+            "word2vec (ours, gensim)": f"skip-gram, window 5, negative 5, sample 1e-4, {W2V_EPOCHS} epochs (and ours "
+            f"at {W2V_LONG_EPOCHS}), 2 threads",
             "glove": f"mittens {GLOVE_MAX_VOCAB if s['glove'] else 'skipped'} (dense; only vocabularies up to "
             f"{GLOVE_MAX_VOCAB} words), 100 iterations",
         }
@@ -322,9 +325,14 @@ def wordrank_reproduction(report, quick: bool, seed: int) -> None:
                     report, f"{label}-wordrank-{rho}", counted(), rho, s["wordrank_epochs"], seed
                 ),
             )
-        for which, stage in (("ours", "word2vec"), ("gensim", "gensim")):
+        peers = (
+            ("word2vec (ours)", "word2vec", "ours", W2V_EPOCHS),
+            ("word2vec (gensim)", "gensim", "gensim", W2V_EPOCHS),
+            (f"word2vec (ours, {W2V_LONG_EPOCHS} epochs)", f"word2vec-{W2V_LONG_EPOCHS}", "ours", W2V_LONG_EPOCHS),
+        )
+        for method, stage, which, epochs in peers:
             key = f"{label}-{stage}"
-            row[f"word2vec ({which})"] = report.stage(key, lambda k=key, w=which: _word2vec(report, k, load(), w, seed))
+            row[method] = report.stage(key, lambda k=key, w=which, e=epochs: _word2vec(report, k, load(), w, e, seed))
         if s["glove"]:
             row["GloVe (mittens)"] = report.stage(f"{label}-glove", lambda: _glove(counted(), seed))
         results[label] = row
@@ -340,7 +348,9 @@ def wordrank_reproduction(report, quick: bool, seed: int) -> None:
 
 
 def _margins(report, results: dict) -> None:
-    """The targets: WordRank rho1 against the better word2vec on WS-353 and SimLex-999."""
+    """The targets: WordRank rho1 against the better word2vec (5 epochs) on WS-353 and SimLex-999; and,
+    as context, against our word2vec trained longer."""
+    long = f"word2vec (ours, {W2V_LONG_EPOCHS} epochs)"
     for label, row in results.items():
         wr = row.get("WordRank rho1")
         if wr is None:
@@ -352,6 +362,11 @@ def _margins(report, results: dict) -> None:
                 f"{label}: WordRank rho1 minus the better word2vec, {metric}",
                 ours=round(margin, 4),
                 note="target > 0 (>= 0.03 at the smallest sizes)" + ("" if margin > 0 else "; missed"),
+            )
+            report.row(
+                f"{label}: WordRank rho1 minus {long}, {metric}",
+                ours=round(wr["scores"][metric] - row[long]["scores"][metric], 4),
+                note="context, not a target: word2vec given a budget nearer WordRank's",
             )
 
 
