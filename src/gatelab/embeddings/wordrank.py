@@ -389,7 +389,7 @@ class WordRank:
             pos = _Position()
             self.history_ = []
         coef = (weights * bound_slope(xi, cfg.rho, cfg.t)).astype(np.float32)
-        step_size = self._step_size(coef, weights)
+        step_size = self._step_size(coef)
         nnz, indptr = matrix.nnz, matrix.indptr
         jobs_per_sweep = -(-nnz // cfg.job_pairs)
         steps = cfg.sgd_num * jobs_per_sweep
@@ -459,7 +459,7 @@ class WordRank:
                         S = self.rank_sums(U, V)
                         xi[:] = xi_update(S, cfg.rho, cfg.alpha, cfg.beta)
                         coef[:] = weights * bound_slope(xi, cfg.rho, cfg.t)
-                        step_size = self._step_size(coef, weights)
+                        step_size = self._step_size(coef)
                         row["objective"] = float(np.sum(weights * rho_value(S, cfg.rho, cfg.alpha, cfg.beta, cfg.t)))
                         row["mean_rank"] = float(np.average(S, weights=weights)) - 1.0
                         row["mean_xi"] = float(xi.mean())
@@ -498,7 +498,7 @@ class WordRank:
         }
         return self
 
-    def _step_size(self, coef: np.ndarray, weights: np.ndarray) -> np.float32:
+    def _step_size(self, coef: np.ndarray) -> np.float32:
         """The multiplier of each pair's ``coef = r * g(xi)``: AdaGrad's ``lr``, or plain SGD's
         ``lr * nnz * g(xi0) / sum(coef)``. At the start xi = xi0 everywhere, and this is the authors'
         ``lr * nnz / sum(r)``; after an xi update the mean step stays where it started (see
@@ -507,7 +507,7 @@ class WordRank:
         if cfg.optimizer == "adagrad":
             return np.float32(cfg.lr)
         g0 = float(bound_slope(initial_xi(cfg.rho), cfg.rho, cfg.t))
-        return np.float32(cfg.lr * len(weights) * g0 / np.sum(coef, dtype=np.float64))
+        return np.float32(cfg.lr * len(coef) * g0 / np.sum(coef, dtype=np.float64))
 
     def rank_sums(self, U: np.ndarray, V: np.ndarray, block: int = 512) -> np.ndarray:
         """S_wc for every nonzero, exactly (score blocks by BLAS, sums compiled)."""
