@@ -384,6 +384,8 @@ def _plot(report, results: dict, s: dict) -> None:
             ys = [results[lb][method]["scores"][metric] if results[lb].get(method) else np.nan for lb in labels]
             ax.plot(sizes, ys, marker="o", label=method)
         ax.set_xscale("log")
+        ax.set_xticks(sizes, [f"{x:g}" for x in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("training tokens (millions, Brown + PTB prefix)")
         ax.set_ylabel(f"{metric} Spearman")
         ax.grid(alpha=0.3)
