@@ -304,9 +304,9 @@ class WordRank:
     Fitted attributes: ``vocab``, ``word_vectors_`` (U), ``context_vectors_`` (V), ``wv`` (U, the
     :class:`KeyedVectors` the authors evaluate similarity on), ``xi_`` (per nonzero), ``history_`` (one
     dict an epoch), ``train_stats_``. Long runs: ``fit(checkpoint=...)`` saves the matrices, xi,
-    the position (epoch and job), the RNG states and the config at each epoch's end and every
-    ``checkpoint_every`` seconds, and on SIGINT/SIGTERM saves and raises
-    :class:`gatelab.checkpoint.Interrupted`; ``fit(resume=path)`` continues exactly.
+    the position (epoch and job), the RNG states and the config every ``checkpoint_every`` seconds and
+    after the last epoch, and on SIGINT/SIGTERM saves and raises :class:`gatelab.checkpoint.Interrupted`;
+    ``fit(resume=path)`` continues exactly (a finished run's checkpoint resumes with more ``epochs``).
     """
 
     def __init__(self, progress: bool = False, **params):
@@ -476,7 +476,10 @@ class WordRank:
                         quiet=quiet,
                     )
                     log.add(pos.epoch, pairs_per_sec=row["pairs_per_sec"], objective=row.get("objective"))
-                    ckpt.epoch_end(state)
+                    if pos.epoch < cfg.epochs:  # epochs take seconds: save on the clock, not at every one
+                        ckpt.step(state)
+                    else:
+                        ckpt.epoch_end(state)
         finally:
             numba.set_num_threads(threads)
             pbar.close()
