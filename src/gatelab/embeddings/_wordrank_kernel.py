@@ -147,19 +147,22 @@ def adagrad_step(u, vc, vn, hu, hc, hn, weight, lr, reg, logistic):
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def train_pass(order, rows, cols, coef, U, V, HU, HV, lr, reg, logistic, seeds):
-    """Update for each nonzero ``order[k]`` with one context drawn uniformly from the others.
+def train_pass(order, rows, cols, coef, U, V, HU, HV, lr, reg, logistic, seeds, neg_lo=0, neg_hi=None):
+    """Update for each nonzero ``order[k]`` with one context drawn uniformly from the others in
+    ``[neg_lo, neg_hi)`` (all contexts when ``neg_hi`` is None; the observed context must lie in the range).
 
     Plain SGD (:func:`sgd_step`, step ``lr * coef[e] * l'``) when ``HU`` is None, else AdaGrad
     (:func:`adagrad_step`; ``HU``, ``HV``: the squared-gradient sums). numba compiles one version
     for each, the ``None`` test resolved at compile time, so neither pays for the other.
     The slice is cut into ``len(seeds)`` contiguous parts run in parallel (Hogwild), part ``p``
     drawing from its own generator seeded ``seeds[p]``: with one part the result is exact and
-    repeatable.
+    repeatable. Under the block schedule (:mod:`gatelab.embeddings.wordrank`, several processes) the
+    range is the process's current context block, so that negatives stay inside the rows it owns.
     """
     n_parts = len(seeds)
     size = len(order)
-    n_ctx = V.shape[0]
+    hi_ctx = V.shape[0] if neg_hi is None else neg_hi
+    span = np.uint64(hi_ctx - neg_lo - 1)
     for p in prange(n_parts):
         lo = size * p // n_parts
         hi = size * (p + 1) // n_parts
@@ -169,7 +172,7 @@ def train_pass(order, rows, cols, coef, U, V, HU, HV, lr, reg, logistic, seeds):
             c = cols[e]
             w = rows[e]
             r = _lcg(r)
-            n = np.int64((r >> _SHIFT) % np.uint64(n_ctx - 1))
+            n = neg_lo + np.int64((r >> _SHIFT) % span)
             if n >= c:
                 n += 1
             if HU is None:
