@@ -29,8 +29,12 @@ hyperwords' ``ws_eval.py`` without ``--w+c``; only analogies use word + context)
 embedding here: with uniform negatives, a rare context is mostly pushed away from the average
 word, so U + V scored near zero on WS-353 where U scores as word2vec does. All three sets are
 available (:meth:`WordRank.vectors`).
-Not implemented: the authors' multi-process block rotation (one process here; threads share
-the matrices instead).
+Under ``torchrun`` (:mod:`gatelab.distributed`), the authors' block schedule (their MPI
+``model.hpp``): words and contexts are cut into ``p`` contiguous blocks of about equal nonzeros
+(:func:`block_bounds`); in sub-epoch ``s`` of an epoch, rank ``r`` trains the nonzeros of word block
+``r`` whose context lies in context block ``(r + s) mod p``, drawing negatives from that block only,
+so no two ranks touch the same rows. After each sub-epoch the context blocks are exchanged (an
+all-reduce of the disjoint blocks); U is gathered only for checkpoints and at the end.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import dataclasses
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +52,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from gatelab.checkpoint import Checkpointer, check_resumable, load_state, rng_state, set_rng_state
+from gatelab import distributed
+from gatelab.checkpoint import Checkpointer, Interrupted, check_resumable, load_state, rng_state, set_rng_state
 from gatelab.embeddings.cooccurrence import CooccurrenceMatrix, count_cooccurrences
 from gatelab.embeddings.keyedvectors import KeyedVectors
 from gatelab.errors import GatelabError, check_choice
@@ -276,6 +282,49 @@ def _as_matrix(data, cfg: WordRankConfig, progress: bool) -> CooccurrenceMatrix:
     return matrix
 
 
+def block_bounds(counts: np.ndarray, parts: int) -> np.ndarray:
+    """Boundaries ``0 = b_0 < ... < b_parts = len(counts)`` of contiguous blocks with about equal
+    ``counts`` (nonzeros per word), each at least 2 long (a block's negatives exclude the positive)."""
+    n = len(counts)
+    if not 1 <= parts <= n // 2:
+        raise GatelabError(
+            f"cannot split {n} words into {parts} blocks of at least 2 words; run at most {n // 2} processes "
+            "(a larger corpus or a lower min_count gives more words)"
+        )
+    cum = np.cumsum(counts, dtype=np.float64)
+    b = np.empty(parts + 1, dtype=np.int64)
+    b[0], b[parts] = 0, n
+    b[1:parts] = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts) + 1
+    for i in range(1, parts):  # at least 2 words a block, from both ends
+        b[i] = max(b[i], b[i - 1] + 2)
+    for i in range(parts - 1, 0, -1):
+        b[i] = min(b[i], b[i + 1] - 2)
+    return b
+
+
+def _on_main(fn):
+    """``fn()`` run by rank 0 and broadcast; its GatelabError raised on every rank (a plain call in one process)."""
+    if not distributed.is_distributed():
+        return fn()
+    result = None
+    if distributed.is_main():
+        try:
+            result = fn()
+        except GatelabError as exc:
+            result = exc
+    result = distributed.broadcast_object(result)
+    if isinstance(result, GatelabError):
+        raise GatelabError(str(result))
+    return result
+
+
+def _keep_block(M: np.ndarray, lo: int, hi: int) -> None:
+    """Every rank's rows ``[lo, hi)`` of ``M`` on every rank: the ranks' blocks are disjoint and cover ``M``."""
+    buf = np.zeros_like(M)
+    buf[lo:hi] = M[lo:hi]
+    M[:] = distributed.all_reduce_(torch.from_numpy(buf)).numpy()
+
+
 def _epoch_order(indptr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The nonzeros word by word, the words in random order: a word's row stays in cache while
     its contexts are visited (the authors walk theirs context by context)."""
@@ -336,6 +385,12 @@ class WordRank:
     def _load(self, path, matrix: CooccurrenceMatrix) -> dict:
         state = load_state(path, "WordRank checkpoint")
         check_resumable(state, FORMAT, self.config_dict(), path, may_differ=RESUMABLE_CHANGES)
+        world = distributed.world_size()
+        if state.get("processes", 1) != world:
+            raise GatelabError(
+                f"{path} was written by {state.get('processes')!r} process(es), this run has {world}; "
+                "resume with the same number of processes"
+            )
         try:
             if state["matrix"] != _fingerprint(matrix):
                 raise GatelabError(
@@ -369,13 +424,19 @@ class WordRank:
         from gatelab.embeddings._wordrank_kernel import train_pass
 
         cfg = self.config
-        matrix = _as_matrix(data, cfg, self.progress)
+        world = distributed.world_size()
+        if isinstance(data, CooccurrenceMatrix):
+            matrix = _as_matrix(data, cfg, self.progress)
+        else:  # rank 0 counts (or loads), the others receive the matrix
+            matrix = _on_main(lambda: _as_matrix(data, cfg, self.progress))
+        if world > 1:
+            block_bounds(np.ones(len(matrix.vocab)), world)  # a GatelabError if the vocabulary is too small
         self.matrix_, self.vocab = matrix, matrix.vocab
         rows, cols = matrix.rows, matrix.cols
         x_max = corpus_x_max(matrix.n_words) if cfg.x_max == "auto" else cfg.x_max
         weights = pair_weights(matrix.values, x_max, cfg.epsilon)
         if resume is not None:
-            state = self._load(resume, matrix)
+            state = _on_main(lambda: self._load(resume, matrix))
             U, V = state["U"].numpy().copy(), state["V"].numpy().copy()
             HU, HV = state["HU"].numpy().copy(), state["HV"].numpy().copy()
             xi = state["xi"].numpy().astype(np.float64)
@@ -407,9 +468,10 @@ class WordRank:
                 "position": dataclasses.asdict(pos),
                 "history": list(self.history_),
                 "rng": rng_state(),
+                "processes": world,
             }
 
-        quiet = not self.progress
+        quiet = not self.progress or not distributed.is_main()
         threads = numba.get_num_threads()
         numba.set_num_threads(min(cfg.workers, numba.config.NUMBA_NUM_THREADS))
         total = cfg.epochs * steps
@@ -417,8 +479,13 @@ class WordRank:
         pbar.update(min(pos.epoch * steps + pos.step, total))
         resumed_from = pos.updates
         try:
-            with Checkpointer(checkpoint, checkpoint_every) as ckpt, ScalarLog(log_dir) as log:
-                while pos.epoch < cfg.epochs:
+            with (
+                Checkpointer(checkpoint if distributed.is_main() else None, checkpoint_every) as ckpt,
+                ScalarLog(log_dir if distributed.is_main() else None) as log,
+            ):
+                if world > 1:
+                    self._train_blocks(matrix, (U, V, HU, HV), xi, weights, coef, pos, ckpt, log, pbar, state)
+                while world == 1 and pos.epoch < cfg.epochs:
                     epoch = pos.epoch
                     order = _epoch_order(indptr, np.random.default_rng([cfg.seed, epoch]))
                     t0, done0 = time.monotonic(), pos.updates
@@ -456,26 +523,9 @@ class WordRank:
                     row = {"epoch": epoch + 1, "updates": pos.updates - done0, "seconds": seconds}
                     row["pairs_per_sec"] = row["updates"] / max(seconds, 1e-9)
                     if (epoch + 1) % cfg.period == 0 and epoch + 1 < cfg.epochs:
-                        S = self.rank_sums(U, V)
-                        xi[:] = xi_update(S, cfg.rho, cfg.alpha, cfg.beta)
-                        coef[:] = weights * bound_slope(xi, cfg.rho, cfg.t)
-                        step_size = self._step_size(coef)
-                        row["objective"] = float(np.sum(weights * rho_value(S, cfg.rho, cfg.alpha, cfg.beta, cfg.t)))
-                        row["mean_rank"] = float(np.average(S, weights=weights)) - 1.0
-                        row["mean_xi"] = float(xi.mean())
+                        step_size = self._update_xi(self.rank_sums(U, V), xi, weights, coef, row)
                     pos.epoch, pos.step = epoch + 1, 0
-                    self.history_.append(row)
-                    extra = (
-                        f", objective {row['objective']:.4g}, weighted mean rank {row['mean_rank']:.1f}"
-                        if "objective" in row
-                        else ""
-                    )
-                    say(
-                        f"wordrank epoch {pos.epoch}/{cfg.epochs}: {row['updates']} updates, "
-                        f"{row['pairs_per_sec'] / 1e6:.2f}M pairs/s{extra}",
-                        quiet=quiet,
-                    )
-                    log.add(pos.epoch, pairs_per_sec=row["pairs_per_sec"], objective=row.get("objective"))
+                    self._end_epoch(row, pos, log, quiet)
                     if pos.epoch < cfg.epochs:  # epochs take seconds: save on the clock, not at every one
                         ckpt.step(state)
                     else:
@@ -497,9 +547,125 @@ class WordRank:
             "nnz": nnz,
             "vocab_size": len(self.vocab),
             "threads": cfg.workers,
+            "processes": world,
             "x_max": x_max,
         }
         return self
+
+    def _update_xi(self, S: np.ndarray, xi: np.ndarray, weights, coef: np.ndarray, row: dict) -> np.float32:
+        """xi in closed form from the rank sums ``S``, the pairs' coefficients after it (in place), the
+        objective in ``row``; returns the new step size."""
+        cfg = self.config
+        xi[:] = xi_update(S, cfg.rho, cfg.alpha, cfg.beta)
+        coef[:] = weights * bound_slope(xi, cfg.rho, cfg.t)
+        row["objective"] = float(np.sum(weights * rho_value(S, cfg.rho, cfg.alpha, cfg.beta, cfg.t)))
+        row["mean_rank"] = float(np.average(S, weights=weights)) - 1.0
+        row["mean_xi"] = float(xi.mean())
+        return self._step_size(coef)
+
+    def _end_epoch(self, row: dict, pos: "_Position", log: ScalarLog, quiet: bool) -> None:
+        """Record a finished epoch: history, one line, TensorBoard."""
+        self.history_.append(row)
+        extra = ""
+        if "objective" in row:
+            extra = f", objective {row['objective']:.4g}, weighted mean rank {row['mean_rank']:.1f}"
+        say(
+            f"wordrank epoch {pos.epoch}/{self.config.epochs}: {row['updates']} updates, "
+            f"{row['pairs_per_sec'] / 1e6:.2f}M pairs/s{extra}",
+            quiet=quiet,
+        )
+        log.add(pos.epoch, pairs_per_sec=row["pairs_per_sec"], objective=row.get("objective"))
+
+    def _train_blocks(self, matrix, arrays, xi, weights, coef, pos, ckpt, log, pbar, state) -> None:
+        """The remaining epochs under the block schedule (several processes; see the module docstring).
+
+        ``pos.step`` counts the sub-epochs done in the current epoch. Each sub-epoch ends with one
+        all-reduce of the context block just trained (and AdaGrad's sums for it) and one of the
+        stop/save flags and the update count, so all ranks decide together to save or stop; U (and HU)
+        are gathered into every rank's copy before rank 0 writes a checkpoint.
+        """
+        from gatelab.embeddings._wordrank_kernel import train_pass
+
+        cfg = self.config
+        U, V, HU, HV = arrays
+        adagrad = cfg.optimizer == "adagrad"
+        r, p = distributed.rank(), distributed.world_size()
+        indptr, rows, cols = matrix.indptr, matrix.rows, matrix.cols
+        row_b = block_bounds(np.diff(indptr), p)
+        col_b = block_bounds(np.bincount(cols, minlength=len(matrix.vocab)), p)
+        r0, r1 = int(row_b[r]), int(row_b[r + 1])
+        mine = np.arange(indptr[r0], indptr[r1], dtype=np.int64)
+        col_block = np.searchsorted(col_b, cols[mine], side="right") - 1
+        parts = [mine[col_block == b] for b in range(p)]  # my nonzeros, by context block
+        step_size = self._step_size(coef)
+        jobs = sum(-(-len(part) // cfg.job_pairs) for part in parts) * cfg.sgd_num
+        pbar.reset(total=cfg.epochs * jobs)
+        pbar.update(pos.epoch * jobs)
+        clock = time.monotonic()
+
+        def gather_rows() -> None:
+            for M in (U, HU) if adagrad else (U,):
+                _keep_block(M, r0, r1)
+
+        def save(stop: bool) -> None:
+            gather_rows()
+            ckpt.save(state)  # rank 0 writes; the others wait, so the file exists when any of them goes on
+            distributed.barrier()
+            if stop:
+                raise Interrupted(ckpt.signum or signal.SIGINT, ckpt.path)
+
+        while pos.epoch < cfg.epochs:
+            epoch, t0, done0 = pos.epoch, time.monotonic(), pos.updates
+            while pos.step < p:
+                b = (r + pos.step) % p
+                lo, hi = int(col_b[b]), int(col_b[b + 1])
+                ids = parts[b]
+                # the block's nonzeros word by word, the words in random order (as one process)
+                rank_of = np.random.default_rng([cfg.seed, epoch, pos.step, r]).permutation(r1 - r0)
+                order = ids[np.argsort(rank_of[rows[ids] - r0], kind="stable")]
+                for sweep in range(cfg.sgd_num):
+                    for j in range(0, len(order), cfg.job_pairs):
+                        seeds = np.random.SeedSequence([cfg.seed, epoch, pos.step, r, sweep, j]).generate_state(
+                            cfg.workers, np.uint64
+                        )
+                        train_pass(
+                            order[j : j + cfg.job_pairs],
+                            rows,
+                            cols,
+                            coef,
+                            U,
+                            V,
+                            HU if adagrad else None,
+                            HV if adagrad else None,
+                            step_size,
+                            np.float32(cfg.reg),
+                            cfg.loss == "logistic",
+                            seeds,
+                            lo,
+                            hi,
+                        )
+                        pbar.update(1)
+                for M in (V, HV) if adagrad else (V,):
+                    _keep_block(M, lo, hi)  # the context blocks move on: every rank gets every trained block
+                flags = torch.tensor([int(ckpt.stop_requested), int(ckpt.save_due), len(order) * cfg.sgd_num])
+                distributed.all_reduce_(flags)
+                pos.step += 1
+                pos.updates += int(flags[2])
+                now = time.monotonic()
+                pos.seconds += now - clock
+                clock = now
+                if (flags[0] or flags[1]) and pos.step < p:
+                    save(stop=bool(flags[0]))
+            seconds = time.monotonic() - t0
+            row = {"epoch": epoch + 1, "updates": pos.updates - done0, "seconds": seconds}
+            row["pairs_per_sec"] = row["updates"] / max(seconds, 1e-9)
+            if (epoch + 1) % cfg.period == 0 and epoch + 1 < cfg.epochs:
+                S = torch.from_numpy(self.rank_sums(U, V, rows=(r0, r1)))  # my words' rows, 0 elsewhere
+                step_size = self._update_xi(distributed.all_reduce_(S).numpy(), xi, weights, coef, row)
+            pos.epoch, pos.step = epoch + 1, 0
+            self._end_epoch(row, pos, log, not self.progress or r != 0)
+            if pos.epoch == cfg.epochs or flags[0] or flags[1]:  # the last epoch always saves (U gathered)
+                save(stop=bool(flags[0]))
 
     def _step_size(self, coef: np.ndarray) -> np.float32:
         """The multiplier of each pair's ``coef = r * g(xi)``: AdaGrad's ``lr``, or plain SGD's
@@ -512,15 +678,17 @@ class WordRank:
         g0 = float(bound_slope(initial_xi(cfg.rho), cfg.rho, cfg.t))
         return np.float32(cfg.lr * len(coef) * g0 / np.sum(coef, dtype=np.float64))
 
-    def rank_sums(self, U: np.ndarray, V: np.ndarray, block: int = 512) -> np.ndarray:
-        """S_wc for every nonzero, exactly (score blocks by BLAS, sums compiled)."""
+    def rank_sums(self, U: np.ndarray, V: np.ndarray, block: int = 512, rows: tuple[int, int] | None = None):
+        """S_wc for every nonzero (of the words ``rows = (start, stop)`` only, 0 elsewhere), exactly
+        (score blocks by BLAS, sums compiled)."""
         from gatelab.embeddings._wordrank_kernel import rank_sums
 
         matrix = self.matrix_
         indptr = matrix.indptr
         out = np.zeros(matrix.nnz, dtype=np.float64)
-        for r0 in range(0, len(matrix.vocab), block):
-            scores = U[r0 : r0 + block] @ V.T
+        start, stop = (0, len(matrix.vocab)) if rows is None else rows
+        for r0 in range(start, stop, block):
+            scores = U[r0 : min(r0 + block, stop)] @ V.T
             rank_sums(scores, r0, indptr, matrix.cols, self.config.loss == "logistic", out)
         return out
 
@@ -556,7 +724,7 @@ def train_wordrank(
 
     ``sum_out``/``context_out`` also save U + V and V. With ``out``, the co-occurrence matrix and the
     checkpoint live in :func:`work_dir` while training, so an interrupted or killed run resumes
-    without counting again; a finished run removes them.
+    without counting again; a finished run removes them. Under torchrun rank 0 counts and writes the files.
     """
     model = WordRank(progress=progress, **params)
     paths = [Path(p) for p in (out, sum_out, context_out) if p is not None]
@@ -571,19 +739,23 @@ def train_wordrank(
             checkpoint = work / "checkpoint.pt"
         cached = work / "cooccurrence.npz"
         if not isinstance(sentences, CooccurrenceMatrix) and not str(sentences).endswith(".npz"):
-            if resume is not None and cached.is_file():
-                data = CooccurrenceMatrix.load(cached)
-            else:
-                data = _as_matrix(sentences, model.config, progress)
+
+            def counted() -> CooccurrenceMatrix:
+                if resume is not None and cached.is_file():
+                    return CooccurrenceMatrix.load(cached)
+                matrix = _as_matrix(sentences, model.config, progress)
                 work.mkdir(parents=True, exist_ok=True)
-                data.save(cached)
+                matrix.save(cached)
+                return matrix
+
+            data = _on_main(counted)  # under torchrun rank 0 counts, the others receive the matrix
     try:
         model.fit(data, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, log_dir=log_dir)
     except BaseException:
-        if work is not None and not Path(checkpoint).exists():
+        if work is not None and distributed.is_main() and not Path(checkpoint).exists():
             shutil.rmtree(work, ignore_errors=True)  # nothing to resume from
         raise
-    if out is not None:
+    if out is not None and distributed.is_main():
         model.wv.save_word2vec_format(out, binary=binary)
         for path, kind in ((sum_out, "sum"), (context_out, "context")):
             if path is not None:

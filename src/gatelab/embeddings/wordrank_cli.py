@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from gatelab import distributed
 from gatelab.embeddings.wordrank import LOSSES, RHOS, WordRankConfig
 from gatelab.files import check_output_path
 from gatelab.options import add_common, add_training, nonnegative_float, output_file, positive_float, positive_int
@@ -123,6 +124,14 @@ def register(subparsers) -> None:
     t.add_argument(
         "--reg", type=nonnegative_float, default=d.reg, help="L2 penalty per AdaGrad update (default: %(default)s)"
     )
+    t.add_argument(
+        "--dist-timeout",
+        type=positive_float,
+        default=distributed.DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="under torchrun: how long a collective may wait before the run stops with an error; a peer silent "
+        "for min(this, 30) seconds is reported lost (default: %(default)s)",
+    )
     add_training(t)
     t.set_defaults(func=_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -160,20 +169,30 @@ def _x_max(text: str) -> float | str:
 
 
 def _train(args) -> int:
-    from gatelab.embeddings.wordrank import train_wordrank
-
     for path in (args.out, args.sum_out, args.context_out):
         if path is not None:
             check_output_path(path)  # before anything is read
+    distributed.init(timeout=args.dist_timeout, device=args.device)
+    try:
+        return _train_here(args)
+    finally:
+        distributed.shutdown()
+
+
+def _train_here(args) -> int:
+    """Train in this process (one of several under torchrun: rank 0 counts, prints and writes)."""
+    from gatelab.embeddings.wordrank import train_wordrank
+
+    main = distributed.is_main()
     if str(args.corpus).endswith(".npz"):
         from gatelab.embeddings.cooccurrence import CooccurrenceMatrix
 
-        data = CooccurrenceMatrix.load(args.corpus)
+        data = CooccurrenceMatrix.load(args.corpus)  # every rank reads the saved matrix
         shown = f"co-occurrences {args.corpus} ({len(data.vocab)} words, {data.nnz} nonzeros)"
     else:
         data = _corpus(args)
         shown = f"corpus {data!r}"
-    if not args.quiet:
+    if main and not args.quiet:
         print(shown, file=sys.stderr)
     model = train_wordrank(
         data,
@@ -206,11 +225,14 @@ def _train(args) -> int:
         seed=args.seed,
         device=args.device,
     )
+    if not main:
+        return 0
     s = model.train_stats_
     resumed = f", resumed at update {s['resumed_from_updates']}" if args.resume else ""
     print(
         f"vocabulary {s['vocab_size']} words, {s['nnz']} nonzeros; {s['updates']} updates in {s['seconds']:.1f}s: "
-        f"{s['pairs_per_sec'] / 1e6:.2f}M pairs/s on {s['threads']} thread(s){resumed}"
+        f"{s['pairs_per_sec'] / 1e6:.2f}M pairs/s on {s['processes']} process(es) x {s['threads']} thread(s)"
+        f"{resumed}"
     )
     print(f"wrote {args.out} ({'text' if args.text else 'binary'}) and {Path(args.out).name}.json")
     return 0
