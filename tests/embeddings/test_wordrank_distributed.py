@@ -19,8 +19,9 @@ from gatelab.embeddings.keyedvectors import KeyedVectors
 from gatelab.embeddings.wordrank import WordRank, block_bounds
 from gatelab.errors import GatelabError
 
-# WS-353 and SimLex-999 of 2 processes may fall below 1 process by at most this; with the context blocks
-# never exchanged (each rank trains against its own stale copy of V) WS-353 fell by 0.08 and SimLex by 0.045
+# WS-353 and SimLex-999 of 2 processes may fall below 1 process by at most this. Here 2 processes score
+# 0.285 and 0.082 against 0.265 and 0.073 for one; with the context blocks never exchanged (each rank
+# training against its own stale copy of V) they scored 0.129 and 0.025, and this test failed
 TOLERANCE = 0.03
 #: sha256 of U and V after the fixed jobs of :func:`fixed_jobs`, from the kernel before it took a range
 BEFORE_RANGE = "7de5ca7c7dce5d595c53102706559a5ba3429c1dab0a4a51dd009286e9354363"
@@ -167,8 +168,8 @@ def test_two_processes_learn_as_well_as_one_resume_and_refuse_a_tiny_vocabulary(
     two = scores(KeyedVectors.load_word2vec_format(tmp_path / "two.bin"))
     stats = json.loads((tmp_path / "two.json").read_text())
     assert stats["processes"] == 2 and stats["updates"] == 30 * matrix.nnz
-    # here 0.33 and 0.10 for 2 processes against 0.26 and 0.07 for one (negatives drawn within a context
-    # block change the sampling; the authors' schedule does the same)
+    # (2 processes may score higher: negatives drawn within a context block change the sampling, as in the
+    # authors' schedule; at 1M tokens and 100 epochs they score a little lower, see README)
     for name in ("WS-353", "SimLex-999"):
         assert two[name] > one[name] - TOLERANCE, (name, two, one)
 

@@ -33,8 +33,12 @@ Under ``torchrun`` (:mod:`gatelab.distributed`), the authors' block schedule (th
 ``model.hpp``): words and contexts are cut into ``p`` contiguous blocks of about equal nonzeros
 (:func:`block_bounds`); in sub-epoch ``s`` of an epoch, rank ``r`` trains the nonzeros of word block
 ``r`` whose context lies in context block ``(r + s) mod p``, drawing negatives from that block only,
-so no two ranks touch the same rows. After each sub-epoch the context blocks are exchanged (an
-all-reduce of the disjoint blocks); U is gathered only for checkpoints and at the end.
+so no two ranks touch the same rows. After each sub-epoch the context blocks are exchanged by an
+all-reduce of the disjoint blocks (each rank zeroes the rest) rather than a ring of sends: it runs
+through :func:`gatelab.distributed.all_reduce_`, whose watchdog names a lost peer instead of hanging,
+and leaves every rank with all of V, which the xi update (rank sums over all contexts) and the
+checkpoints need; with 2 processes it moves about as much as a ring would. U is gathered only for
+checkpoints and at the end; for xi each rank computes the rank sums of its own words.
 """
 
 from __future__ import annotations
@@ -484,7 +488,9 @@ class WordRank:
                 ScalarLog(log_dir if distributed.is_main() else None) as log,
             ):
                 if world > 1:
-                    self._train_blocks(matrix, (U, V, HU, HV), xi, weights, coef, pos, ckpt, log, pbar, state)
+                    self._train_blocks(
+                        matrix, (U, V, HU, HV), xi, weights, coef, pos, (ckpt, checkpoint), log, pbar, state
+                    )
                 while world == 1 and pos.epoch < cfg.epochs:
                     epoch = pos.epoch
                     order = _epoch_order(indptr, np.random.default_rng([cfg.seed, epoch]))
@@ -576,18 +582,20 @@ class WordRank:
         )
         log.add(pos.epoch, pairs_per_sec=row["pairs_per_sec"], objective=row.get("objective"))
 
-    def _train_blocks(self, matrix, arrays, xi, weights, coef, pos, ckpt, log, pbar, state) -> None:
+    def _train_blocks(self, matrix, arrays, xi, weights, coef, pos, saving, log, pbar, state) -> None:
         """The remaining epochs under the block schedule (several processes; see the module docstring).
 
         ``pos.step`` counts the sub-epochs done in the current epoch. Each sub-epoch ends with one
         all-reduce of the context block just trained (and AdaGrad's sums for it) and one of the
         stop/save flags and the update count, so all ranks decide together to save or stop; U (and HU)
-        are gathered into every rank's copy before rank 0 writes a checkpoint.
+        are gathered into every rank's copy before rank 0 writes a checkpoint. ``saving``: the
+        Checkpointer (with a path on rank 0 only) and the checkpoint's path, which every rank names on a stop.
         """
         from gatelab.embeddings._wordrank_kernel import train_pass
 
         cfg = self.config
         U, V, HU, HV = arrays
+        ckpt, path = saving
         adagrad = cfg.optimizer == "adagrad"
         r, p = distributed.rank(), distributed.world_size()
         indptr, rows, cols = matrix.indptr, matrix.rows, matrix.cols
@@ -596,7 +604,9 @@ class WordRank:
         r0, r1 = int(row_b[r]), int(row_b[r + 1])
         mine = np.arange(indptr[r0], indptr[r1], dtype=np.int64)
         col_block = np.searchsorted(col_b, cols[mine], side="right") - 1
-        parts = [mine[col_block == b] for b in range(p)]  # my nonzeros, by context block
+        parts = [mine[col_block == b] for b in range(p)]  # my nonzeros, by context block (in CSR order)
+        # each part's word boundaries, for _epoch_order's word-by-word shuffle
+        part_ptr = [np.concatenate([[0], np.cumsum(np.bincount(rows[ids] - r0, minlength=r1 - r0))]) for ids in parts]
         step_size = self._step_size(coef)
         jobs = sum(-(-len(part) // cfg.job_pairs) for part in parts) * cfg.sgd_num
         pbar.reset(total=cfg.epochs * jobs)
@@ -612,17 +622,15 @@ class WordRank:
             ckpt.save(state)  # rank 0 writes; the others wait, so the file exists when any of them goes on
             distributed.barrier()
             if stop:
-                raise Interrupted(ckpt.signum or signal.SIGINT, ckpt.path)
+                raise Interrupted(ckpt.signum or signal.SIGINT, Path(path) if path is not None else None)
 
         while pos.epoch < cfg.epochs:
             epoch, t0, done0 = pos.epoch, time.monotonic(), pos.updates
             while pos.step < p:
                 b = (r + pos.step) % p
                 lo, hi = int(col_b[b]), int(col_b[b + 1])
-                ids = parts[b]
                 # the block's nonzeros word by word, the words in random order (as one process)
-                rank_of = np.random.default_rng([cfg.seed, epoch, pos.step, r]).permutation(r1 - r0)
-                order = ids[np.argsort(rank_of[rows[ids] - r0], kind="stable")]
+                order = parts[b][_epoch_order(part_ptr[b], np.random.default_rng([cfg.seed, epoch, pos.step, r]))]
                 for sweep in range(cfg.sgd_num):
                     for j in range(0, len(order), cfg.job_pairs):
                         seeds = np.random.SeedSequence([cfg.seed, epoch, pos.step, r, sweep, j]).generate_state(
