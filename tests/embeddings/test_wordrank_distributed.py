@@ -186,3 +186,19 @@ def test_two_processes_learn_as_well_as_one_resume_and_refuse_a_tiny_vocabulary(
     assert len(cli.index_to_key) == len(matrix.vocab)
     assert json.loads((tmp_path / "cli.bin.json").read_text())["train"]["processes"] == 2
     assert not (tmp_path / "cli.bin.wordrank-work").exists()
+
+
+def test_a_checkpoint_resumes_only_with_as_many_processes(tmp_path):
+    from gatelab.checkpoint import load_state, save_state
+    from gatelab.embeddings.cooccurrence import count_cooccurrences
+
+    from .conftest import planted_sentences
+
+    matrix = count_cooccurrences(planted_sentences(n_sentences=100)[0], window=3, min_count=1)
+    ckpt = tmp_path / "ck.pt"
+    WordRank(vector_size=4, epochs=1, workers=1).fit(matrix, checkpoint=ckpt)
+    state = load_state(ckpt)
+    assert state["processes"] == 1
+    save_state(ckpt, {**state, "processes": 2})
+    with pytest.raises(GatelabError, match="written by 2 process"):
+        WordRank(vector_size=4, epochs=2, workers=1).fit(matrix, resume=ckpt)

@@ -260,7 +260,7 @@ def linearised_gradient(U, V, rows, cols, weights, xi, rho, loss, t=1.5) -> tupl
 @dataclass
 class _Position:
     epoch: int = 0
-    step: int = 0  # jobs done in this epoch
+    step: int = 0  # jobs done in this epoch (sub-epochs under torchrun)
     updates: int = 0
     seconds: float = 0.0
 
