@@ -1,18 +1,22 @@
 """WordRank across processes: the kernel's negative range, the block split, and one 2-process gloo launch.
 
-The launch (each costs seconds of imports) does four things: 30 epochs on 300k tokens of Brown + PTB for
+The first launch (each costs seconds of imports) does four things: 30 epochs on 300k tokens of Brown + PTB for
 quality against one process; a run stopped by SIGINT on one rank, then resumed, against an uninterrupted one;
-a vocabulary too small for two processes; and the ``gatelab wordrank train`` CLI on the saved matrix.
+a vocabulary too small for two processes; and the ``gatelab wordrank train`` CLI on the saved matrix. Two more
+launches kill the CLI with SIGKILL after a checkpoint and resume it.
 """
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+from gatelab.checkpoint import load_state
 from gatelab.embeddings import _wordrank_kernel
 from gatelab.embeddings.evaluate import evaluate_all
 from gatelab.embeddings.keyedvectors import KeyedVectors
@@ -187,9 +191,33 @@ def test_two_processes_learn_as_well_as_one_resume_and_refuse_a_tiny_vocabulary(
     assert json.loads((tmp_path / "cli.bin.json").read_text())["train"]["processes"] == 2
     assert not (tmp_path / "cli.bin.wordrank-work").exists()
 
+    # the CLI killed (SIGKILL, both ranks) after its first checkpoint, then resumed: it continues and finishes
+    out = tmp_path / "killed.bin"
+    ckpt = tmp_path / "killed.bin.wordrank-work" / "checkpoint.pt"
+    train = [*cmd, "-m", "gatelab", "wordrank", "train", str(npz), "--out", str(out), "--epochs", "20", "--quiet"]
+    train += ["--workers", "1", "--checkpoint-every", "0.3"]
+    proc = subprocess.Popen(
+        train, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    saved = load_state(ckpt)  # intact after the kill
+    assert 0 < saved["position"]["updates"] < 20 * matrix.nnz, saved["position"]
+    run = subprocess.run([*train, "--resume", str(ckpt)], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    info = json.loads((tmp_path / "killed.bin.json").read_text())
+    assert info["train"]["resumed_from_updates"] >= saved["position"]["updates"]
+    assert info["train"]["updates"] == 20 * matrix.nnz and len(info["history"]) == 20
+
 
 def test_a_checkpoint_resumes_only_with_as_many_processes(tmp_path):
-    from gatelab.checkpoint import load_state, save_state
+    from gatelab.checkpoint import save_state
     from gatelab.embeddings.cooccurrence import count_cooccurrences
 
     from .conftest import planted_sentences
