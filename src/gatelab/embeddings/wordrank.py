@@ -30,15 +30,17 @@ embedding here: with uniform negatives, a rare context is mostly pushed away fro
 word, so U + V scored near zero on WS-353 where U scores as word2vec does. All three sets are
 available (:meth:`WordRank.vectors`).
 Under ``torchrun`` (:mod:`gatelab.distributed`), the authors' block schedule (their MPI
-``model.hpp``): words and contexts are cut into ``p`` contiguous blocks of about equal nonzeros
-(:func:`block_bounds`); in sub-epoch ``s`` of an epoch, rank ``r`` trains the nonzeros of word block
-``r`` whose context lies in context block ``(r + s) mod p``, drawing negatives from that block only,
-so no two ranks touch the same rows. After each sub-epoch the context blocks are exchanged by an
-all-reduce of the disjoint blocks (each rank zeroes the rest) rather than a ring of sends: it runs
-through :func:`gatelab.distributed.all_reduce_`, whose watchdog names a lost peer instead of hanging,
-and leaves every rank with all of V, which the xi update (rank sums over all contexts) and the
-checkpoints need; with 2 processes it moves about as much as a ring would. U is gathered only for
-checkpoints and at the end; for xi each rank computes the rank sums of its own words.
+``model.hpp``): words and contexts are cut into ``p`` blocks of about equal nonzeros
+(:func:`block_bounds`, on the frequency-sorted words dealt out in turn, so that each block mixes
+frequent and rare words; see ``WordRank._train_blocks``); in sub-epoch ``s`` of an epoch, rank ``r``
+trains the nonzeros of word block ``r`` whose context lies in context block ``(r + s) mod p``,
+drawing negatives from that block only, so no two ranks touch the same rows. After each sub-epoch
+the context blocks are exchanged by an all-reduce of the disjoint blocks (each rank zeroes the
+rest) rather than a ring of sends: it runs through :func:`gatelab.distributed.all_reduce_`, whose
+watchdog names a lost peer instead of hanging, and leaves every rank with all of V, which the xi
+update (rank sums over all contexts) and the checkpoints need; with 2 processes it moves about as
+much as a ring would. U is gathered only for checkpoints, xi updates (each rank then sums the ranks
+of a share of the words) and the end.
 """
 
 from __future__ import annotations
