@@ -108,8 +108,9 @@ if rank == 0:
     model.wv.save_word2vec_format(os.path.join(out, "two.bin"))
     json.dump(model.train_stats_, open(os.path.join(out, "two.json"), "w"))
 
-# a stop on rank 1 (SIGINT at its 25th job: in the first sub-epoch of epoch 3), then a resume, against no stop
-whole = WordRank(epochs=3, workers=1, seed=2).fit(matrix)
+# a stop on rank 1 (SIGINT at its 25th job: in the first sub-epoch of epoch 3), then a resume, against no stop;
+# xi is updated after epochs 1 and 2
+whole = WordRank(epochs=3, workers=1, seed=2, period=1).fit(matrix)
 real, calls = _wordrank_kernel.train_pass, []
 
 def stopping(*args):
@@ -121,18 +122,20 @@ def stopping(*args):
 _wordrank_kernel.train_pass = stopping
 ckpt = os.path.join(out, "ck.pt")
 try:
-    WordRank(epochs=3, workers=1, seed=2).fit(matrix, checkpoint=ckpt)
+    WordRank(epochs=3, workers=1, seed=2, period=1).fit(matrix, checkpoint=ckpt)
     raise SystemExit("not interrupted")
 except Interrupted:
     pass
 _wordrank_kernel.train_pass = real
 position = load_state(ckpt)["position"]
-resumed = WordRank(epochs=3, workers=1, seed=2).fit(matrix, checkpoint=ckpt, resume=ckpt)
+resumed = WordRank(epochs=3, workers=1, seed=2, period=1).fit(matrix, checkpoint=ckpt, resume=ckpt)
 if rank == 0:
     same = [np.array_equal(a, b) for a, b in ((resumed.word_vectors_.vectors, whole.word_vectors_.vectors),
             (resumed.context_vectors_.vectors, whole.context_vectors_.vectors), (resumed.xi_, whole.xi_))]
+    xi_updated = "objective" in resumed.history_[1] and bool(np.any(resumed.xi_ != 1.0))
     json.dump({"position": position, "same": same, "from": resumed.train_stats_["resumed_from_updates"],
-               "updates": resumed.train_stats_["updates"]}, open(os.path.join(out, "resume.json"), "w"))
+               "updates": resumed.train_stats_["updates"], "xi_updated": xi_updated},
+              open(os.path.join(out, "resume.json"), "w"))
 
 tiny = CooccurrenceMatrix(Vocab(["a", "b", "c"], np.array([3, 2, 1])), np.array([0, 1], np.int32),
                           np.array([1, 0], np.int32), np.ones(2), 5, 1, 10)
@@ -180,6 +183,7 @@ def test_two_processes_learn_as_well_as_one_resume_and_refuse_a_tiny_vocabulary(
     resume = json.loads((tmp_path / "resume.json").read_text())
     assert resume["position"]["epoch"] == 2 and resume["position"]["step"] == 1  # mid-epoch, a sub-epoch done
     assert resume["same"] == [True, True, True]  # continued exactly where it stopped
+    assert resume["xi_updated"]
     assert 0 < resume["from"] < resume["updates"] == 3 * matrix.nnz
 
     for r in (0, 1):
