@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +150,24 @@ def scores(kv):
     return {r["name"]: r["score"] for r in evaluate_all(kv)}
 
 
+def kill_processes_naming(text: str) -> None:
+    """SIGKILL every process whose command line contains ``text``, and wait until none is left."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if text in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    found = True
+                    os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass  # ended meanwhile
+        if not found:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes naming {text} outlived SIGKILL")
+
+
 def test_two_processes_learn_as_well_as_one_resume_and_refuse_a_tiny_vocabulary(data, tmp_path):
     import json
 
@@ -191,13 +210,18 @@ def test_two_processes_learn_as_well_as_one_resume_and_refuse_a_tiny_vocabulary(
     assert json.loads((tmp_path / "cli.bin.json").read_text())["train"]["processes"] == 2
     assert not (tmp_path / "cli.bin.wordrank-work").exists()
 
-    # the CLI killed (SIGKILL, both ranks) after its first checkpoint, then resumed: it continues and finishes
+    # the CLI killed (SIGKILL, both ranks) after its first checkpoint, then resumed: it continues and finishes.
+    # 1,000 epochs cannot end before the kill on any machine; the resume asks for two epochs past the checkpoint
     out = tmp_path / "killed.bin"
     ckpt = tmp_path / "killed.bin.wordrank-work" / "checkpoint.pt"
-    train = [*cmd, "-m", "gatelab", "wordrank", "train", str(npz), "--out", str(out), "--epochs", "20", "--quiet"]
+    train = [*cmd, "-m", "gatelab", "wordrank", "train", str(npz), "--out", str(out), "--quiet"]
     train += ["--workers", "1", "--checkpoint-every", "0.3"]
     proc = subprocess.Popen(
-        train, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+        [*train, "--epochs", "1000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -205,15 +229,18 @@ def test_two_processes_learn_as_well_as_one_resume_and_refuse_a_tiny_vocabulary(
             time.sleep(0.05)
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGKILL)
+        kill_processes_naming(str(out))  # torchrun starts its workers in groups of their own
     finally:
         proc.wait()
     saved = load_state(ckpt)  # intact after the kill
-    assert 0 < saved["position"]["updates"] < 20 * matrix.nnz, saved["position"]
-    run = subprocess.run([*train, "--resume", str(ckpt)], capture_output=True, text=True, env=env, timeout=120)
+    assert 0 < saved["position"]["updates"], saved["position"]
+    epochs = saved["position"]["epoch"] + 2
+    resumed = [*train, "--epochs", str(epochs), "--resume", str(ckpt)]
+    run = subprocess.run(resumed, capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     info = json.loads((tmp_path / "killed.bin.json").read_text())
     assert info["train"]["resumed_from_updates"] >= saved["position"]["updates"]
-    assert info["train"]["updates"] == 20 * matrix.nnz and len(info["history"]) == 20
+    assert info["train"]["updates"] == epochs * matrix.nnz and len(info["history"]) == epochs
 
 
 def test_a_checkpoint_resumes_only_with_as_many_processes(tmp_path):
