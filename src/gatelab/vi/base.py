@@ -522,22 +522,26 @@ class MixtureVI:
         def post_receive():
             if recv["left"] > 0:
                 recv["buffer"] = torch.empty(width + 3, dtype=T.dtype, device=wire)
-                recv["work"] = dist.irecv(recv["buffer"], src=(me - 1) % world)
+                recv["work"] = with_peer(lambda: dist.irecv(recv["buffer"], src=(me - 1) % world))
                 recv["left"] -= 1
             else:
                 recv["work"] = None
+
+        def with_peer(op):
+            """``op()``, a message to or from a neighbour. If the neighbour is gone (gloo reports a reset
+            connection at once, on a send as on a receive), a collective lets the heartbeat watchdog of
+            gatelab.distributed name the lost rank and end this process."""
+            try:
+                return op()
+            except (RuntimeError, dist.DistError):
+                distributed.barrier()
+                raise
 
         def receive():
             if recv["work"] is None:
                 raise GatelabError("ESVI token ring: waiting for a block that no rank will send (internal error)")
             waited = time.perf_counter()
-            try:
-                recv["work"].wait()
-            except (RuntimeError, dist.DistError):
-                # the sender is gone (gloo reports a reset connection at once): a collective lets the
-                # heartbeat watchdog of gatelab.distributed name the lost rank and end this process
-                distributed.barrier()
-                raise
+            with_peer(recv["work"].wait)
             buf = recv["buffer"]
             b, hops, steps = (int(v) for v in buf[:3].tolist())  # the token's header: one read per message
             rows = len(blocks[b])
@@ -553,7 +557,7 @@ class MixtureVI:
             buf = torch.zeros(width + 3, dtype=T.dtype, device=wire)
             buf[0], buf[1], buf[2] = b, hops, steps
             buf[3 : 3 + stats.numel()] = stats.reshape(-1).to(wire)
-            sends.append((dist.isend(buf, dst=(me + 1) % world), buf))
+            sends.append((with_peer(lambda: dist.isend(buf, dst=(me + 1) % world)), buf))
 
         post_receive()
         previous = None
@@ -601,7 +605,7 @@ class MixtureVI:
                 send(b, hops + 1, steps, stats)
             r += 1
         for work, _ in sends:
-            work.wait()
+            with_peer(work.wait)
         run["elapsed"] += time.perf_counter() - clock
         final = torch.zeros_like(T)
         for b, _, _, stats in back:
