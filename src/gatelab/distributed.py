@@ -5,7 +5,7 @@
 ``init()`` joins the process group that torchrun's environment describes (gloo
 on CPU, NCCL for CUDA) with a finite timeout, or returns False in a plain
 single-process run, so the same code runs either way. ``rank``,
-``world_size``, ``shard_bounds``, ``broadcast_object`` and ``all_gather_object`` cover what the
+``world_size``, ``shard_bounds``, ``broadcast_object``, ``on_main`` and ``all_gather_object`` cover what the
 trainers need.
 
 A lost worker ends the run loudly. Each process beats a counter in the
@@ -116,6 +116,24 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj if rank() == src else None]
     _collective(lambda: dist.broadcast_object_list(box, src=src))
     return box[0]
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """``fn()`` run by rank 0 alone (reading a file, counting a corpus) and its result broadcast to every
+    rank; a GatelabError it raises is raised on every rank, so all stop with the same one line. A plain
+    call in a single process."""
+    if not is_distributed():
+        return fn()
+    result: Any = None
+    if is_main():
+        try:
+            result = fn()
+        except GatelabError as exc:
+            result = exc
+    result = broadcast_object(result)
+    if isinstance(result, GatelabError):
+        raise GatelabError(str(result))
+    return result
 
 
 def all_gather_object(obj: Any) -> list[Any]:

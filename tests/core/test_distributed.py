@@ -45,6 +45,7 @@ def test_single_process_needs_no_launcher():
     assert distributed.init() is False
     assert distributed.broadcast_object("x") == "x" and distributed.world_size() == 1
     assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
+    assert distributed.on_main(lambda: 7) == 7
 
 
 def test_two_workers_share_the_vocabulary_and_finish():
@@ -52,6 +53,8 @@ def test_two_workers_share_the_vocabulary_and_finish():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rank 0 vocab ['cat', 'the'] shard 0-5" in proc.stdout
     assert "rank 1 vocab ['cat', 'the'] shard 5-10" in proc.stdout
+    for r in (0, 1):  # rank 0's error, raised on every rank
+        assert f"rank {r} on_main error: bad file" in proc.stdout
 
 
 def _run_kill_scenario(timeout):

@@ -316,8 +316,8 @@ class Word2Vec:
 
     def _load_checkpoint(self, path) -> dict:
         """Rank 0 reads the checkpoint (a GatelabError for anything unreadable or mismatched); all ranks get it."""
-        result = None
-        if distributed.is_main():
+
+        def read() -> dict:
             try:
                 state = load_state(path, "word2vec checkpoint")
                 check_resumable(state, FORMAT, self._resume_config(), path, may_differ=RESUMABLE_CHANGES)
@@ -334,15 +334,13 @@ class Word2Vec:
                 if not all(isinstance(v, (int, float)) for v in position.values()):
                     raise GatelabError(f"{path}: the position holds a value that is not a number")
                 state["corpus"]["n_sentences"]
-                result = state
-            except GatelabError as exc:
-                result = str(exc)
             except (KeyError, TypeError, AttributeError) as exc:
-                result = f"{path} is not a complete word2vec checkpoint ({type(exc).__name__}: {exc})"
-        result = distributed.broadcast_object(result)
-        if isinstance(result, str):
-            raise GatelabError(result)
-        return result
+                raise GatelabError(
+                    f"{path} is not a complete word2vec checkpoint ({type(exc).__name__}: {exc})"
+                ) from None
+            return state
+
+        return distributed.on_main(read)
 
     # --- training ------------------------------------------------------------------------
     def train(

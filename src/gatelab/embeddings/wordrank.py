@@ -308,22 +308,6 @@ def block_bounds(counts: np.ndarray, parts: int) -> np.ndarray:
     return b
 
 
-def _on_main(fn):
-    """``fn()`` run by rank 0 and broadcast; its GatelabError raised on every rank (a plain call in one process)."""
-    if not distributed.is_distributed():
-        return fn()
-    result = None
-    if distributed.is_main():
-        try:
-            result = fn()
-        except GatelabError as exc:
-            result = exc
-    result = distributed.broadcast_object(result)
-    if isinstance(result, GatelabError):
-        raise GatelabError(str(result))
-    return result
-
-
 def _keep_block(M: np.ndarray, lo: int, hi: int) -> None:
     """Every rank's rows ``[lo, hi)`` of ``M`` on every rank: the ranks' blocks are disjoint and cover ``M``."""
     buf = np.zeros_like(M)
@@ -435,7 +419,7 @@ class WordRank:
         if isinstance(data, CooccurrenceMatrix):
             matrix = _as_matrix(data, cfg, self.progress)
         else:  # rank 0 counts (or loads), the others receive the matrix
-            matrix = _on_main(lambda: _as_matrix(data, cfg, self.progress))
+            matrix = distributed.on_main(lambda: _as_matrix(data, cfg, self.progress))
         if world > 1:
             block_bounds(np.ones(len(matrix.vocab)), world)  # a GatelabError if the vocabulary is too small
         self.matrix_, self.vocab = matrix, matrix.vocab
@@ -443,7 +427,7 @@ class WordRank:
         x_max = corpus_x_max(matrix.n_words) if cfg.x_max == "auto" else cfg.x_max
         weights = pair_weights(matrix.values, x_max, cfg.epsilon)
         if resume is not None:
-            state = _on_main(lambda: self._load(resume, matrix))
+            state = distributed.on_main(lambda: self._load(resume, matrix))
             U, V = state["U"].numpy().copy(), state["V"].numpy().copy()
             HU, HV = state["HU"].numpy().copy(), state["HV"].numpy().copy()
             xi = state["xi"].numpy().astype(np.float64)
@@ -777,7 +761,7 @@ def train_wordrank(
                 matrix.save(cached)
                 return matrix
 
-            data = _on_main(counted)  # under torchrun rank 0 counts, the others receive the matrix
+            data = distributed.on_main(counted)  # under torchrun rank 0 counts, the others receive the matrix
     try:
         model.fit(data, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, log_dir=log_dir)
     except BaseException:
