@@ -463,6 +463,7 @@ class WordRank:
             }
 
         quiet = not self.progress or not distributed.is_main()
+        adagrad = cfg.optimizer == "adagrad"
         threads = numba.get_num_threads()
         numba.set_num_threads(min(cfg.workers, numba.config.NUMBA_NUM_THREADS))
         total = cfg.epochs * steps
@@ -478,51 +479,51 @@ class WordRank:
                     self._train_blocks(
                         matrix, (U, V, HU, HV), xi, weights, coef, pos, (ckpt, checkpoint), log, pbar, state
                     )
-                while world == 1 and pos.epoch < cfg.epochs:
-                    epoch = pos.epoch
-                    order = _epoch_order(indptr, np.random.default_rng([cfg.seed, epoch]))
-                    t0, done0 = time.monotonic(), pos.updates
-                    clock = t0
-                    while pos.step < steps:
-                        j = pos.step % jobs_per_sweep
-                        part = order[j * cfg.job_pairs : (j + 1) * cfg.job_pairs]
-                        seeds = np.random.SeedSequence([cfg.seed, epoch, pos.step]).generate_state(
-                            cfg.workers, np.uint64
-                        )
-                        adagrad = cfg.optimizer == "adagrad"
-                        train_pass(
-                            part,
-                            rows,
-                            cols,
-                            coef,
-                            U,
-                            V,
-                            HU if adagrad else None,
-                            HV if adagrad else None,
-                            step_size,
-                            np.float32(cfg.reg),
-                            cfg.loss == "logistic",
-                            seeds,
-                        )
-                        pos.step += 1
-                        pos.updates += len(part)
-                        now = time.monotonic()
-                        pos.seconds += now - clock
-                        clock = now
-                        pbar.update(1)
-                        if pos.step < steps:
+                else:
+                    while pos.epoch < cfg.epochs:
+                        epoch = pos.epoch
+                        order = _epoch_order(indptr, np.random.default_rng([cfg.seed, epoch]))
+                        t0, done0 = time.monotonic(), pos.updates
+                        clock = t0
+                        while pos.step < steps:
+                            j = pos.step % jobs_per_sweep
+                            part = order[j * cfg.job_pairs : (j + 1) * cfg.job_pairs]
+                            seeds = np.random.SeedSequence([cfg.seed, epoch, pos.step]).generate_state(
+                                cfg.workers, np.uint64
+                            )
+                            train_pass(
+                                part,
+                                rows,
+                                cols,
+                                coef,
+                                U,
+                                V,
+                                HU if adagrad else None,
+                                HV if adagrad else None,
+                                step_size,
+                                np.float32(cfg.reg),
+                                cfg.loss == "logistic",
+                                seeds,
+                            )
+                            pos.step += 1
+                            pos.updates += len(part)
+                            now = time.monotonic()
+                            pos.seconds += now - clock
+                            clock = now
+                            pbar.update(1)
+                            if pos.step < steps:
+                                ckpt.step(state)
+                        seconds = time.monotonic() - t0
+                        row = {"epoch": epoch + 1, "updates": pos.updates - done0, "seconds": seconds}
+                        row["pairs_per_sec"] = row["updates"] / max(seconds, 1e-9)
+                        if (epoch + 1) % cfg.period == 0 and epoch + 1 < cfg.epochs:
+                            step_size = self._update_xi(self.rank_sums(U, V), xi, weights, coef, row)
+                        pos.epoch, pos.step = epoch + 1, 0
+                        self._end_epoch(row, pos, log, quiet)
+                        if pos.epoch < cfg.epochs:  # epochs take seconds: save on the clock, not at every one
                             ckpt.step(state)
-                    seconds = time.monotonic() - t0
-                    row = {"epoch": epoch + 1, "updates": pos.updates - done0, "seconds": seconds}
-                    row["pairs_per_sec"] = row["updates"] / max(seconds, 1e-9)
-                    if (epoch + 1) % cfg.period == 0 and epoch + 1 < cfg.epochs:
-                        step_size = self._update_xi(self.rank_sums(U, V), xi, weights, coef, row)
-                    pos.epoch, pos.step = epoch + 1, 0
-                    self._end_epoch(row, pos, log, quiet)
-                    if pos.epoch < cfg.epochs:  # epochs take seconds: save on the clock, not at every one
-                        ckpt.step(state)
-                    else:
-                        ckpt.epoch_end(state)
+                        else:
+                            ckpt.epoch_end(state)
         finally:
             numba.set_num_threads(threads)
             pbar.close()
