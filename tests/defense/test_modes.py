@@ -28,6 +28,7 @@ from gatelab.defense import (
     train_substitute,
 )
 from gatelab.defense import end_to_end as end_to_end_module
+from gatelab.defense.vae import loss as vae_loss
 from gatelab.errors import GatelabError
 
 pytest.importorskip("torchattacks")
@@ -83,6 +84,24 @@ def test_end_to_end_lowers_the_classification_loss_and_leaves_the_originals(one_
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before_net.items())
     assert tuned_net is not net and not tuned_net.training and not tuned.vae_.training
     assert tuned.purify(adv).shape == adv.shape and tuned.config == purifier.config
+
+
+def test_the_default_weight_lets_the_classifier_steer_the_vae(mlp, one_thread):
+    # On real MNIST FGSM pairs, the classification term's gradient on the VAE against the summed BCE's: at weight 1
+    # it is a few percent (the VAE would only go on denoising); at the default it must pull at least as hard.
+    x, y = mnist_tensors("mnist", "train")
+    x, y = x[:256], y[:256]
+    adv = attack(mlp, x, y, "fgsm", 0.3)
+    vae = DefenseVAE(VAEConfig(epochs=3)).fit(adv, x, quiet=True).vae_.train()
+    recon, mu, logvar = vae(adv[:64])
+    params = list(vae.parameters())
+    norms = []
+    for term in (vae_loss(recon, x[:64], mu, logvar, 0.0), F.cross_entropy(mlp(recon), y[:64], reduction="sum")):
+        grads = torch.autograd.grad(term, params, retain_graph=True)
+        norms.append(torch.sqrt(sum((g**2).sum() for g in grads)))
+    share = float(norms[1] / norms[0])
+    assert share < 0.2, share
+    assert EndToEndConfig().weight * share >= 1.0, share
 
 
 def test_end_to_end_resumes_exactly(tmp_path, monkeypatch, one_thread):
