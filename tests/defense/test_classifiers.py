@@ -15,7 +15,15 @@ from safetensors.torch import save as save_tensors
 import gatelab
 from gatelab.checkpoint import Interrupted, load_state
 from gatelab.data.mnist import mnist_tensors
-from gatelab.defense import ClassifierConfig, accuracy, classifier, load_classifier, save_classifier, train_classifier
+from gatelab.defense import (
+    AdversarialConfig,
+    ClassifierConfig,
+    accuracy,
+    classifier,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 from gatelab.errors import GatelabError
 from gatelab.weights import read_weights
 
@@ -100,6 +108,17 @@ def test_save_and_load_give_identical_logits(tmp_path, name):
     x = torch.rand(3, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
     assert read_weights(path, "test")[0]["test_accuracy"] == 0.5
+
+
+def test_a_pgd_trained_classifier_reads_back_with_its_pgd_settings_apart(tmp_path):
+    model = classifier("D").eval()
+    config = AdversarialConfig(model="D", epochs=2, steps=7, alpha=0.1)
+    path = save_classifier(model, config, tmp_path / "pgd.safetensors")
+    loaded, again = load_classifier(path)
+    assert type(again) is ClassifierConfig and again.epochs == 2 and again.model == "D"
+    assert read_weights(path, "test")[0]["training_extra"] == {"eps": 0.3, "steps": 7, "alpha": 0.1}
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
 
 
 def test_every_kind_of_damage_is_the_library_error(tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -115,8 +115,15 @@ def train_classifier(
 
 
 def save_classifier(model: Classifier, config: ClassifierConfig, path, test_accuracy: float | None = None) -> Path:
-    """Weights as safetensors; the training config and the test accuracy (if measured) in its metadata."""
-    meta = {"defense_classifier_config": {**asdict(config), "device": "cpu"}, "test_accuracy": test_accuracy}
+    """Weights as safetensors; the training config and the test accuracy (if measured) in its metadata.
+
+    A subclass's extra settings (an AdversarialConfig's PGD) are kept apart, under "training_extra", so that
+    ``load_classifier`` reads any classifier file back as a ClassifierConfig."""
+    settings = asdict(config)
+    base = {f.name: settings.pop(f.name) for f in fields(ClassifierConfig)}
+    meta = {"defense_classifier_config": {**base, "device": "cpu"}, "test_accuracy": test_accuracy}
+    if settings:
+        meta["training_extra"] = settings
     return save_weights(model, path, meta)
 
 

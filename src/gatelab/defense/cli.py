@@ -231,8 +231,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_classifier(args) -> int:
-    from dataclasses import asdict
-
     from gatelab.data import mnist_tensors
     from gatelab.defense import (
         AdversarialConfig,
@@ -274,7 +272,6 @@ def _train_classifier(args) -> int:
     if args.adversarial:
         init = load_classifier(args.init, args.device)[0] if args.init else None
         model, history = adversarial_training(config, init=init, **trainer)
-        config = ClassifierConfig(**{k: getattr(config, k) for k in asdict(ClassifierConfig())})
     else:
         purifier = DefenseVAE.load(args.vae, args.device) if args.vae else None
         model, history = train_classifier(config, purifier=purifier, **trainer)
