@@ -88,17 +88,16 @@ def test_end_to_end_lowers_the_classification_loss_and_leaves_the_originals(one_
 
 def test_the_default_weight_lets_the_classifier_steer_the_vae(mlp, one_thread):
     # On real MNIST FGSM pairs, the classification term's gradient on the VAE against the summed BCE's: at weight 1
-    # it is a few percent (the VAE would only go on denoising); at the default it must pull at least as hard.
+    # it is about a tenth (0.11 here: the VAE would mostly go on denoising); at the default it must pull at least as
+    # hard.
     x, y = mnist_tensors("mnist", "train")
     x, y = x[:256], y[:256]
     adv = attack(mlp, x, y, "fgsm", 0.3)
     vae = DefenseVAE(VAEConfig(epochs=3)).fit(adv, x, quiet=True).vae_.train()
     recon, mu, logvar = vae(adv[:64])
     params = list(vae.parameters())
-    norms = []
-    for term in (vae_loss(recon, x[:64], mu, logvar, 0.0), F.cross_entropy(mlp(recon), y[:64], reduction="sum")):
-        grads = torch.autograd.grad(term, params, retain_graph=True)
-        norms.append(torch.sqrt(sum((g**2).sum() for g in grads)))
+    terms = (vae_loss(recon, x[:64], mu, logvar, 0.0), F.cross_entropy(mlp(recon), y[:64], reduction="sum"))
+    norms = [torch.nn.utils.get_total_norm(torch.autograd.grad(t, params, retain_graph=True)) for t in terms]
     share = float(norms[1] / norms[0])
     assert share < 0.2, share
     assert EndToEndConfig().weight * share >= 1.0, share
