@@ -19,7 +19,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from gatelab.data import mnist_tensors
+from gatelab.data import image_splits, mnist_tensors
 from gatelab.defense.adversarial import AdversarialConfig, adversarial_training
 from gatelab.defense.attacks import attack
 from gatelab.defense.classifiers import ClassifierConfig, load_classifier, save_classifier, train_classifier
@@ -102,9 +102,9 @@ FULL = {
 
 
 def _pairs(report: Report, classifier, dataset: str, s: dict, seed: int, tag: str):
-    """Stage "pairs" (+ ``tag``): every paper attack at every ε on the training images, in one folder per image
-    count."""
-    x, y = mnist_tensors(dataset, "train")
+    """Stage "pairs" (+ ``tag``): every paper attack at every ε on the training images outside the validation split
+    (which chooses the classifiers' epochs, mode 2's among them), in one folder per image count."""
+    x, y, _, _ = image_splits(dataset, s["val_size"], seed)
     groups = {}  # images attacked -> attacks
     for name in PAPER_ATTACKS:
         n = s["cw_images"] if name == "cw_softmax" else s["pair_images"]
@@ -145,7 +145,7 @@ def _projection_accuracy(classifier, projection: ProjectionPurifier, x, y, share
 
 def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     """Every model of the setting trained (all stages), then the test split read once and every model evaluated."""
-    s = dict(QUICK if quick else FULL)
+    s = {**(QUICK if quick else FULL), **report.overrides}
     report.settings.update(s, dataset=dataset, eps=EPS, attacks=", ".join(ATTACKS), pair_eps=str(PAPER_EPS))
     report.settings["models"] = ", ".join(s["models"])
     report.settings["validation images"] = (
@@ -426,6 +426,7 @@ def _targets(report: Report, dataset: str, table: dict, per_1000: dict, model: s
     "defense-vae-mnist",
     "Defense-VAE on MNIST: models A-D under attack (quick: D); modes 1-3, projection, adversarial training",
     PAPER,
+    settings=(QUICK, FULL),
 )
 def defense_vae_mnist(report: Report, quick: bool, seed: int) -> None:
     _run(report, "mnist", quick, seed)
@@ -435,6 +436,7 @@ def defense_vae_mnist(report: Report, quick: bool, seed: int) -> None:
     "defense-vae-fmnist",
     "Defense-VAE on Fashion-MNIST: models A-D under attack (quick: D); modes 1-3, projection, adversarial training",
     PAPER,
+    settings=(QUICK, FULL),
 )
 def defense_vae_fmnist(report: Report, quick: bool, seed: int) -> None:
     _run(report, "fashion-mnist", quick, seed)

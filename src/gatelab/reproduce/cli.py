@@ -28,6 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue the interrupted run in this .NAME-....partial folder: finished stages are "
         "kept, the one in progress resumes from its checkpoint (default: start afresh)",
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one of the reproduction's settings, e.g. --set models=A --set test_images=1000 for "
+        "defense-vae-mnist (repeatable; a wrong key is refused with the accepted ones; the report lists the "
+        "changes; a resumed run needs the same ones) (default: the quick or full settings unchanged)",
+    )
     add_common(p)
     p.add_argument(
         "--checkpoint-every",
@@ -52,8 +62,8 @@ def _main(args) -> int:
     names = list(known) if args.all else args.names
     if not names:
         raise GatelabError("name a reproduction, or pass --all or --list; accepted: " + ", ".join(known))
-    for name in names:  # check every name before running any
-        get(name)
+    for name in names:  # check every name and setting before running any
+        get(name).parse_overrides(args.overrides)
     if args.resume and len(names) != 1:
         raise GatelabError("--resume continues one run: name exactly one reproduction")
     check_output_path(args.resume or args.out, kind="dir")
@@ -67,5 +77,6 @@ def _main(args) -> int:
             resume=args.resume,
             quiet=args.quiet,
             checkpoint_every=args.checkpoint_every,
+            overrides=args.overrides,
         )
     return 0

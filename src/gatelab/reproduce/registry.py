@@ -30,24 +30,93 @@ PROVIDERS = (
 
 @dataclass(frozen=True)
 class Reproduction:
-    """A paper's headline experiment: ``fn(report, quick, seed)`` fills the report."""
+    """A paper's headline experiment: ``fn(report, quick, seed)`` fills the report.
+
+    ``settings``: the quick and the full run's settings (two dicts with the same keys), for a reproduction whose
+    settings a user may change one by one (``gatelab reproduce NAME --set KEY=VALUE``, read by ``fn`` from
+    ``report.overrides``); None for one that takes no such changes.
+    """
 
     name: str
     title: str
     paper: str
     fn: Callable[[Report, bool, int], None]
+    settings: tuple[dict, dict] | None = None
+
+    def parse_overrides(self, items: list[str]) -> dict:
+        """``["KEY=VALUE", ...]`` as settings, each value of the type of the key's defaults (a comma-separated list
+        for a tuple, ``none`` where a default is None); a clear error for an unknown key or a wrong value."""
+        if not items:
+            return {}
+        if self.settings is None:
+            raise GatelabError(f"reproduction {self.name!r} takes no --set settings")
+        quick, full = self.settings
+        out = {}
+        for item in items:
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or key not in full:
+                raise GatelabError(
+                    f"--set {item!r}: {self.name} has no setting {key!r}; give KEY=VALUE, KEY one of: {', '.join(full)}"
+                )
+            out[key] = _parse_setting(key, text.strip(), (quick[key], full[key]))
+        return out
+
+
+def _parse_setting(key: str, text: str, defaults: tuple):
+    """``text`` as a value of the type of ``defaults`` (the quick and full values of setting ``key``)."""
+    kinds = {type(v) for v in defaults if v is not None}
+    if text.lower() in ("none", "all") and None in defaults:
+        return None
+    if tuple in kinds:  # a selection (models, say): distinct items among those the quick and full runs use
+        choices = list(dict.fromkeys(item for v in defaults[::-1] if v is not None for item in v))
+        parts = tuple(p.strip() for p in text.split(",") if p.strip())
+        if parts and set(parts) <= set(choices) and len(set(parts)) == len(parts):
+            return parts
+        accepted = f"a comma-separated list of distinct items among {', '.join(choices)}"
+    elif bool in kinds:
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if text.lower() in words:
+            return words[text.lower()]
+        accepted = "true or false"
+    elif int in kinds:
+        if text.isdigit():
+            return int(text)
+        accepted = "a whole number >= 0"
+    elif float in kinds:
+        try:
+            return float(text)
+        except ValueError:
+            accepted = "a number"
+    else:
+        return text
+    accepted += " or none" if None in defaults else ""
+    quick, full = map(_format_setting, defaults)
+    raise GatelabError(f"--set {key}={text}: {key} takes {accepted} (defaults: quick {quick}, full {full})")
+
+
+def _format_setting(value) -> str:
+    """A setting as ``--set`` reads it back."""
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 _REGISTRY: dict[str, Reproduction] = {}
 
 
-def register(name: str, title: str, paper: str):
-    """Decorator that registers ``fn(report, quick, seed)`` as reproduction ``name``."""
+def register(name: str, title: str, paper: str, settings: tuple[dict, dict] | None = None):
+    """Decorator that registers ``fn(report, quick, seed)`` as reproduction ``name`` (``settings``: see
+    ``Reproduction``)."""
 
     def decorate(fn):
         if name in _REGISTRY:
             raise GatelabError(f"reproduction {name!r} is registered twice")
-        _REGISTRY[name] = Reproduction(name, title, paper, fn)
+        if settings is not None and settings[0].keys() != settings[1].keys():
+            raise GatelabError(f"reproduction {name!r}: its quick and full settings must have the same keys")
+        _REGISTRY[name] = Reproduction(name, title, paper, fn, settings)
         return fn
 
     return decorate
@@ -77,24 +146,29 @@ def run(
     quiet: bool = False,
     checkpoint_every: float = 300.0,
     echo: Callable[[str], None] | None = print,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Run reproduction ``name`` into a fresh folder under ``out`` and return that folder.
 
     The run works in a hidden ``.partial`` folder that is renamed only when the
     report is complete, so an interrupted run never looks like a finished one.
     ``resume`` names such a folder: its finished stages are reused and the
-    stage in progress continues from its checkpoint.
+    stage in progress continues from its checkpoint. ``overrides``: ``KEY=VALUE``
+    changes to the reproduction's settings (``Reproduction.parse_overrides``).
     """
     rep = get(name)
+    changed = rep.parse_overrides(overrides or [])
     settings = {"name": name, "quick": quick, "seed": seed}
+    if changed:  # kept out of run.json when empty, so folders from before --set existed still resume
+        settings["set"] = {k: _format_setting(v) for k, v in changed.items()}
+    command = _command(settings)
     if resume is not None:
         work = Path(resume)
         saved = _read_run_file(work)
         if saved != settings:
             raise GatelabError(
                 f"{work} holds a run of {saved}, not of {settings}; resume it with those settings "
-                f"(gatelab reproduce {saved.get('name')}{' --quick' if saved.get('quick') else ''} "
-                f"--seed {saved.get('seed')} --resume {work})"
+                f"({_command(saved)} --resume {work})"
             )
         final = work.with_name(work.name[1:].removesuffix(".partial"))
         if final.exists():
@@ -119,11 +193,12 @@ def run(
         device=device,
         quiet=quiet,
         checkpoint_every=checkpoint_every,
+        overrides=changed,
     )
     try:
         rep.fn(report, quick, seed)
     except Interrupted as exc:
-        exc.hint = f"resume with: gatelab reproduce {name}{' --quick' if quick else ''} --seed {seed} --resume {work}"
+        exc.hint = f"resume with: {command} --resume {work}"
         raise
     report.write()
     os.replace(work, final)
@@ -131,6 +206,13 @@ def run(
         echo(report.table_markdown())
         echo(f"\nreport: {final / 'report.md'}")
     return final
+
+
+def _command(settings: dict) -> str:
+    """The command line that starts (or, with ``--resume``, continues) a run of these ``run.json`` settings."""
+    words = [f"gatelab reproduce {settings.get('name')}"] + (["--quick"] if settings.get("quick") else [])
+    words += [f"--seed {settings.get('seed')}"] + [f"--set {k}={v}" for k, v in settings.get("set", {}).items()]
+    return " ".join(words)
 
 
 def _read_run_file(work: Path) -> dict:

@@ -44,7 +44,8 @@ class Report:
     other published or side-by-side numbers, each with its ``source``. A resumed
     run (``gatelab reproduce NAME --resume RUN_DIR``) reuses the results of the
     stages that finished (``stage``) and the checkpoint of the one in progress
-    (``checkpoint``).
+    (``checkpoint``). ``overrides``: the settings the user changed with ``--set``,
+    which the reproduction applies over its quick or full ones.
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class Report:
         device: str = "cpu",
         quiet: bool = False,
         checkpoint_every: float = 300.0,
+        overrides: dict | None = None,
     ):
         self.name, self.title, self.paper = name, title, paper
+        self.overrides = dict(overrides or {})
         self.folder = Path(folder)
         self.quick, self.seed, self.device, self.quiet = quick, seed, device, quiet
         self.checkpoint_every = checkpoint_every
@@ -154,6 +157,8 @@ class Report:
         if self.notes:
             parts += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         parts += ["## Settings", "", f"- quick: {self.quick}", f"- seed: {self.seed}", f"- device: {self.device}"]
+        if self.overrides:
+            parts += ["- changed with --set: " + ", ".join(f"{k}={_fmt(v)}" for k, v in self.overrides.items())]
         parts += [f"- {k}: {_fmt(v)}" for k, v in self.settings.items()]
         parts += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in info.items()]
         parts += ["", f"Wall time: {wall:.1f} s", ""]
@@ -167,6 +172,7 @@ class Report:
                 "quick": self.quick,
                 "seed": self.seed,
                 "device": self.device,
+                "overrides": self.overrides,
                 "wall_seconds": wall,
                 "table": self.rows,
                 "settings": self.settings,
