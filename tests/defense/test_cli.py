@@ -2,12 +2,23 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gatelab.cli import main
-from gatelab.data import mnist_tensors
-from gatelab.defense import VAE18, ClassifierConfig, DefenseVAE, VAEConfig, classifier, load_classifier, save_classifier
+from gatelab.data import image_splits, mnist_tensors
+from gatelab.defense import (
+    VAE18,
+    ClassifierConfig,
+    DefenseVAE,
+    VAEConfig,
+    classifier,
+    load_classifier,
+    load_pairs,
+    save_classifier,
+)
 from gatelab.nice.images import write_png
 
 
@@ -22,7 +33,7 @@ def test_round_trip(tmp_path, capsys, split_reads, one_thread):
     clf, vae, pairs = tmp_path / "c.safetensors", tmp_path / "v.safetensors", tmp_path / "pairs"
     small = ["--quiet", "--seed", "1"]
     argv = ["defense", "train-classifier", "--model", "D", "--epochs", "1", "--train-examples", "2000"]
-    assert run([*argv, "--val-size", "200", "--out", str(clf), *small]) == 0
+    assert run([*argv, "--val-size", "30000", "--out", str(clf), *small]) == 0  # half: the pairs must avoid it
     assert split_reads[-1] == "test" and split_reads.count("test") == 1  # the test split only for the final number
     out = capsys.readouterr().out
     assert "validation accuracy" in out and "test accuracy" in out
@@ -38,6 +49,8 @@ def test_round_trip(tmp_path, capsys, split_reads, one_thread):
     assert purifier.config == VAEConfig(latent=8, epochs=1)  # the paper's r, lr and batch size by default
     index = json.loads((pairs / "index.json").read_text())
     assert (index["images"], index["attacks"], index["eps"]) == (64, ["fgsm", "rand_fgsm"], [0.3])
+    first, _, _, _ = image_splits("mnist", 30000, seed=1, train_examples=64)  # outside its validation split
+    assert np.array_equal(load_pairs(pairs)[1][:64], (255 * first).round().to(torch.uint8).numpy())
     assert (tmp_path / "v.safetensors.checkpoint.pt").exists()
 
     models = ["--classifier", str(clf), "--vae", str(vae)]

@@ -6,13 +6,16 @@ import json
 import os
 import signal
 
+import numpy as np
 import pytest
+import torch
 
 import gatelab.defense.attacks as attacks_module
 import gatelab.defense.purifier as purifier_module
 import gatelab.defense.reproductions as reproductions
 from gatelab.checkpoint import Interrupted
-from gatelab.defense import DefenseVAE, ProjectionPurifier, SubstituteConfig
+from gatelab.data import image_splits
+from gatelab.defense import DefenseVAE, ProjectionPurifier, SubstituteConfig, load_pairs
 from gatelab.reproduce import run
 
 TINY = {
@@ -65,7 +68,11 @@ def events(monkeypatch, split_reads, one_thread):
 
 
 def test_quick_reproduction_plumbing(tmp_path, events):
-    folder = run("defense-vae-mnist", quick=True, out=tmp_path, echo=None, quiet=True)
+    # --set: a validation split that holds training image 1, which the pairs must then leave out
+    folder = run("defense-vae-mnist", quick=True, out=tmp_path, echo=None, quiet=True, overrides=["val_size=1000"])
+    first, _, _, _ = image_splits("mnist", 1000, seed=0, train_examples=20)
+    clean = load_pairs(folder / "pairs" / "20-images")[1][:20]
+    assert np.array_equal(clean, (255 * first).round().to(torch.uint8).numpy())
     # every training happens before the test split is read, and it is read once
     assert events.count("test") == 1
     assert events.index("test") > max(i for i, e in enumerate(events) if isinstance(e, tuple))
@@ -106,6 +113,7 @@ def test_quick_reproduction_plumbing(tmp_path, events):
     report = (folder / "report.md").read_text()
     assert "mode 3 at least as accurate as mode 1" in report and "could not be retrieved offline" in report
     assert "extrapolated from 2" in report and "BPDA (PGD as above" in report
+    assert "- changed with --set: val_size=1000" in report and results["settings"]["val_size"] == 1000
     assert (folder / "accuracy.png").stat().st_size > 1000
 
 

@@ -86,3 +86,58 @@ def test_an_interrupted_run_resumes_skipping_finished_stages(tmp_path):
         assert "| error | – | 4 (Someone et al., Table 1) | 4 |" in (folder / "report.md").read_text()
     finally:
         del registry._REGISTRY["two-stage"]
+
+
+def test_set_changes_declared_settings_and_a_resume_needs_the_same(tmp_path):
+    quick = {"models": ("D",), "images": 10, "rate": 0.5, "fresh": True, "limit": 3}
+    full = {"models": ("A", "B"), "images": None, "rate": 0.1, "fresh": False, "limit": None}
+    seen, attempts = [], []
+
+    @register("set-run", "Settings a user may change", "n/a", settings=(quick, full))
+    def set_run(report, quick_run, seed):
+        s = {**(quick if quick_run else full), **report.overrides}
+        seen.append(s)
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise Interrupted(signal.SIGTERM, report.checkpoint("only"))
+        report.row("images", None, s["images"])
+
+    try:
+        changes = ["models=B, A", "images=7", "rate=2e-3", "fresh=yes", "limit=none"]
+        with pytest.raises(Interrupted) as info:
+            run("set-run", out=tmp_path, echo=None, overrides=changes)
+        assert seen[0] == {"models": ("B", "A"), "images": 7, "rate": 0.002, "fresh": True, "limit": None}
+        (partial,) = tmp_path.glob(".set-run-*.partial")
+        saved = json.loads((partial / "run.json").read_text())["set"]
+        assert saved == {"models": "B,A", "images": "7", "rate": "0.002", "fresh": "true", "limit": "none"}
+        hint = "gatelab reproduce set-run --seed 0 --set models=B,A --set images=7 --set rate=0.002 --set fresh=true"
+        assert info.value.hint == f"resume with: {hint} --set limit=none --resume {partial}"
+        with pytest.raises(GatelabError, match="--set images=7 .*--resume"):  # the saved changes, named
+            run("set-run", out=tmp_path, resume=partial, echo=None, overrides=changes[1:])
+        folder = run("set-run", out=tmp_path, resume=partial, echo=None, overrides=changes)
+        assert seen[1] == seen[0]
+        assert (
+            "- changed with --set: models=B,A images=7 rate=0.002 fresh=true limit=none"
+            in (folder / "report.md").read_text()
+        )
+        assert json.loads((folder / "results.json").read_text())["overrides"]["images"] == 7
+        assert run("set-run", quick=True, out=tmp_path, echo=None) and seen[-1] == quick  # no --set: unchanged
+
+        refusals = {
+            "colour=red": "no setting 'colour'; give KEY=VALUE, KEY one of: models, images, rate, fresh, limit",
+            "images": "no setting 'images'",  # no "="
+            "images=-1": "images takes a whole number >= 0 or none",
+            "rate=fast": "rate takes a number \\(defaults: quick 0.5, full 0.1\\)",
+            "fresh=maybe": "fresh takes true or false",
+            "models=A,E": "distinct items among A, B, D",
+            "models=A,A": "distinct items",
+            "models=": "a comma-separated list",
+        }
+        for item, message in refusals.items():
+            with pytest.raises(GatelabError, match=message):
+                run("set-run", out=tmp_path / "refused", echo=None, overrides=[item])
+        assert not (tmp_path / "refused").exists()  # refused before any folder is made
+        with pytest.raises(GatelabError, match="'l0arm-mlp' takes no --set settings"):
+            run("l0arm-mlp", out=tmp_path / "refused", echo=None, overrides=["epochs=1"])
+    finally:
+        del registry._REGISTRY["set-run"]

@@ -140,8 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = cmds.add_parser(
         "train",
         help="generate (adversarial, clean) pairs against a classifier and fit Defense-VAE on them",
-        description="Attack every training image with each attack at each eps (shards kept in --pairs, so a killed "
-        "run continues), then fit the VAE18 purifier on the pairs.",
+        description="Attack every training image outside the classifier's validation split with each attack at "
+        "each eps (shards kept in --pairs, so a killed run continues), then fit the VAE18 purifier on the pairs.",
     )
     add_image_training(m, v.epochs, v.batch_size, v.lr)
     m.add_argument(
@@ -294,7 +294,7 @@ def _train_vae(args) -> int:
     from dataclasses import asdict
 
     from gatelab.checkpoint import check_resumable, load_state
-    from gatelab.data import mnist_tensors
+    from gatelab.data import image_splits
     from gatelab.defense import DefenseVAE, VAEConfig, load_classifier, load_pairs, make_pairs
     from gatelab.errors import GatelabError
     from gatelab.files import check_output_path
@@ -313,9 +313,8 @@ def _train_vae(args) -> int:
         state = load_state(args.resume, "Defense-VAE checkpoint")
         check_resumable(state, "defense-vae", asdict(config), args.resume, may_differ=RESUMABLE_CHANGES)
     classifier, cconfig = load_classifier(args.classifier, args.device)
-    x, y = mnist_tensors(args.dataset or cconfig.dataset, "train")
-    if args.train_examples is not None:
-        x, y = x[: args.train_examples], y[: args.train_examples]
+    # the classifier's validation split (it chose its epoch, and chooses mode 2's) stays unseen by the purifier
+    x, y, _, _ = image_splits(args.dataset or cconfig.dataset, cconfig.val_size, cconfig.seed, args.train_examples)
     make_pairs(classifier, x, y, pairs, args.attacks, args.eps, seed=args.seed, quiet=args.quiet)
     adversarial, clean = load_pairs(pairs)
     purifier = DefenseVAE(config, seed=args.seed, device=args.device).fit(

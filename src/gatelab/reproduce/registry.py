@@ -13,7 +13,7 @@ from typing import Callable
 from gatelab.checkpoint import Interrupted
 from gatelab.errors import GatelabError
 from gatelab.files import write_json
-from gatelab.reproduce.report import Report
+from gatelab.reproduce.report import Report, setting_text
 
 # Modules whose import registers reproductions; a new system adds its module here.
 PROVIDERS = (
@@ -91,17 +91,8 @@ def _parse_setting(key: str, text: str, defaults: tuple):
     else:
         return text
     accepted += " or none" if None in defaults else ""
-    quick, full = map(_format_setting, defaults)
+    quick, full = map(setting_text, defaults)
     raise GatelabError(f"--set {key}={text}: {key} takes {accepted} (defaults: quick {quick}, full {full})")
-
-
-def _format_setting(value) -> str:
-    """A setting as ``--set`` reads it back."""
-    if value is None:
-        return "none"
-    if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 _REGISTRY: dict[str, Reproduction] = {}
@@ -160,7 +151,7 @@ def run(
     changed = rep.parse_overrides(overrides or [])
     settings = {"name": name, "quick": quick, "seed": seed}
     if changed:  # kept out of run.json when empty, so folders from before --set existed still resume
-        settings["set"] = {k: _format_setting(v) for k, v in changed.items()}
+        settings["set"] = {k: setting_text(v) for k, v in changed.items()}
     command = _command(settings)
     if resume is not None:
         work = Path(resume)

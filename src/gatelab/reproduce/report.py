@@ -37,6 +37,15 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def setting_text(value) -> str:
+    """A setting as ``gatelab reproduce --set KEY=VALUE`` takes it."""
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 class Report:
     """Collects rows (paper, reference, ours), settings, raw results and plots, then writes them.
 
@@ -158,7 +167,7 @@ class Report:
             parts += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         parts += ["## Settings", "", f"- quick: {self.quick}", f"- seed: {self.seed}", f"- device: {self.device}"]
         if self.overrides:
-            parts += ["- changed with --set: " + ", ".join(f"{k}={_fmt(v)}" for k, v in self.overrides.items())]
+            parts += ["- changed with --set: " + " ".join(f"{k}={setting_text(v)}" for k, v in self.overrides.items())]
         parts += [f"- {k}: {_fmt(v)}" for k, v in self.settings.items()]
         parts += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in info.items()]
         parts += ["", f"Wall time: {wall:.1f} s", ""]
