@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -85,9 +86,11 @@ def _parse_setting(key: str, text: str, defaults: tuple):
         accepted = "a whole number >= 0"
     elif float in kinds:
         try:
-            return float(text)
+            if math.isfinite(value := float(text)):
+                return value
         except ValueError:
-            accepted = "a number"
+            pass
+        accepted = "a finite number"
     else:
         return text
     accepted += " or none" if None in defaults else ""
