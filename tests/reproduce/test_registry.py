@@ -125,7 +125,7 @@ def test_set_changes_declared_settings_and_a_resume_needs_the_same(tmp_path):
 
         refusals = {
             "colour=red": "no setting 'colour'; give KEY=VALUE, KEY one of: models, images, rate, fresh, limit",
-            "images": "no setting 'images'",  # no "="
+            "images": "--set 'images': no '=' in it; give KEY=VALUE",
             "images=-1": "images takes a whole number >= 0 or none",
             "rate=fast": "rate takes a finite number \\(defaults: quick 0.5, full 0.1\\)",
             "rate=nan": "rate takes a finite number",

@@ -57,9 +57,8 @@ class Reproduction:
             key, sep, text = item.partition("=")
             key = key.strip()
             if not sep or key not in full:
-                raise GatelabError(
-                    f"--set {item!r}: {self.name} has no setting {key!r}; give KEY=VALUE, KEY one of: {', '.join(full)}"
-                )
+                what = f"{self.name} has no setting {key!r}" if sep else "no '=' in it"
+                raise GatelabError(f"--set {item!r}: {what}; give KEY=VALUE, KEY one of: {', '.join(full)}")
             out[key] = _parse_setting(key, text.strip(), (quick[key], full[key]))
         return out
 
