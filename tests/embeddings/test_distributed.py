@@ -53,7 +53,8 @@ rank = distributed.rank()
 sents, _ = planted_sentences(n_sentences=2000)
 params = {params}
 SHORT = {short}
-model = Word2Vec(epochs=3, **params).build_vocab(sents)
+# encoded corpora go under out_dir (a test's tmp_path), not into temporary folders that a killed rank leaves
+model = Word2Vec(epochs=3, **params).build_vocab(sents, workdir=os.path.join(out_dir, "full"))
 shard_words = model.corpus.n_words
 model.train()
 model.wv.save_word2vec_format(os.path.join(out_dir, f"rank{{rank}}.bin"), binary=True)
@@ -66,7 +67,7 @@ np.save(os.path.join(out_dir, f"stats{{rank}}.npy"),
 kernel = _kernel.train_chunk
 seen = []
 _kernel.train_chunk = recording(kernel, seen)
-short = Word2Vec(**{{**params, **SHORT}}).build_vocab(sents)
+short = Word2Vec(**{{**params, **SHORT}}).build_vocab(sents, workdir=os.path.join(out_dir, "short"))
 short.train()
 np.save(os.path.join(out_dir, f"short{{rank}}.npy"), short.wv.vectors)
 with open(os.path.join(out_dir, f"chunks{{rank}}.pkl"), "wb") as fh:
@@ -83,7 +84,7 @@ def dying(*args):
     return kernel(*args)
 
 _kernel.train_chunk = dying
-Word2Vec(epochs=100, **params).build_vocab(sents).train()
+Word2Vec(epochs=100, **params).build_vocab(sents, workdir=os.path.join(out_dir, "dying")).train()
 distributed.shutdown()
 """
 

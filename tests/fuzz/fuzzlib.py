@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -154,9 +156,8 @@ def read_w2v(binary: bool | None):
 
 # --- model files: a gates checkpoint, a language-model folder's two files, a training checkpoint ------
 @functools.lru_cache(maxsize=None)
-def _lm_folder() -> Path:
-    import tempfile
-
+def _lm_files() -> dict[str, bytes]:
+    """The files of a tiny saved language model, by name (made in a folder that is removed at once)."""
     import torch
 
     from gatelab.lm import LMConfig, Vocab, build_model, save_model
@@ -164,23 +165,24 @@ def _lm_folder() -> Path:
     torch.manual_seed(0)
     vocab = Vocab.build([["the", "cat", "sat"], ["a", "dog", "ran"]])
     config = LMConfig(hidden=4, samples=2)
-    folder = Path(tempfile.mkdtemp(prefix="gatelab-fuzz-lm-")) / "model"
-    return save_model(build_model(vocab, config), vocab, config, folder)
+    with tempfile.TemporaryDirectory(prefix="gatelab-fuzz-lm-") as tmp:
+        folder = save_model(build_model(vocab, config), vocab, config, Path(tmp) / "model")
+        return {path.name: path.read_bytes() for path in folder.iterdir()}
 
 
 def lm_file(name: str) -> bytes:
-    return (_lm_folder() / name).read_bytes()
+    return _lm_files()[name]
 
 
 def read_lm_file(name: str):
     def read(path: Path) -> None:
-        import shutil
-
         from gatelab.lm import load_model
 
         folder = path.parent / "model"
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(_lm_folder(), folder)
+        folder.mkdir()
+        for other, content in _lm_files().items():
+            (folder / other).write_bytes(content)
         shutil.copy(path, folder / name)
         load_model(folder)
 
@@ -189,8 +191,6 @@ def read_lm_file(name: str):
 
 @functools.lru_cache(maxsize=None)
 def gates_checkpoint() -> bytes:
-    import tempfile
-
     import torch
 
     from gatelab.gates.train import TrainConfig, build_gated, save_checkpoint
@@ -199,8 +199,8 @@ def gates_checkpoint() -> bytes:
     config = TrainConfig(model="mlp", epochs=1)
     model = build_gated(config)
     model(torch.zeros(1, 1, 28, 28))
-    path = Path(tempfile.mkdtemp(prefix="gatelab-fuzz-gates-")) / "model.safetensors"
-    return save_checkpoint(model, config, path).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="gatelab-fuzz-gates-") as tmp:
+        return save_checkpoint(model, config, Path(tmp) / "model.safetensors").read_bytes()
 
 
 def read_gates_checkpoint(path: Path) -> None:
@@ -237,13 +237,12 @@ def msr_skeleton_text() -> bytes:
 
 @functools.lru_cache(maxsize=None)
 def skeleton_npz() -> bytes:
-    import tempfile
-
     from gatelab.activity.readers import read_msr_action3d
 
-    folder = Path(tempfile.mkdtemp(prefix="gatelab-fuzz-skeleton-"))
-    (folder / "clip.txt").write_bytes(msr_skeleton_text())
-    return read_msr_action3d(folder / "clip.txt").save(folder / "clip.npz").read_bytes()
+    with tempfile.TemporaryDirectory(prefix="gatelab-fuzz-skeleton-") as tmp:
+        folder = Path(tmp)
+        (folder / "clip.txt").write_bytes(msr_skeleton_text())
+        return read_msr_action3d(folder / "clip.txt").save(folder / "clip.npz").read_bytes()
 
 
 def read_skeleton_file(path: Path) -> None:
