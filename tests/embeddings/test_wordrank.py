@@ -216,6 +216,8 @@ def test_resume_after_a_stop_mid_epoch_equals_an_uninterrupted_run(planted_matri
         WordRank(**fit_params(optimizer=optimizer)).fit(planted_matrix, checkpoint=ckpt)
     saved = load_state(ckpt)
     assert saved["position"]["epoch"] == 1 and saved["position"]["step"] > 0
+    # AdaGrad's sums of squared gradients are part of the state; plain SGD has none to keep
+    assert ("HU" in saved and "HV" in saved) == (optimizer == "adagrad")
     monkeypatch.setattr(_wordrank_kernel, name, real)
     resumed = WordRank(**fit_params(optimizer=optimizer)).fit(planted_matrix, checkpoint=ckpt, resume=ckpt)
     assert np.array_equal(resumed.word_vectors_.vectors, whole.word_vectors_.vectors)

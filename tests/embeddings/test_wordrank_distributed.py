@@ -106,8 +106,9 @@ if rank == 0:
     json.dump(model.train_stats_, open(os.path.join(out, "two.json"), "w"))
 
 # a stop on rank 1 (SIGINT at its 25th job: in the first sub-epoch of epoch 3), then a resume, against no stop;
-# xi is updated after epochs 1 and 2
-whole = WordRank(epochs=3, workers=1, seed=2, period=1).fit(matrix)
+# xi is updated after epochs 1 and 2; AdaGrad, so that its sums go through the relabelling and the checkpoint too
+resumable = dict(epochs=3, workers=1, seed=2, period=1, optimizer="adagrad")
+whole = WordRank(**resumable).fit(matrix)
 real, calls = _wordrank_kernel.train_pass, []
 
 def stopping(*args):
@@ -119,13 +120,13 @@ def stopping(*args):
 _wordrank_kernel.train_pass = stopping
 ckpt = os.path.join(out, "ck.pt")
 try:
-    WordRank(epochs=3, workers=1, seed=2, period=1).fit(matrix, checkpoint=ckpt)
+    WordRank(**resumable).fit(matrix, checkpoint=ckpt)
     raise SystemExit("not interrupted")
 except Interrupted:
     pass
 _wordrank_kernel.train_pass = real
 position = load_state(ckpt)["position"]
-resumed = WordRank(epochs=3, workers=1, seed=2, period=1).fit(matrix, checkpoint=ckpt, resume=ckpt)
+resumed = WordRank(**resumable).fit(matrix, checkpoint=ckpt, resume=ckpt)
 if rank == 0:
     same = [np.array_equal(a, b) for a, b in ((resumed.word_vectors_.vectors, whole.word_vectors_.vectors),
             (resumed.context_vectors_.vectors, whole.context_vectors_.vectors), (resumed.xi_, whole.xi_))]

@@ -69,6 +69,7 @@ from gatelab.progress import ScalarLog, bar, say
 RHOS = ("rho1", "rho2", "rho3")
 LOSSES = ("hinge", "logistic")
 FORMAT = "gatelab.wordrank"
+SUMS = ("HU", "HV")  # AdaGrad's sums of squared gradients of U and V: checkpointed under AdaGrad only
 #: config fields a resumed run may change: they alter speed, not the result of one thread
 RESUMABLE_CHANGES = ("workers", "epochs")
 _LN2 = math.log(2.0)
@@ -288,15 +289,20 @@ def _as_matrix(data, cfg: WordRankConfig, progress: bool) -> CooccurrenceMatrix:
     return matrix
 
 
+def _check_block_count(n_words: int, parts: int) -> None:
+    """Refuse a split of ``n_words`` words into ``parts`` blocks that cannot hold 2 words each."""
+    if not 1 <= parts <= n_words // 2:
+        raise GatelabError(
+            f"cannot split {n_words} words into {parts} blocks of at least 2 words; run at most {n_words // 2} "
+            "processes (a larger corpus or a lower min_count gives more words)"
+        )
+
+
 def block_bounds(counts: np.ndarray, parts: int) -> np.ndarray:
     """Boundaries ``0 = b_0 < ... < b_parts = len(counts)`` of contiguous blocks with about equal
     ``counts`` (nonzeros per word), each at least 2 long (a block's negatives exclude the positive)."""
     n = len(counts)
-    if not 1 <= parts <= n // 2:
-        raise GatelabError(
-            f"cannot split {n} words into {parts} blocks of at least 2 words; run at most {n // 2} processes "
-            "(a larger corpus or a lower min_count gives more words)"
-        )
+    _check_block_count(n, parts)
     cum = np.cumsum(counts, dtype=np.float64)
     b = np.empty(parts + 1, dtype=np.int64)
     b[0], b[parts] = 0, n
@@ -388,7 +394,10 @@ class WordRank:
                     f"{path} was trained on another co-occurrence matrix; resume with the same corpus and settings"
                 )
             n, d = len(matrix.vocab), self.config.vector_size
-            for key, shape in (("U", (n, d)), ("V", (n, d)), ("HU", (n, d)), ("HV", (n, d)), ("xi", (matrix.nnz,))):
+            shapes = {"U": (n, d), "V": (n, d), "xi": (matrix.nnz,)}
+            if self.config.optimizer == "adagrad":
+                shapes.update({key: (n, d) for key in SUMS})
+            for key, shape in shapes.items():
                 t = state[key]
                 if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
                     raise GatelabError(f"{path}: {key} is not a tensor of shape {shape}")
@@ -421,22 +430,23 @@ class WordRank:
         else:  # rank 0 counts (or loads), the others receive the matrix
             matrix = distributed.on_main(lambda: _as_matrix(data, cfg, self.progress))
         if world > 1:
-            block_bounds(np.ones(len(matrix.vocab)), world)  # a GatelabError if the vocabulary is too small
+            _check_block_count(len(matrix.vocab), world)  # before any training
         self.matrix_, self.vocab = matrix, matrix.vocab
         rows, cols = matrix.rows, matrix.cols
         x_max = corpus_x_max(matrix.n_words) if cfg.x_max == "auto" else cfg.x_max
         weights = pair_weights(matrix.values, x_max, cfg.epsilon)
+        adagrad = cfg.optimizer == "adagrad"
         if resume is not None:
             state = distributed.on_main(lambda: self._load(resume, matrix))
             U, V = state["U"].numpy().copy(), state["V"].numpy().copy()
-            HU, HV = state["HU"].numpy().copy(), state["HV"].numpy().copy()
+            sums = tuple(state[key].numpy().copy() for key in SUMS) if adagrad else ()
             xi = state["xi"].numpy().astype(np.float64)
             pos = _Position(**state["position"])
             self.history_ = list(state["history"])
             set_rng_state(state["rng"])
         else:
             U, V = self._initial(matrix)
-            HU, HV = np.zeros_like(U), np.zeros_like(V)  # AdaGrad's sums of squared gradients
+            sums = (np.zeros_like(U), np.zeros_like(V)) if adagrad else ()
             xi = np.full(matrix.nnz, initial_xi(cfg.rho))
             pos = _Position()
             self.history_ = []
@@ -453,8 +463,7 @@ class WordRank:
                 "matrix": _fingerprint(matrix),
                 "U": torch.from_numpy(U.copy()),
                 "V": torch.from_numpy(V.copy()),
-                "HU": torch.from_numpy(HU.copy()),
-                "HV": torch.from_numpy(HV.copy()),
+                **{key: torch.from_numpy(M.copy()) for key, M in zip(SUMS, sums)},
                 "xi": torch.from_numpy(xi.astype(np.float64)),
                 "position": dataclasses.asdict(pos),
                 "history": list(self.history_),
@@ -463,7 +472,6 @@ class WordRank:
             }
 
         quiet = not self.progress or not distributed.is_main()
-        adagrad = cfg.optimizer == "adagrad"
         threads = numba.get_num_threads()
         numba.set_num_threads(min(cfg.workers, numba.config.NUMBA_NUM_THREADS))
         total = cfg.epochs * steps
@@ -477,7 +485,7 @@ class WordRank:
             ):
                 if world > 1:
                     self._train_blocks(
-                        matrix, (U, V, HU, HV), xi, weights, coef, pos, (ckpt, checkpoint), log, pbar, state
+                        matrix, (U, V, *sums), xi, weights, coef, pos, (ckpt, checkpoint), log, pbar, state
                     )
                 else:
                     while pos.epoch < cfg.epochs:
@@ -498,8 +506,7 @@ class WordRank:
                                 coef,
                                 U,
                                 V,
-                                HU if adagrad else None,
-                                HV if adagrad else None,
+                                *(sums or (None, None)),
                                 step_size,
                                 np.float32(cfg.reg),
                                 cfg.loss == "logistic",
@@ -584,14 +591,14 @@ class WordRank:
         and rare words. With blocks cut from the frequency order instead, a pair only ever met negatives
         of its own frequency band: on 1M tokens of Brown + PTB, SimLex-999 fell from 0.164 (one process)
         to 0.111, against 0.154 dealt out. Training runs on relabelled copies of the matrices, written
-        back into ``arrays`` (in vocabulary order) for checkpoints, xi updates and the end.
+        back into ``arrays`` (U, V and, under AdaGrad, HU, HV; in vocabulary order) for checkpoints, xi
+        updates and the end.
         """
         from gatelab.embeddings._wordrank_kernel import train_pass
 
         cfg = self.config
-        U, V, HU, HV = arrays
+        U, V = arrays[:2]
         ckpt, path = saving
-        adagrad = cfg.optimizer == "adagrad"
         r, p = distributed.rank(), distributed.world_size()
         n, indptr = len(matrix.vocab), matrix.indptr
         perm = np.concatenate([np.arange(k, n, p) for k in range(p)])
@@ -607,8 +614,9 @@ class WordRank:
         parts = [mine[col_block == b] for b in range(p)]  # my nonzeros, by context block
         # each part's word boundaries, for _epoch_order's word-by-word shuffle
         part_ptr = [np.concatenate([[0], np.cumsum(np.bincount(rows[ids] - r0, minlength=r1 - r0))]) for ids in parts]
-        trained = [M[perm] for M in (U, V, HU, HV)]  # the relabelled copies
-        Up, Vp, HUp, HVp = trained
+        trained = [M[perm] for M in arrays]  # the relabelled copies
+        Up, Vp, *sums = trained
+        word_rows, context_rows = [Up, *sums[:1]], [Vp, *sums[1:]]  # U (and HU), V (and HV)
         step_size = self._step_size(coef)
         jobs = sum(-(-len(part) // cfg.job_pairs) for part in parts) * cfg.sgd_num
         pbar.reset(total=cfg.epochs * jobs)
@@ -617,9 +625,9 @@ class WordRank:
 
         def publish() -> None:
             """Gather U (and HU) and write the relabelled copies back into vocabulary order."""
-            for M in (Up, HUp) if adagrad else (Up,):
+            for M in word_rows:
                 _keep_block(M, r0, r1)
-            for M, Mp in zip((U, V, HU, HV), trained):
+            for M, Mp in zip(arrays, trained):
                 M[perm] = Mp
 
         def save(stop: bool) -> None:
@@ -648,8 +656,7 @@ class WordRank:
                             coef,
                             Up,
                             Vp,
-                            HUp if adagrad else None,
-                            HVp if adagrad else None,
+                            *(sums or (None, None)),
                             step_size,
                             np.float32(cfg.reg),
                             cfg.loss == "logistic",
@@ -658,7 +665,7 @@ class WordRank:
                             hi,
                         )
                         pbar.update(1)
-                for M in (Vp, HVp) if adagrad else (Vp,):
+                for M in context_rows:
                     _keep_block(M, lo, hi)  # the context blocks move on: every rank gets every trained block
                 flags = torch.tensor([int(ckpt.stop_requested), int(ckpt.save_due), len(order) * cfg.sgd_num])
                 distributed.all_reduce_(flags)
