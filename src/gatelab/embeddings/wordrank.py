@@ -618,9 +618,10 @@ class WordRank:
         Up, Vp, *sums = trained
         word_rows, context_rows = [Up, *sums[:1]], [Vp, *sums[1:]]  # U (and HU), V (and HV)
         step_size = self._step_size(coef)
-        jobs = sum(-(-len(part) // cfg.job_pairs) for part in parts) * cfg.sgd_num
+        part_jobs = [-(-len(part) // cfg.job_pairs) * cfg.sgd_num for part in parts]
+        jobs = sum(part_jobs)
         pbar.reset(total=cfg.epochs * jobs)
-        pbar.update(pos.epoch * jobs)
+        pbar.update(pos.epoch * jobs + sum(part_jobs[(r + s) % p] for s in range(pos.step)))  # sub-epochs done
         clock = time.monotonic()
 
         def publish() -> None:
