@@ -78,7 +78,7 @@ def test_quick_reproduction_plumbing(name, tmp_path, events):
     results = json.loads((folder / "results.json").read_text())
     lams = TINY["compress_lams"]["mnist" if name == "nice-mnist" else "fashion-mnist"]
     validation = results["results"]["validation"]
-    for setting in reproductions.SETTINGS:  # each classifier's strength is chosen on validation
+    for setting in reproductions.CLASSIFIERS:  # each classifier's strength is chosen on validation
         assert [p["lam"] for p in validation["compression"][setting]] == list(lams)
         assert all(p["tables"] == "shared" for p in validation["compression"][setting])
         chosen = reproductions.choose_lam(validation["compression"][setting])
@@ -114,6 +114,20 @@ def test_quick_reproduction_plumbing(name, tmp_path, events):
     assert torch.all(blocks.amin(dim=(-1, -2)) == blocks.amax(dim=(-1, -2)))
     assert lowres.gate_parameters(images).std() > 0  # per-pixel parameters vary: the cells make blocks uniform
     assert NICE.load(folder / "masks-zeros-lam2.safetensors", classifier).config.cell == 1
+
+
+def test_a_full_run_trains_its_masks_in_worker_processes_to_the_same_results(tmp_path, monkeypatch, events):
+    quick = run("nice-fmnist", quick=True, out=tmp_path / "quick", echo=None, quiet=True)
+    del events[:]
+    monkeypatch.setattr(reproductions, "FULL", TINY)
+    full = run("nice-fmnist", quick=False, out=tmp_path / "full", echo=None, quiet=True)
+    # the three mask networks were trained in the two worker processes, none in this one
+    assert [e for e in events if isinstance(e, tuple) and e[0] == "fit"] == []
+    a, b = (json.loads((folder / "results.json").read_text()) for folder in (quick, full))
+    assert b["settings"]["worker processes"] == reproductions.WORKERS == 2
+    # one thread each, seeded: the workers rebuild the same data, classifiers and settings as this process
+    for key in ("validation", "chosen_lam", "compression", "explanation"):
+        assert b["results"][key] == a["results"][key], key
 
 
 def test_choose_lam_prefers_the_smallest_size_within_the_accuracy_target():

@@ -3,15 +3,19 @@
 Each trained model (the classifier, the explanation masks, the compression masks
 of each L0 strength) is a report stage with its own checkpoint, so
 ``gatelab reproduce nice-mnist --resume RUN_DIR`` continues the one in progress
-and skips the finished ones. Every choice (the classifier's epoch, the headline
-compression strength, the masks drawn in the panels) is made on a seeded
-validation split of the training images; the test split is read once, at the
-end, for the final numbers.
+and skips the finished ones. The mask networks are independent once the
+classifiers exist: a full run trains them in ``WORKERS`` processes of one
+thread each, a quick run one after the other in this process. Every choice
+(the classifier's epoch, the headline compression strength, the masks drawn in
+the panels) is made on a seeded validation split of the training images; the
+test split is read once, at the end, for the final numbers.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -23,6 +27,7 @@ from gatelab.nice.masks import NICE, NICEConfig
 from gatelab.nice.metrics import BASELINES, attribute, compare, plot_curves
 from gatelab.nice.plots import explanation_panels, tradeoff_plot
 from gatelab.reproduce import Report, register
+from gatelab.reproduce.workers import run_in_workers
 
 PAPER = "Li & Ji, Neural Image Compression and Explanation, arXiv:1908.08988"
 # The abstract's claim; the paper's tables could not be retrieved in this workplace.
@@ -31,6 +36,7 @@ QUALITY = 75  # Pillow's default JPEG quality
 TARGET_RATIO, TARGET_ACCURACY_DROP = 0.6, 1.0  # the issue's targets
 
 EXPLAIN_LAM = 2.0  # L0 strength of the explanation masks (closed gates show black, as in the paper)
+EXPLAIN_KEY = f"masks-zeros-lam{EXPLAIN_LAM:g}"
 
 # Compression masks gate whole 8x8 cells, JPEG's DCT blocks: a block left out is then constant and costs JPEG
 # almost nothing, whereas per-pixel masks on a stroke touch nearly every block and save little (issue 15).
@@ -43,9 +49,10 @@ COMPRESS_CELL = 8
 # 73% at lambda 1 and 72% at 2.
 COMPRESS_LAMS = {"mnist": (0.5, 0.75, 1.0, 2.0), "fashion-mnist": (0.75, 0.875, 1.0, 2.0)}
 
-# The two classifiers that read the compressed images: the original one (the paper's setting) and a copy
-# fine-tuned on mixed-resolution images (compress.random_cell_masks), which is not surprised by them.
-SETTINGS = ("original", "fine-tuned")
+# The two classifiers that read the compressed images, by stage key: the original one (the paper's setting) and a
+# copy fine-tuned on mixed-resolution images (compress.random_cell_masks), which is not surprised by them.
+CLASSIFIERS = {"original": "classifier", "fine-tuned": "classifier-mixed"}
+WORKERS = 2  # processes that train a full run's mask networks side by side, one thread each
 
 # val_size: training images held out for every choice; train_examples: the first N of the rest (None: all);
 # test_images: the test images scored (None: all 10,000); panel_classes: rows of the panel figure, one a class;
@@ -85,12 +92,14 @@ def _settings(dataset: str, quick: bool) -> dict:
     return s
 
 
-def _masks(report: Report, key: str, classifier, x: torch.Tensor, s: dict, lam: float, background: str, after=None):
-    """Stage ``key``: train (or resume) a mask network and save it; ``after(nice)`` adds JSON results.
+def _compression_key(setting: str, lam: float) -> str:
+    """The stage key of the compression masks trained against ``setting``'s classifier at strength ``lam``."""
+    return f"masks-lowres-{'' if setting == 'original' else 'tuned-'}lam{lam:g}"
 
-    Explanation masks (``background="zeros"``) gate pixels, as in the paper; compression masks gate JPEG blocks.
-    """
-    config = NICEConfig(
+
+def _mask_config(s: dict, lam: float, background: str, report: Report) -> NICEConfig:
+    """Explanation masks (``background="zeros"``) gate pixels, as in the paper; compression masks gate JPEG blocks."""
+    return NICEConfig(
         lam=lam,
         background=background,
         cell=COMPRESS_CELL if background == "lowres" else 1,
@@ -100,16 +109,28 @@ def _masks(report: Report, key: str, classifier, x: torch.Tensor, s: dict, lam: 
         seed=report.seed,
         device=report.device,
     )
-    report.settings[f"NICE {key}"] = asdict(config)
-    path = report.folder / f"{key}.safetensors"
 
-    def train() -> dict:
-        nice = NICE(classifier, config).fit(x, **report.trainer_options(key))
-        nice.save(path)
-        return {"history": nice.history_, **(after(nice) if after else {})}
 
-    result = report.stage(key, train)
-    return NICE.load(path, classifier, report.device), result
+def _train_masks(classifier, config: NICEConfig, x: torch.Tensor, path: Path, validation=None, **options) -> dict:
+    """Train (or resume) a mask network on ``x`` and save it; with ``validation`` images and labels, also its
+    compression point on them (shared tables), where the headline strength is chosen."""
+    nice = NICE(classifier, config).fit(x, **options)
+    nice.save(path)
+    result = {"history": nice.history_}
+    if validation is not None:
+        xv, yv = validation
+        result["validation"] = _compression_point(classifier, nice.mask(xv), xv, yv, config.lam, "shared")
+    return result
+
+
+def _mask_job(config: dict, classifier_path: str, path: str, split: dict, validate: bool, **options) -> dict:
+    """``_train_masks`` in a worker process (``run_in_workers``), from picklable arguments: ``split`` names the
+    training pool and validation split as ``_run`` carves them."""
+    x, _, xv, yv = image_splits(split["dataset"], split["val_size"], split["seed"], split["train_examples"])
+    n = split["compress_images"]
+    classifier, _ = load_classifier(classifier_path, config["device"])
+    validation = (xv[:n], yv[:n]) if validate else None
+    return _train_masks(classifier, NICEConfig(**config), x, Path(path), validation, **options)
 
 
 def _compression_point(classifier, masks: torch.Tensor, x: torch.Tensor, y: torch.Tensor, lam, tables: str) -> dict:
@@ -143,7 +164,7 @@ def choose_lam(points: list[dict]) -> float:
 def _classifiers(report: Report, dataset: str, s: dict, seed: int) -> dict:
     """Stages ``classifier`` and ``classifier-mixed`` (the first fine-tuned on mixed-resolution images)."""
     found, base = {}, None
-    for setting, key in zip(SETTINGS, ("classifier", "classifier-mixed")):
+    for setting, key in CLASSIFIERS.items():
         tuned = setting == "fine-tuned"
         config = ClassifierConfig(
             dataset=dataset,
@@ -183,29 +204,50 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     classifiers = _classifiers(report, dataset, s, seed)
     classifier = classifiers["original"][0]
 
-    # Explanation: masks whose closed gates show black
-    explainer, _ = _masks(report, f"masks-zeros-lam{EXPLAIN_LAM:g}", classifier, x, s, EXPLAIN_LAM, "zeros")
-
-    # Compression: for each classifier, masks trained against it with the low-resolution background they will be
-    # stored with, each measured on the validation split (shared tables), where the headline strength is chosen
-    compressors, chosen, validation = {}, {}, {}
-    for setting, (clf, _) in classifiers.items():
-        tag = "" if setting == "original" else "tuned-"
-        points = []
+    # The mask networks, by stage key: the explanation masks (closed gates show black), then for each classifier
+    # compression masks trained against it with the low-resolution background they will be stored with, each
+    # measured on the validation split, where its headline strength is chosen. They are independent: a full run
+    # trains them side by side.
+    stages = {EXPLAIN_KEY: ("original", _mask_config(s, EXPLAIN_LAM, "zeros", report))}
+    for setting in CLASSIFIERS:
         for lam in s["compress_lams"]:
-            compressors[setting, lam], result = _masks(
-                report,
-                f"masks-lowres-{tag}lam{lam:g}",
-                clf,
-                x,
-                s,
-                lam,
-                "lowres",
-                after=lambda nice, lam=lam, clf=clf: {
-                    "validation": _compression_point(clf, nice.mask(xv), xv, yv, lam, "shared")
-                },
+            stages[_compression_key(setting, lam)] = (setting, _mask_config(s, lam, "lowres", report))
+    for key, (_, config) in stages.items():
+        report.settings[f"NICE {key}"] = asdict(config)
+    if not quick:
+        split = {
+            "dataset": dataset,
+            "seed": seed,
+            **{k: s[k] for k in ("val_size", "train_examples", "compress_images")},
+        }
+        jobs = {
+            key: (
+                _mask_job,
+                (
+                    asdict(config),
+                    str(report.folder / f"{CLASSIFIERS[setting]}.safetensors"),
+                    str(report.folder / f"{key}.safetensors"),
+                    split,
+                    config.background == "lowres",
+                ),
             )
-            points.append(result["validation"])
+            for key, (setting, config) in stages.items()
+        }
+        run_in_workers(report, jobs, WORKERS)
+    masks, results = {}, {}
+    for key, (setting, config) in stages.items():
+        clf, path = classifiers[setting][0], report.folder / f"{key}.safetensors"
+        validation = (xv, yv) if config.background == "lowres" else None
+        train = partial(_train_masks, clf, config, x, path, validation, **report.trainer_options(key))
+        results[key] = report.stage(key, train)
+        masks[key] = NICE.load(path, clf, report.device)
+    explainer = masks[EXPLAIN_KEY]
+    compressors = {
+        (setting, lam): masks[_compression_key(setting, lam)] for setting in CLASSIFIERS for lam in s["compress_lams"]
+    }
+    chosen, validation = {}, {}
+    for setting in CLASSIFIERS:
+        points = [results[_compression_key(setting, lam)]["validation"] for lam in s["compress_lams"]]
         chosen[setting], validation[setting] = choose_lam(points), points
     report.results["validation"] = {
         "classifier": {k: h for k, (_, h) in classifiers.items()},
