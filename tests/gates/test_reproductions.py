@@ -80,7 +80,7 @@ def test_an_interrupted_reproduction_skips_the_finished_model_and_resumes_the_ot
     folder = run("l0arm-mlp", quick=True, out=tmp_path, resume=partial, echo=None, quiet=True)
     assert fits[2:] == [("hard_concrete", checkpoint)]  # the finished model is not trained again
     results = json.loads((folder / "results.json").read_text())
-    assert set(results["results"]) == {"mlp-arm", "mlp-hard_concrete"}
+    assert set(results["results"]) == {"mlp-arm", "mlp-hard_concrete", "headline_arm"}
 
 
 def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch, capfd):
@@ -89,14 +89,37 @@ def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch,
     monkeypatch.setattr(reproductions, "FULL", {**TINY, "train_examples": 64, "val_size": 32})
     folder = run("l0arm-mlp", quick=False, out=tmp_path, echo=None, quiet=False)
     err = capfd.readouterr().err.splitlines()
-    for key in ("mlp-arm", "mlp-hard_concrete"):
+    models = reproductions.STAGES["mlp"]  # hard concrete and the ARM lambda sweep
+    assert len(models) == 5
+    for key in models:
         assert any(line.startswith(f"{key}: epoch 1/1: loss") for line in err), err
     results = json.loads((folder / "results.json").read_text())
     assert results["settings"]["worker processes"] == reproductions.WORKERS == 2
-    assert set(results["results"]) == {"mlp-arm", "mlp-hard_concrete"}
+    chosen = results["results"].pop("headline_arm")
+    assert chosen == reproductions.headline_arm("mlp", results["results"])
+    assert set(results["results"]) == set(models)
     for key in results["results"]:
         history = results["results"][key]["history"]
         assert history["epoch"] == [1] and history["test_error"] is not None
         assert (folder / "stages" / f"{key}.json").is_file() and (folder / f"{key}.safetensors").is_file()
     assert not list(folder.glob("stages/*.worker.json"))
-    assert "L0-ARM against hard concrete" in (folder / "report.md").read_text()
+    report = (folder / "report.md").read_text()
+    assert f"Chosen: {models[chosen][0]}." in report and f"{models[chosen][0]} against hard concrete" in report
+
+
+def test_the_headline_arm_is_the_most_accurate_on_validation_within_hard_concretes_flops():
+    def model(val_error, flops):
+        return {"history": {"val_error": [9.0, val_error]}, "summary": {"flops_kept": flops}}
+
+    results = {
+        "lenet5-hard_concrete": model(1.2, 400),
+        "lenet5-arm": model(1.6, 220),
+        "lenet5-arm-readme": model(1.0, 840),  # the most accurate, but over hard concrete's FLOPs
+        "lenet5-arm-fc2": model(1.4, 400),  # within them, at equal FLOPs
+    }
+    assert reproductions.headline_arm("lenet5", results) == "lenet5-arm-fc2"
+    results["lenet5-arm-fc2"] = model(1.4, 401)
+    assert reproductions.headline_arm("lenet5", results) == "lenet5-arm"
+    del results["lenet5-arm"], results["lenet5-arm-fc2"]  # none within: the fewest FLOPs
+    results["lenet5-arm-conv"] = model(1.1, 500)
+    assert reproductions.headline_arm("lenet5", results) == "lenet5-arm-conv"
