@@ -180,15 +180,16 @@ def _run(report: Report, model: str, quick: bool, seed: int) -> None:
     arm, hc = results[chosen], results[f"{model}-hard_concrete"]
     gap = arm["history"]["test_error"] - hc["history"]["test_error"]
     flops_ok = arm["summary"]["flops_kept"] <= hc["summary"]["flops_kept"]
-    candidates = ", ".join(
-        f"{stages[key][0]} {results[key]['history']['val_error'][-1]:.2f}% at {results[key]['summary']['flops_kept']:,}"
+    candidates = "; ".join(
+        f"{stages[key][0]}: {results[key]['history']['val_error'][-1]:.2f}%, {results[key]['summary']['flops_kept']:,}"
         for key in results
         if stages[key][1] == "arm"
     )
     report.note(
         f"The ARM model set against hard concrete is chosen on validation: the lowest validation error among the "
-        f"ARM models with no more FLOPs than hard concrete's {hc['summary']['flops_kept']:,} ({candidates} FLOPs). "
-        f"Chosen: {stages[chosen][0]}. Every model's test error is shown; none of them took part in the choice."
+        f"ARM models with no more FLOPs than hard concrete's {hc['summary']['flops_kept']:,} (validation error, "
+        f"FLOPs: {candidates}). Chosen: {stages[chosen][0]}. Every model's test error is shown; none of them took "
+        "part in the choice."
     )
     report.note(
         f"{stages[chosen][0]} against hard concrete (the L0-ARM paper's claim: within 0.2 points at no more FLOPs): "
