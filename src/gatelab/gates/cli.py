@@ -116,7 +116,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_training(t)
     t.set_defaults(func=_train)
 
-    s = cmds.add_parser("summary", help="kept gates per layer, parameters and FLOPs of a checkpoint")
+    s = cmds.add_parser(
+        "summary",
+        help="kept gates per layer, parameters and FLOPs of a checkpoint",
+        description="Print a checkpoint's kept units per gated layer, its architecture, and its parameters and "
+        "multiply-adds (FLOPs) beside the dense network's.",
+    )
     s.add_argument("checkpoint", help="a model written by `gatelab gates train`")
     s.set_defaults(func=_summary)
 
