@@ -118,6 +118,9 @@ def test_the_headline_arm_is_the_most_accurate_on_validation_within_hard_concret
         "lenet5-arm-fc2": model(1.4, 400),  # within them, at equal FLOPs
     }
     assert reproductions.headline_arm("lenet5", results) == "lenet5-arm-fc2"
+    results["lenet5-arm-conv"] = model(1.4, 300)  # as accurate, with fewer FLOPs
+    assert reproductions.headline_arm("lenet5", results) == "lenet5-arm-conv"
+    del results["lenet5-arm-conv"]
     results["lenet5-arm-fc2"] = model(1.4, 401)
     assert reproductions.headline_arm("lenet5", results) == "lenet5-arm"
     del results["lenet5-arm"], results["lenet5-arm-fc2"]  # none within: the fewest FLOPs

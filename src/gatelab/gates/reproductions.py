@@ -100,14 +100,14 @@ def _arch_params(model: str, arch: str) -> int:
 def headline_arm(model: str, results: dict) -> str:
     """The ARM model set against hard concrete, by a rule fixed before the runs: among the ARM models with no more
     FLOPs than hard concrete's (the claim is made at fewer or equal FLOPs), the one with the lowest validation
-    error after the last epoch; if none qualifies, the one with the fewest FLOPs. ``results``: stage key ->
-    result of the models trained."""
+    error after the last epoch, and of equal errors the one with fewer FLOPs; if none qualifies, the one with the
+    fewest FLOPs. ``results``: stage key -> result of the models trained."""
     arms = [key for key in results if STAGES[model][key][1] == "arm"]
-    budget = results[f"{model}-hard_concrete"]["summary"]["flops_kept"]
-    within = [key for key in arms if results[key]["summary"]["flops_kept"] <= budget]
+    flops = {key: results[key]["summary"]["flops_kept"] for key in arms}
+    within = [key for key in arms if flops[key] <= results[f"{model}-hard_concrete"]["summary"]["flops_kept"]]
     if within:
-        return min(within, key=lambda key: results[key]["history"]["val_error"][-1])
-    return min(arms, key=lambda key: results[key]["summary"]["flops_kept"])
+        return min(within, key=lambda key: (results[key]["history"]["val_error"][-1], flops[key]))
+    return min(arms, key=flops.get)
 
 
 def _train_model(config: TrainConfig, folder: Path, key: str, options: dict) -> dict:
