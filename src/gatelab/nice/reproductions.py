@@ -98,7 +98,8 @@ def _compression_key(setting: str, lam: float) -> str:
 
 
 def _mask_config(s: dict, lam: float, background: str, report: Report) -> NICEConfig:
-    """Explanation masks (``background="zeros"``) gate pixels, as in the paper; compression masks gate JPEG blocks."""
+    """One mask network's settings: explanation masks (``background="zeros"``) gate pixels, as in the paper;
+    compression masks gate JPEG blocks."""
     return NICEConfig(
         lam=lam,
         background=background,
