@@ -68,10 +68,10 @@ def test_decided_gates_take_one_pass_and_the_same_step_as_arms_two():
     for model in (one, two):
         model.register_forward_hook(lambda m, i, o: passes.__setitem__(id(m), passes[id(m)] + 1))
     opt_one, opt_two = torch.optim.Adam(one.parameters(), 1e-2), torch.optim.Adam(two.parameters(), 1e-2)
-    for _ in range(5):
+    for _ in range(5):  # dense passes (skip_closed=False), so that the model's forward hook counts them
         x, y = torch.randn(32, 20), torch.randint(0, 3, (32,))
-        train_step(one, x, y, opt_one, dataset_size=1000, antithetic=False)
-        train_step(two, x, y, opt_two, dataset_size=1000)
+        train_step(one, x, y, opt_one, dataset_size=1000, antithetic=False, skip_closed=False)
+        train_step(two, x, y, opt_two, dataset_size=1000, skip_closed=False)
     assert passes == {id(one): 5, id(two): 10}
     for a, b in zip(one.state_dict().values(), two.state_dict().values()):
         assert torch.equal(a, b)

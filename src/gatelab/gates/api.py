@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from gatelab.errors import GatelabError, check_choice
+from gatelab.gates.compact import compact_forward, compactable
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
 from gatelab.gates.gate import Gate, GateMask
 from gatelab.gates.graph import trace, unit_groups
@@ -321,6 +322,7 @@ def train_step(
     criterion: Callable = F.cross_entropy,
     weight_decay: float = 0.0,
     antithetic: bool = True,
+    skip_closed: bool = True,
 ) -> dict:
     """One optimiser step on data loss + L0 regularizer, with the estimator's gradient for the gates.
 
@@ -333,6 +335,9 @@ def train_step(
     ``antithetic=False`` skips ARM's second pass and its gradient. That is exact only while no gate is
     undecided (``undecided_gates(model, 0, 1) == 0``, as at NPN's k = 5000): both passes then draw the same
     gates, so ARM's gradient is 0, and the step costs what ordinary training costs.
+    ``skip_closed`` lets a chain model on the CPU compute only its open units (``compact_forward``: the
+    same outputs and gradients, cheaper as pruning proceeds; not for straight-through gates, whose closed
+    gates still learn). It waits for the gates' values, so GPUs always run the dense pass.
 
     Returns detached tensors on the model's device (no host synchronisation):
     ``loss``, ``data_loss``, ``regularizer`` and the main pass's ``outputs``.
@@ -341,18 +346,25 @@ def train_step(
         raise GatelabError(f"dataset_size must be a positive count of training examples, got {dataset_size}")
     model_gates = gates(model)
     estimator = model_gates[0].estimator
+    compact = skip_closed and inputs.device.type == "cpu" and not estimator.closed_gates_learn and compactable(model)
+
+    def forward():
+        out = compact_forward(model, inputs) if compact else None
+        return model(inputs) if out is None else out
+
     model.train()
     with _steering(model):
+        before_forward(model, (inputs,))  # records the input shape where the compact pass skips the hook
         resample(model)
         f_anti = None
         if estimator.passes == 2 and antithetic:
             _set_antithetic(model_gates, True)
             try:
                 with torch.no_grad(), _same_random_numbers(inputs.device), _frozen_buffers(model):
-                    f_anti = criterion(model(inputs), targets)
+                    f_anti = criterion(forward(), targets)
             finally:
                 _set_antithetic(model_gates, False)
-        outputs = model(inputs)
+        outputs = forward()
         data_loss = criterion(outputs, targets)
         reg = regularizer(model, dataset_size, weight_decay)
         loss = data_loss + reg

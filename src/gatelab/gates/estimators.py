@@ -102,6 +102,7 @@ class Estimator:
 
     name = ""
     passes = 1  # forward passes per training step
+    closed_gates_learn = False  # whether a gate at 0 still gets a gradient through its unit's outputs
 
     def __init__(self, gate_function: str = "scaled_sigmoid", k: float = 7.0):
         check_choice("gate function", gate_function, GATE_FUNCTIONS)
@@ -165,6 +166,7 @@ class StraightThrough(Estimator):
     """Bernoulli sample forward, d z / d g = 1 backward (biased; a reference)."""
 
     name = "straight_through"
+    closed_gates_learn = True
 
     def sample(self, phi, u, antithetic=False):
         p = self.g.prob(phi)
