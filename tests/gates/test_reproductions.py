@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from gatelab.checkpoint import Interrupted
+from gatelab.errors import GatelabError
 from gatelab.gates import reproductions
 from gatelab.gates import train as gates_train
 from gatelab.reproduce import run
@@ -83,18 +84,22 @@ def test_an_interrupted_reproduction_skips_the_finished_model_and_resumes_the_ot
     assert set(results["results"]) == {"mlp-arm", "mlp-hard_concrete", "headline_arm"}
 
 
-def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch, capfd, sweep):
     """The full run's plumbing on tiny settings: one worker process per model, results gathered as stages, and
-    each worker's per-epoch lines on stderr, marked with its model."""
+    each worker's per-epoch lines on stderr, marked with its model. By default the chosen ARM lambda and hard
+    concrete; with the sweep, every lambda and a choice among them."""
     monkeypatch.setattr(reproductions, "FULL", {**TINY, "train_examples": 64, "val_size": 32})
-    folder = run("l0arm-mlp", quick=False, out=tmp_path, echo=None, quiet=False)
+    overrides = ["sweep=true"] if sweep else []
+    folder = run("l0arm-mlp", quick=False, out=tmp_path, echo=None, quiet=False, overrides=overrides)
     err = capfd.readouterr().err.splitlines()
-    models = reproductions.STAGES["mlp"]  # hard concrete and the ARM lambda sweep
-    assert len(models) == 5
+    models = reproductions.STAGES["mlp"] if sweep else ("mlp-arm-lam0.07", "mlp-hard_concrete")
+    assert len(models) == (5 if sweep else 2)
     for key in models:
         assert any(line.startswith(f"{key}: epoch 1/1: loss") for line in err), err
     results = json.loads((folder / "results.json").read_text())
     assert results["settings"]["worker processes"] == reproductions.WORKERS == 2
+    assert results["settings"]["mlp-arm-lam0.07 config"]["lam"] == 0.07
     chosen = results["results"].pop("headline_arm")
     assert chosen == reproductions.headline_arm("mlp", results["results"])
     assert set(results["results"]) == set(models)
@@ -104,7 +109,15 @@ def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch,
         assert (folder / "stages" / f"{key}.json").is_file() and (folder / f"{key}.safetensors").is_file()
     assert not list(folder.glob("stages/*.worker.json"))
     report = (folder / "report.md").read_text()
-    assert f"Chosen: {models[chosen][0]}." in report and f"{models[chosen][0]} against hard concrete" in report
+    label = reproductions.STAGES["mlp"][chosen][0]
+    assert f"{label} against hard concrete" in report
+    assert (f"Chosen: {label}." in report) == sweep and ("chose on validation (seed 0" in report) != sweep
+
+
+def test_the_sweep_needs_the_full_schedule(tmp_path):
+    with pytest.raises(GatelabError, match="sweep=true needs the full schedule"):
+        run("l0arm-lenet5", quick=True, out=tmp_path, echo=None, overrides=["sweep=true"])
+    assert not list(tmp_path.iterdir())  # refused before any work: no empty run folder left behind
 
 
 def test_the_headline_arm_is_the_most_accurate_on_validation_within_hard_concretes_flops():

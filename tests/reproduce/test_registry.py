@@ -138,7 +138,7 @@ def test_set_changes_declared_settings_and_a_resume_needs_the_same(tmp_path):
             with pytest.raises(GatelabError, match=message):
                 run("set-run", out=tmp_path / "refused", echo=None, overrides=[item])
         assert not (tmp_path / "refused").exists()  # refused before any folder is made
-        with pytest.raises(GatelabError, match="'l0arm-mlp' takes no --set settings"):
-            run("l0arm-mlp", out=tmp_path / "refused", echo=None, overrides=["epochs=1"])
+        with pytest.raises(GatelabError, match="'npn-mnist' takes no --set settings"):
+            run("npn-mnist", out=tmp_path / "refused", echo=None, overrides=["epochs=1"])
     finally:
         del registry._REGISTRY["set-run"]

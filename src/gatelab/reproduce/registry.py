@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,10 @@ def run(
         rep.fn(report, quick, seed)
     except Interrupted as exc:
         exc.hint = f"resume with: {command} --resume {work}"
+        raise
+    except GatelabError:
+        if resume is None and [p.name for p in work.iterdir()] == ["run.json"]:
+            shutil.rmtree(work)  # refused before it did anything: nothing to resume, nothing left behind
         raise
     report.write()
     os.replace(work, final)
