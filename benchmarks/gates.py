@@ -3,7 +3,9 @@
     python benchmarks/gates.py [--checkpoint RUN/lenet5-arm.safetensors] [--steps 30]
 
 Step times: one optimiser step on a batch of 128 MNIST-shaped inputs (ARM runs
-its second, gradient-free pass). Inference: the exported LeNet-5 against the
+its second, gradient-free pass), with the compact pass that skips closed units
+and with the dense one (``skip_closed=False``), at the gates' start (half of them
+open) and on the pruned LeNet-5 below. Inference: the exported LeNet-5 against the
 dense LeNet-5 at batch 1 and 1,000, as a ratio. Give a trained ARM checkpoint
 (``lenet5-arm.safetensors`` in an ``l0arm-lenet5`` run folder, or any
 ``gatelab gates train --model lenet5`` output) to time the architecture ARM
@@ -53,9 +55,19 @@ def step_times(model_name: str, steps: int, batch: int = 128) -> dict[str, float
     out = {"dense": _median_seconds(dense_step, steps)}
     for estimator in ("arm", "ar", "hard_concrete"):
         model = sparsify(build_model(model_name), "structured", estimator)
-        gopt = torch.optim.Adam(model.parameters(), 1e-3)
-        out[estimator] = _median_seconds(partial(train_step, model, x, y, gopt, dataset_size=60000), steps)
+        out.update(gated_step_times(model, estimator, steps, x, y))
     return out
+
+
+def gated_step_times(model, label: str, steps: int, x, y) -> dict[str, float]:
+    """Seconds per train_step of a gated model, with the compact pass and with the dense one."""
+    opt = torch.optim.Adam(model.parameters(), 1e-6)  # a tiny lr: the gates stay where they are
+    return {
+        label: _median_seconds(partial(train_step, model, x, y, opt, dataset_size=60000), steps),
+        f"{label} dense pass": _median_seconds(
+            partial(train_step, model, x, y, opt, dataset_size=60000, skip_closed=False), steps
+        ),
+    }
 
 
 def pruned_lenet(checkpoint: str | None):
@@ -102,6 +114,13 @@ def main() -> None:
     gated, origin = pruned_lenet(args.checkpoint)
     small = export(gated).eval()
     dense = build_model("lenet5").eval()
+    x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    t = gated_step_times(gated, "compact", args.steps, x, y)
+    print(f"\ntraining step of the pruned LeNet-5 ({origin}), batch 128")
+    print(
+        f"  compact {t['compact'] * 1e3:7.2f} ms  dense pass {t['compact dense pass'] * 1e3:7.2f} ms  "
+        f"speed-up {t['compact dense pass'] / t['compact']:.2f}x"
+    )
     print(f"\ninference, LeNet-5: dense vs exported ({origin})")
     print(
         f"  exported architecture {summary(gated).architecture}, "

@@ -23,6 +23,7 @@ from gatelab.gates.api import (
     train_step,
     undecided_gates,
 )
+from gatelab.gates.compact import compact_forward, compactable
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
 from gatelab.gates.export import Summary, bake, export, summary
 from gatelab.gates.gate import Gate
@@ -41,6 +42,8 @@ __all__ = [
     "soft_gates",
     "undecided_gates",
     "resample",
+    "compact_forward",
+    "compactable",
     "summary",
     "export",
     "bake",
