@@ -1,6 +1,6 @@
 """Training-step cost of the gate estimators against the dense model, and inference speed of exported models.
 
-    python benchmarks/gates.py [--checkpoint RUN/lenet5-arm.safetensors] [--steps 30]
+    python benchmarks/gates.py [--checkpoint RUN/lenet5-arm.safetensors] [--steps 30] [--profile]
 
 Step times: one optimiser step on a batch of 128 MNIST-shaped inputs (ARM runs
 its second, gradient-free pass), with the compact pass that skips closed units
@@ -11,8 +11,9 @@ dense LeNet-5 at batch 1 and 1,000, as a ratio. Give a trained ARM checkpoint
 ``gatelab gates train --model lenet5`` output) to time the architecture ARM
 learned; without one, the gates are set to the pruned architecture that
 Louizos et al. published for LeNet-5-Caffe (20-25-45-462), choosing which
-units stay at random. The load average is printed with the figures, since
-others may share the machine.
+units stay at random. ``--profile`` prints, first, where a dense-pass ARM step
+of LeNet-5 spends its time (torch.profiler, by operator). The load average is
+printed with the figures, since others may share the machine.
 """
 
 from __future__ import annotations
@@ -70,6 +71,18 @@ def gated_step_times(model, label: str, steps: int, x, y) -> dict[str, float]:
     }
 
 
+def profile_dense_step(steps: int) -> str:
+    """torch.profiler's table of ``steps`` dense-pass ARM steps of LeNet-5 at the gates' start, by operator."""
+    model = sparsify(build_model("lenet5"), "structured", "arm")
+    x, y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    step = partial(train_step, model, x, y, torch.optim.Adam(model.parameters(), 1e-3), 60000, skip_closed=False)
+    _median_seconds(step, 1)
+    with torch.profiler.profile() as prof:
+        for _ in range(steps):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
+
+
 def pruned_lenet(checkpoint: str | None):
     if checkpoint:
         from gatelab.gates.train import load_checkpoint
@@ -99,12 +112,17 @@ def main() -> None:
         help="a LeNet-5 model from `gatelab gates train --model lenet5` (default: the published architecture)",
     )
     parser.add_argument("--steps", type=positive_int, default=30, help="timed steps per configuration (default: 30)")
+    parser.add_argument(
+        "--profile", action="store_true", help="first profile a dense-pass LeNet-5 ARM step (default: off)"
+    )
     args = parser.parse_args()
 
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; {_load()}"
     )
+    if args.profile:
+        print(f"\nprofile of {args.steps} dense-pass ARM steps of LeNet-5, batch 128\n{profile_dense_step(args.steps)}")
     print("\ntraining step, batch 128 (median seconds; ratio to dense)")
     for model_name in ("mlp", "lenet5"):
         t = step_times(model_name, args.steps)
