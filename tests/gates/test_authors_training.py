@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from gatelab.gates import build_model, expected_l2, gates, regularizer, sparsify
+from gatelab.errors import GatelabError
+from gatelab.gates import authors_init_, build_model, expected_l2, gates, regularizer, sparsify
 from gatelab.gates import train as gates_train
 from gatelab.gates.average import WeightAverage
 from gatelab.gates.train import PAPER_LAMBDA, README_LAMBDA, TrainConfig, build_gated, fit
@@ -93,6 +94,32 @@ def test_gate_initialisation_follows_the_authors(estimator, k, layer, keep, mean
     assert gates_train.PAPER_KEEP_PROB["mlp"][layer] == keep
     assert abs(phi.mean().item() - mean) < 4 * std / math.sqrt(phi.numel())
     assert abs(phi.std().item() / std - 1) < 0.15
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+def test_authors_weight_init_is_he_normal_on_their_layouts_with_zero_biases(model):
+    torch.manual_seed(0)
+    layers = [m for m in authors_init_(build_model(model)).modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    assert len(layers) == (3 if model == "mlp" else 4)
+    for layer in layers:
+        w = layer.weight.detach()
+        # their Linear stores (in, out) and their convolution (out, in, kh, kw); both use fan_out
+        fan = w.shape[1] if isinstance(layer, nn.Linear) else w.shape[0] * w.shape[2] * w.shape[3]
+        assert abs(w.mean().item()) < 4 * math.sqrt(2 / fan) / math.sqrt(w.numel())
+        assert abs(w.std().item() / math.sqrt(2 / fan) - 1) < 0.2
+        assert torch.count_nonzero(layer.bias) == 0
+    # the training config selects it; PyTorch's init stays the default
+    kinds = (nn.Linear, nn.Conv2d)
+    biases = {
+        init: [
+            m.bias for m in build_gated(TrainConfig(model=model, weight_init=init)).modules() if isinstance(m, kinds)
+        ]
+        for init in ("authors", "torch")
+    }
+    assert all(torch.count_nonzero(b) == 0 for b in biases["authors"])
+    assert all(torch.count_nonzero(b) > 0 for b in biases["torch"])
+    with pytest.raises(GatelabError, match="weight_init.*authors"):
+        TrainConfig(model=model, weight_init="he").validate()
 
 
 def test_one_uniform_draw_per_gate_serves_the_whole_minibatch():

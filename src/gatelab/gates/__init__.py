@@ -27,7 +27,7 @@ from gatelab.gates.compact import compact_forward, compactable
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS, make_estimator
 from gatelab.gates.export import Summary, bake, export, summary
 from gatelab.gates.gate import Gate
-from gatelab.gates.models import MODELS, SmallResNet, build_model, lenet5_caffe, mlp
+from gatelab.gates.models import MODELS, SmallResNet, authors_init_, build_model, lenet5_caffe, mlp
 from gatelab.gates.train import PAPER_KEEP_PROB, PAPER_LAMBDA, PAPER_WEIGHT_DECAY
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "ESTIMATORS",
     "GATE_FUNCTIONS",
     "MODELS",
+    "authors_init_",
     "build_model",
     "mlp",
     "lenet5_caffe",

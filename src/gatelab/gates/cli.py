@@ -19,7 +19,7 @@ from gatelab.options import (
 def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.data import IMAGE_DATASETS
     from gatelab.gates.api import GRANULARITIES
-    from gatelab.gates.models import MODELS
+    from gatelab.gates.models import MODELS, WEIGHT_INITS
     from gatelab.gates.train import TrainConfig
 
     d = TrainConfig()
@@ -86,6 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="factor of the gated expected-L2 term (weight_decay/2) sum P(open) ||w||^2 "
         "(default: the authors', 5e-4 for mlp, 5e-4/60000 for lenet5, 0 for resnet)",
+    )
+    t.add_argument(
+        "--weight-init",
+        choices=WEIGHT_INITS,
+        default=d.weight_init,
+        help="initial weights: torch (PyTorch's default) or authors (He-normal, zero biases, as the L0 and "
+        f"L0-ARM code) (default: {d.weight_init})",
     )
     t.add_argument(
         "--ema",
@@ -158,6 +165,7 @@ def _train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        weight_init=args.weight_init,
         ema=args.ema,
         eval_every=args.eval_every,
         train_examples=args.train_examples,

@@ -32,7 +32,7 @@ from gatelab.gates.api import GRANULARITIES, expected_l0, soft_gates, sparsify, 
 from gatelab.gates.average import WeightAverage
 from gatelab.gates.estimators import ESTIMATORS, GATE_FUNCTIONS
 from gatelab.gates.export import summary
-from gatelab.gates.models import MODELS, build_model
+from gatelab.gates.models import MODELS, WEIGHT_INITS, authors_init_, build_model
 from gatelab.progress import ScalarLog, bar, say
 from gatelab.weights import config_from, read_weights
 
@@ -85,6 +85,7 @@ _ACCEPTED = {
     "epochs": _COUNT,
     "batch_size": _COUNT,
     "lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "weight_init": _choice(WEIGHT_INITS),
     "weight_decay": (lambda v: v is None or _is_number(v) and v >= 0, "null (the authors') or a finite number >= 0"),
     "ema": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1) (0: evaluate the last weights)"),
     "eval_every": _COUNT,
@@ -120,6 +121,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float | None = None  # None: the authors' for the model
+    weight_init: str = "torch"  # "authors": their He-normal weights and zero biases (authors_init_)
     ema: float = 0.999
     eval_every: int = 1
     train_examples: int | None = None  # None: every training image outside the validation split
@@ -172,6 +174,8 @@ def build_gated(config: TrainConfig) -> torch.nn.Module:
     """The config's model with its gates, on the config's device."""
     config.validate()
     model = build_model(config.model)
+    if config.weight_init == "authors":
+        authors_init_(model)
     lam = PAPER_LAMBDA[config.model] if config.lam is None else config.lam
     keep = PAPER_KEEP_PROB[config.model] if config.keep_prob is None else config.keep_prob
     sparsify(
