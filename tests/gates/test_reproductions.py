@@ -88,18 +88,19 @@ def test_an_interrupted_reproduction_skips_the_finished_model_and_resumes_the_ot
 def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch, capfd, sweep):
     """The full run's plumbing on tiny settings: one worker process per model, results gathered as stages, and
     each worker's per-epoch lines on stderr, marked with its model. By default the chosen ARM lambda and hard
-    concrete; with the sweep, every lambda and a choice among them."""
+    concrete, with AR as a third row at the chosen lambda; with the sweep, every lambda and a choice among them."""
     monkeypatch.setattr(reproductions, "FULL", {**TINY, "train_examples": 64, "val_size": 32})
     overrides = ["sweep=true"] if sweep else []
     folder = run("l0arm-mlp", quick=False, out=tmp_path, echo=None, quiet=False, overrides=overrides)
     err = capfd.readouterr().err.splitlines()
-    models = reproductions.STAGES["mlp"] if sweep else ("mlp-arm-lam0.07", "mlp-hard_concrete")
-    assert len(models) == (5 if sweep else 2)
+    models = reproductions.STAGES["mlp"] if sweep else ("mlp-arm-lam0.07", "mlp-hard_concrete", "mlp-ar")
+    assert len(models) == (6 if sweep else 3)
     for key in models:
         assert any(line.startswith(f"{key}: epoch 1/1: loss") for line in err), err
     results = json.loads((folder / "results.json").read_text())
     assert results["settings"]["worker processes"] == reproductions.WORKERS == 2
     assert results["settings"]["mlp-arm-lam0.07 config"]["lam"] == 0.07
+    assert results["settings"]["mlp-ar config"]["estimator"] == "ar"
     chosen = results["results"].pop("headline_arm")
     assert chosen == reproductions.headline_arm("mlp", results["results"])
     assert set(results["results"]) == set(models)
@@ -111,7 +112,16 @@ def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch,
     report = (folder / "report.md").read_text()
     label = reproductions.STAGES["mlp"][chosen][0]
     assert f"{label} against hard concrete" in report
+    ar_label = reproductions.STAGES["mlp"]["mlp-ar"][0]
+    assert f"{ar_label} (one forward pass, the higher-variance estimator) against {label}" in report
     assert (f"Chosen: {label}." in report) == sweep and ("chose on validation (seed 0" in report) != sweep
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet5"])
+def test_ar_is_trained_at_the_chosen_arm_lambda(model):
+    _, estimator, lam = reproductions.STAGES[model][f"{model}-ar"]
+    assert estimator == "ar" and lam == reproductions.STAGES[model][reproductions.CHOSEN[model]][2]
+    assert f"{model}-ar" in reproductions._stage_keys(model, quick=False, sweep=False)
 
 
 def test_the_sweep_needs_the_full_schedule(tmp_path):
