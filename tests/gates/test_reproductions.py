@@ -89,7 +89,8 @@ def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch,
     """The full run's plumbing on tiny settings: one worker process per model, results gathered as stages, and
     each worker's per-epoch lines on stderr, marked with its model. By default the chosen ARM lambda and hard
     concrete, with AR as a third row at the chosen lambda; with the sweep, every lambda and a choice among them."""
-    monkeypatch.setattr(reproductions, "FULL", {**TINY, "train_examples": 64, "val_size": 32})
+    tiny = {**TINY, "train_examples": 64, "val_size": 32}
+    monkeypatch.setattr(reproductions, "FULL", {"mlp": {**reproductions.FULL["mlp"], **tiny}})
     overrides = ["sweep=true"] if sweep else []
     folder = run("l0arm-mlp", quick=False, out=tmp_path, echo=None, quiet=False, overrides=overrides)
     err = capfd.readouterr().err.splitlines()
@@ -101,6 +102,7 @@ def test_a_full_run_trains_its_models_in_worker_processes(tmp_path, monkeypatch,
     assert results["settings"]["worker processes"] == reproductions.WORKERS == 2
     assert results["settings"]["mlp-arm-lam0.07 config"]["lam"] == 0.07
     assert results["settings"]["mlp-ar config"]["estimator"] == "ar"
+    assert {results["settings"][f"{key} config"]["weight_init"] for key in models} == {"authors"}
     chosen = results["results"].pop("headline_arm")
     assert chosen == reproductions.headline_arm("mlp", results["results"])
     assert set(results["results"]) == set(models)
