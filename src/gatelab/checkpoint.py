@@ -104,14 +104,18 @@ def checkpoint_beside(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".checkpoint.pt")
 
 
-def check_resumable(state: Mapping[str, Any], fmt: str, config: Mapping[str, Any], path, may_differ=()) -> None:
+def check_resumable(
+    state: Mapping[str, Any], fmt: str, config: Mapping[str, Any], path, may_differ=(), defaults=None
+) -> None:
     """Refuse to resume a checkpoint of another kind, or one made with a different configuration.
 
     ``may_differ`` names config fields that a resumed run may change (say, ``epochs`` to train longer).
+    ``defaults``: the config's default values, which fields that the checkpoint lacks (it was written before
+    they existed) are taken to have had.
     """
     if state.get("format") != fmt:
         raise GatelabError(f"{path} is a {state.get('format')!r} checkpoint, not a {fmt!r} one")
-    saved = state.get("config") or {}
+    saved = {**(defaults or {}), **(state.get("config") or {})}
     diff = sorted(k for k in set(saved) | set(config) if k not in may_differ and saved.get(k) != config.get(k))
     if diff:
         shown = ", ".join(f"{k}: {saved.get(k)!r} in the checkpoint, {config.get(k)!r} now" for k in diff[:4])

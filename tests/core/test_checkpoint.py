@@ -81,6 +81,11 @@ def test_resume_refuses_another_kind_or_config():
         check_resumable(state, "gates", {"lr": 0.2, "epochs": 5}, "c.pt")
     with pytest.raises(GatelabError, match="not a 'lm' one"):
         check_resumable(state, "lm", {"lr": 0.1, "epochs": 5}, "c.pt")
+    # a field added after the checkpoint was written counts as its default, and only that
+    defaults = {"lr": 0.01, "epochs": 200, "init": "torch"}
+    check_resumable(state, "gates", {"lr": 0.1, "epochs": 5, "init": "torch"}, "c.pt", defaults=defaults)
+    with pytest.raises(GatelabError, match="init: 'torch' in the checkpoint, 'authors' now"):
+        check_resumable(state, "gates", {"lr": 0.1, "epochs": 5, "init": "authors"}, "c.pt", defaults=defaults)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -175,12 +175,13 @@ def test_each_evaluation_reports_the_soft_gate_error_and_the_undecided_gates(tmp
     assert scalars.Scalars("validation/error_soft_gates")[-1].value == pytest.approx(soft)
 
 
-def test_a_checkpoint_of_older_code_without_the_soft_gate_numbers_resumes(tmp_path):
+def test_a_checkpoint_of_older_code_without_the_soft_gate_numbers_or_weight_init_resumes(tmp_path):
     ckpt = tmp_path / "run.pt"
     fit(TrainConfig(**{**TINY, "epochs": 1}), checkpoint=ckpt, quiet=True)
     state = load_state(ckpt)
     for name in ("val_error_soft", "undecided"):
         del state["history"][name]
+    del state["config"]["weight_init"]  # older code always started from PyTorch's init, the default
     save_state(ckpt, state)
     _, history = fit(TrainConfig(**TINY), resume=ckpt, quiet=True)
     assert history.epoch == [1, 2] and history.val_error_soft[0] is None and history.undecided[0] is None

@@ -233,7 +233,9 @@ def fit(
     state = None
     if resume is not None:
         state = load_state(resume, "gates training checkpoint")
-        check_resumable(state, FORMAT, asdict(config), resume, may_differ=("epochs", "device"))
+        check_resumable(
+            state, FORMAT, asdict(config), resume, may_differ=("epochs", "device"), defaults=asdict(TrainConfig())
+        )
     torch.manual_seed(config.seed)
     model = build_gated(config)
     convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
