@@ -235,7 +235,7 @@ def _run(report: Report, model: str, quick: bool, seed: int) -> None:
         )
     report.note(
         f"Paper column empty: the L0-ARM paper's own numbers (arXiv:1904.04432, Table 1) could not be retrieved "
-        f"here. Reference column: {REFERENCE_SOURCE} (hard concrete L0), compared with both methods."
+        f"here. Reference column: {REFERENCE_SOURCE} (hard concrete L0), compared with every method."
     )
     report.note(
         f"Validation: {config.val_size} training images carved out (seeded) and measured every "
@@ -276,11 +276,11 @@ def _plots(report: Report, model: str, histories: dict, labels: dict, ref: dict)
     report.save_figure(fig, "architecture.png")
 
 
-@register("l0arm-mlp", "L0-ARM vs hard concrete, MLP 784-300-100 on MNIST", L0ARM, SETTINGS)
+@register("l0arm-mlp", "L0-ARM and AR vs hard concrete, MLP 784-300-100 on MNIST", L0ARM, SETTINGS)
 def l0arm_mlp(report: Report, quick: bool, seed: int) -> None:
     _run(report, "mlp", quick, seed)
 
 
-@register("l0arm-lenet5", "L0-ARM vs hard concrete, LeNet-5-Caffe on MNIST", L0ARM, SETTINGS)
+@register("l0arm-lenet5", "L0-ARM and AR vs hard concrete, LeNet-5-Caffe on MNIST", L0ARM, SETTINGS)
 def l0arm_lenet5(report: Report, quick: bool, seed: int) -> None:
     _run(report, "lenet5", quick, seed)
