@@ -1,13 +1,13 @@
-"""L0-ARM's MNIST experiments: the MLP and LeNet-5-Caffe, with ARM and hard concrete gates.
+"""L0-ARM's MNIST experiments: the MLP and LeNet-5-Caffe, with ARM, AR and hard concrete gates.
 
 Each trained model is one stage of the run, with its training checkpoint in the
 run folder, so ``gatelab reproduce l0arm-mlp --resume RUN_DIR`` skips the
 models that finished and continues the ones in progress. A full run trains hard
-concrete and ARM at the lambda that the sweep chose on validation (``CHOSEN``)
-in ``WORKERS`` processes of one thread each; ``--set sweep=true`` trains the
-whole sweep of ARM's lambda instead and sets against hard concrete the ARM
-model that validation chooses (``headline_arm``). A quick run trains one of
-each, one after the other in this process.
+concrete, and ARM and AR at the lambda that the sweep chose on validation
+(``CHOSEN``), in ``WORKERS`` processes of one thread each; ``--set sweep=true``
+trains the whole sweep of ARM's lambda instead and sets against hard concrete
+the ARM model that validation chooses (``headline_arm``). A quick run trains
+ARM and hard concrete, one after the other in this process.
 """
 
 from __future__ import annotations
