@@ -11,7 +11,7 @@ import torch
 import gatelab.nice.classifiers as classifiers
 import gatelab.nice.reproductions as reproductions
 from gatelab.checkpoint import Interrupted
-from gatelab.nice import NICE, load_classifier
+from gatelab.nice import NICE, NICEConfig, load_classifier
 from gatelab.reproduce import run
 
 TINY = {
@@ -24,6 +24,7 @@ TINY = {
     "nice_epochs": 1,
     "nice_lr": 1e-2,
     "compress_images": 30,
+    "compress_steps": 3,
     "explain_images": 10,
     "compress_lams": {"mnist": (1.0, 2.0), "fashion-mnist": (1.5,)},
 }
@@ -49,9 +50,10 @@ STAGES = {
 
 @pytest.fixture
 def events(monkeypatch, split_reads, one_thread):
-    """The tiny quick setting; ``split_reads`` also records each finished training as "trained"."""
+    """The tiny quick setting; ``split_reads`` also records each training ("train_classifier", "fit") and each
+    stage's per-image mask optimisation ("masks"), with the checkpoint it resumed."""
     monkeypatch.setattr(reproductions, "QUICK", TINY)
-    train, fit = classifiers.train_classifier, NICE.fit
+    train, fit, explain = classifiers.train_classifier, NICE.fit, NICE.explain
 
     def train_classifier(*args, **kw):
         split_reads.append(("train_classifier", kw.get("resume")))
@@ -61,8 +63,14 @@ def events(monkeypatch, split_reads, one_thread):
         split_reads.append(("fit", kw.get("resume")))
         return fit(self, *args, **kw)
 
+    def nice_explain(self, *args, **kw):
+        if "checkpoint" in kw:  # a stage's masks, not the test split's or the panels'
+            split_reads.append(("masks", kw.get("resume")))
+        return explain(self, *args, **kw)
+
     monkeypatch.setattr(reproductions, "train_classifier", train_classifier)
     monkeypatch.setattr(NICE, "fit", nice_fit)
+    monkeypatch.setattr(NICE, "explain", nice_explain)
     return split_reads
 
 
@@ -86,7 +94,10 @@ def test_quick_reproduction_plumbing(name, tmp_path, events):
         assert (
             len(validation["classifier"][setting]) == 1 and "validation_error" in validation["classifier"][setting][0]
         )
-    assert len(results["results"]["compression"]) == 2 * 2 * len(lams)  # classifiers x table modes x strengths
+    # the test split is compressed at each classifier's chosen strength only, with both kinds of tables
+    assert len(results["results"]["compression"]) == 2 * 2
+    for p in results["results"]["compression"]:
+        assert p["lam"] == results["results"]["chosen_lam"][p["classifier"]]
     floors = results["results"]["empty_mask_floor"]
     assert len(floors) == 4 and all(f["mask_density"] == 0 for f in floors)
     for reference in ("zeros", "blur"):
@@ -105,24 +116,25 @@ def test_quick_reproduction_plumbing(name, tmp_path, events):
     assert "100, a seeded split" in (folder / "report.md").read_text()
     for png in ("panels.png", "deletion_insertion_zeros.png", "deletion_insertion_blur.png", "tradeoff.png"):
         assert (folder / png).stat().st_size > 1000
-    # compression masks switch whole JPEG blocks; explanation masks stay per pixel, as in the paper
+    # compression masks switch whole JPEG blocks of each image; explanation masks stay per pixel, as in the paper
     classifier, _ = load_classifier(folder / "classifier.safetensors")
     images = torch.rand(4, 1, 28, 28)
-    lowres = NICE.load(folder / f"masks-lowres-lam{lams[0]:g}.safetensors", classifier)
-    assert lowres.config.cell == reproductions.COMPRESS_CELL == 8
+    config = NICEConfig(**results["settings"][f"NICE masks-lowres-lam{lams[0]:g}"])
+    assert config.cell == reproductions.COMPRESS_CELL == 8 and config.mode == "per_image"
+    lowres = NICE(classifier, config)
     blocks = lowres.saliency(images)[:, 0, :24, :24].unfold(1, 8, 8).unfold(2, 8, 8)  # the whole 8x8 blocks
     assert torch.all(blocks.amin(dim=(-1, -2)) == blocks.amax(dim=(-1, -2)))
     assert lowres.gate_parameters(images).std() > 0  # per-pixel parameters vary: the cells make blocks uniform
     assert NICE.load(folder / "masks-zeros-lam2.safetensors", classifier).config.cell == 1
 
 
-def test_a_full_run_trains_its_masks_in_worker_processes_to_the_same_results(tmp_path, monkeypatch, events):
+def test_a_full_run_computes_its_masks_in_worker_processes_to_the_same_results(tmp_path, monkeypatch, events):
     quick = run("nice-fmnist", quick=True, out=tmp_path / "quick", echo=None, quiet=True)
     del events[:]
     monkeypatch.setattr(reproductions, "FULL", TINY)
     full = run("nice-fmnist", quick=False, out=tmp_path / "full", echo=None, quiet=True)
-    # the three mask networks were trained in the two worker processes, none in this one
-    assert [e for e in events if isinstance(e, tuple) and e[0] == "fit"] == []
+    # the explanation network and the validation masks were computed in the two worker processes, none in this one
+    assert [e for e in events if isinstance(e, tuple) and e[0] in ("fit", "masks")] == []
     a, b = (json.loads((folder / "results.json").read_text()) for folder in (quick, full))
     assert b["settings"]["worker processes"] == reproductions.WORKERS == 2
     # one thread each, seeded: the workers rebuild the same data, classifiers and settings as this process
@@ -143,7 +155,7 @@ def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, mon
 
     def interrupting_loss(self, *args):
         calls.append(1)
-        if len(calls) == 6:  # 2 steps a mask network: the explanation's, lambda 1's, then lambda 2's second
+        if len(calls) == 7:  # the explanation network's 2 steps, lambda 1's 3 per-image steps, then lambda 2's second
             os.kill(os.getpid(), signal.SIGINT)
         return loss(self, *args)
 
@@ -165,6 +177,6 @@ def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, mon
     folder = run("nice-mnist", quick=True, out=tmp_path, resume=work, echo=None, quiet=True)
     trainings = [e for e in events if isinstance(e, tuple)]
     # the stage in progress resumes, the finished ones are skipped, the fine-tuned classifier's masks start afresh
-    assert trainings == [("fit", work / "checkpoints" / "masks-lowres-lam2.pt"), ("fit", None), ("fit", None)]
+    assert trainings == [("masks", work / "checkpoints" / "masks-lowres-lam2.pt"), ("masks", None), ("masks", None)]
     assert not work.exists() and (folder / "report.md").is_file()
     assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == sorted(STAGES["nice-mnist"] + ["wall"])

@@ -56,10 +56,12 @@ def explanation_panels(
     return _save_png(fig, path)
 
 
-def tradeoff_plot(path: str | os.PathLike, points: list[dict], paper_ratio: float | None = None) -> Path:
+def tradeoff_plot(
+    path: str | os.PathLike, points: list[dict], paper_ratio: float | None = None, label: str = "NICE"
+) -> Path:
     """Accuracy on compressed images against size ratio, one point per L0 strength, labelled by lambda."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot([p["size_ratio"] for p in points], [100 * p["accuracy_mixed"] for p in points], "o-", label="NICE")
+    ax.plot([p["size_ratio"] for p in points], [100 * p["accuracy_mixed"] for p in points], "o-", label=label)
     for p in points:
         ax.annotate(
             f"λ={p['lam']:g}",
