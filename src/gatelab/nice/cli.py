@@ -166,6 +166,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--factor", type=positive_int, default=8, help="background subsampling factor (default: 8, JPEG's block size)"
     )
     z.add_argument(
+        "--cell",
+        type=positive_int,
+        default=8,
+        help="per-image mode: gate size in pixels; 8 switches whole JPEG blocks, 1 single pixels (default: 8)",
+    )
+    z.add_argument(
         "--tables",
         choices=TABLE_MODES,
         default="inline",
@@ -249,8 +255,9 @@ def _train_masks(args) -> int:
     return 0
 
 
-def _nice_for(args):
-    """The classifier, a NICE that masks its inputs, and the inputs with labels and names."""
+def _nice_for(args, **per_image):
+    """The classifier, a NICE that masks its inputs, and the inputs with labels and names; ``per_image`` sets
+    the per-image mode's other settings (compression optimises the gates against the background it stores)."""
     from gatelab.files import check_output_path
     from gatelab.nice.classifiers import load_classifier
     from gatelab.nice.images import load_inputs
@@ -261,7 +268,9 @@ def _nice_for(args):
     if args.masks:
         nice = NICE.load(args.masks, classifier, args.device)
     else:
-        config = NICEConfig(mode="per_image", device=args.device, lam=args.lam, steps=args.steps, seed=args.seed)
+        config = NICEConfig(
+            mode="per_image", device=args.device, lam=args.lam, steps=args.steps, seed=args.seed, **per_image
+        )
         nice = NICE(classifier, config.validate())
     shape = nice.input_shape_ or (1, 28, 28)
     images, labels, names = load_inputs(args.inputs, shape, args.count, args.invert)
@@ -321,7 +330,9 @@ def _compress(args) -> int:
     from gatelab.files import atomic_dir
     from gatelab.nice.compress import compress, save_jpegs
 
-    classifier, nice, images, labels, names = _nice_for(args)
+    classifier, nice, images, labels, names = _nice_for(
+        args, background="lowres", lowres_factor=args.factor, cell=args.cell
+    )
     masks = nice.mask(images)
     result = compress(images, masks, quality=args.quality, factor=args.factor, tables=args.tables)
     with atomic_dir(args.out) as out:
