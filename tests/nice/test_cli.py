@@ -81,14 +81,15 @@ def test_explain_an_image_file_per_image(classifier_file, tmp_path):
     assert Image.open(out / "masks" / "digit.png").size == (28, 28)
 
 
-def test_per_image_compression_optimises_block_gates_against_the_stored_background(classifier_file, tmp_path, capsys):
+def test_per_image_compression_optimises_block_gates_against_the_stored_background(
+    classifier_file, tmp_path, capsys, monkeypatch
+):
     from gatelab.nice import NICE
 
     configs, mask = [], NICE.mask
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(NICE, "mask", lambda self, images: (configs.append(self.config), mask(self, images))[1])
-        argv = ["nice", "compress", "mnist", "--classifier", str(classifier_file), "--count", "50", "--lam", "1"]
-        assert run([*argv, "--tables", "shared", "--out", str(tmp_path / "out")]) == 0
+    monkeypatch.setattr(NICE, "mask", lambda self, images: (configs.append(self.config), mask(self, images))[1])
+    argv = ["nice", "compress", "mnist", "--classifier", str(classifier_file), "--count", "50", "--lam", "1"]
+    assert run([*argv, "--tables", "shared", "--out", str(tmp_path / "out")]) == 0
     (config,) = configs
     assert (config.mode, config.background, config.lowres_factor, config.cell) == ("per_image", "lowres", 8, 8)
     printed = capsys.readouterr().out
