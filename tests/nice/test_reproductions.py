@@ -26,6 +26,7 @@ TINY = {
     "compress_images": 30,
     "compress_steps": 3,
     "explain_images": 10,
+    "explain_lams": (0.5, 2.0),
     "compress_lams": {"mnist": (1.0, 2.0), "fashion-mnist": (1.5,)},
 }
 STAGES = {
@@ -36,6 +37,7 @@ STAGES = {
         "masks-lowres-lam2",
         "masks-lowres-tuned-lam1",
         "masks-lowres-tuned-lam2",
+        "masks-zeros-lam0.5",
         "masks-zeros-lam2",
     ],
     "nice-fmnist": [
@@ -43,6 +45,7 @@ STAGES = {
         "classifier-mixed",
         "masks-lowres-lam1.5",
         "masks-lowres-tuned-lam1.5",
+        "masks-zeros-lam0.5",
         "masks-zeros-lam2",
     ],
 }
@@ -98,6 +101,12 @@ def test_quick_reproduction_plumbing(name, tmp_path, events):
     assert len(results["results"]["compression"]) == 2 * 2
     for p in results["results"]["compression"]:
         assert p["lam"] == results["results"]["chosen_lam"][p["classifier"]]
+    # the explanation strength too: every candidate and gradient saliency scored on validation, both references
+    explained = validation["explanation"]
+    assert set(explained) == {"NICE lambda 0.5", "NICE lambda 2", "saliency"}
+    assert all(set(by_reference) == {"zeros", "blur"} for by_reference in explained.values())
+    chosen = reproductions.choose_explain_lam({lam: explained[f"NICE lambda {lam:g}"] for lam in TINY["explain_lams"]})
+    assert results["results"]["chosen_explain_lam"] == results["results"]["explanation"]["lam"] == chosen
     floors = results["results"]["empty_mask_floor"]
     assert len(floors) == 4 and all(f["mask_density"] == 0 for f in floors)
     for reference in ("zeros", "blur"):
@@ -138,7 +147,7 @@ def test_a_full_run_computes_its_masks_in_worker_processes_to_the_same_results(t
     a, b = (json.loads((folder / "results.json").read_text()) for folder in (quick, full))
     assert b["settings"]["worker processes"] == reproductions.WORKERS == 2
     # one thread each, seeded: the workers rebuild the same data, classifiers and settings as this process
-    for key in ("validation", "chosen_lam", "compression", "explanation"):
+    for key in ("validation", "chosen_lam", "chosen_explain_lam", "compression", "explanation"):
         assert b["results"][key] == a["results"][key], key
 
 
@@ -150,12 +159,25 @@ def test_choose_lam_prefers_the_smallest_size_within_the_accuracy_target():
     assert reproductions.choose_lam([point(1, 0.8, 2), point(2, 0.5, 3)]) == 1  # none in target: most accurate
 
 
+def test_choose_explain_lam_prefers_the_best_insertion_minus_deletion_over_both_references():
+    def scores(black, blurred):  # (deletion, insertion) AUCs
+        return {
+            reference: {"deletion_auc": d, "insertion_auc": i}
+            for reference, (d, i) in (("zeros", black), ("blur", blurred))
+        }
+
+    found = {0.25: scores((0.19, 0.95), (0.44, 0.93)), 2.0: scores((0.37, 0.96), (0.56, 0.91))}
+    assert reproductions.choose_explain_lam(found) == 0.25
+    found[2.0] = scores((0.10, 0.96), (0.50, 0.90))  # 0.10 better with black, 0.09 worse blurred
+    assert reproductions.choose_explain_lam(found) == 2.0
+
+
 def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, monkeypatch, events):
     loss, calls = NICE._loss, []
 
     def interrupting_loss(self, *args):
         calls.append(1)
-        if len(calls) == 7:  # the explanation network's 2 steps, lambda 1's 3 per-image steps, then lambda 2's second
+        if len(calls) == 9:  # two explanation networks' 2 steps, lambda 1's 3 per-image steps, then lambda 2's second
             os.kill(os.getpid(), signal.SIGINT)
         return loss(self, *args)
 
@@ -168,6 +190,7 @@ def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, mon
         "classifier",
         "classifier-mixed",
         "masks-lowres-lam1",
+        "masks-zeros-lam0.5",
         "masks-zeros-lam2",
         "wall",
     ]
