@@ -60,11 +60,18 @@ def test_train_masks_then_compress_and_explain(classifier_file, tmp_path, capsys
     argv = ["nice", "explain", "mnist", *clf, "--masks", str(masks), "--count", "8", "--baselines", "saliency"]
     assert run([*argv, "--panels", "3", "--seed", "1", "--out", str(explain)]) == 0
     scores = json.loads((explain / "scores.json").read_text())
-    assert set(scores["scores"]) == {"nice", "saliency", "random"}
+    assert set(scores["scores"]) == {"nice", "saliency", "random"} and scores["reference"] == "zeros"
+    blurred = tmp_path / "explain-blur"
+    assert run([*argv, "--seed", "1", "--reference", "blur", "--out", str(blurred)]) == 0
+    again = json.loads((blurred / "scores.json").read_text())
+    assert again["reference"] == "blur" and again["mask_density"] == scores["mask_density"]
+    for name in ("nice", "saliency"):  # the same maps, scored against another reference
+        assert again["scores"][name]["deletion_auc"] != scores["scores"][name]["deletion_auc"]
     assert (explain / "panels.png").stat().st_size > 0
     assert len(list((explain / "masks").glob("*.png"))) == 8
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "explain",
+        "explain-blur",
         "jpegs",
         "masks.safetensors",
         "masks.safetensors.checkpoint.pt",

@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.nice.classifiers import AUGMENTS, ClassifierConfig
     from gatelab.nice.compress import TABLE_MODES
     from gatelab.nice.masks import BACKGROUNDS, NICE_ESTIMATORS, NICEConfig
-    from gatelab.nice.metrics import BASELINES
+    from gatelab.nice.metrics import BASELINES, REFERENCES
 
     c, d = ClassifierConfig(), NICEConfig()
     nice = sub.add_parser(
@@ -152,6 +152,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated Captum baselines ({', '.join(BASELINES)}), or none (default: {','.join(BASELINES)})",
     )
     e.add_argument("--panels", type=positive_int, default=10, help="images drawn in the panel figure (default: 10)")
+    e.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default="zeros",
+        help="what deletion and insertion put in place of a pixel: black, or a Gaussian blur of the image as in "
+        "RISE (default: zeros)",
+    )
     e.set_defaults(func=_explain)
 
     z = cmds.add_parser(
@@ -303,6 +310,7 @@ def _explain(args) -> int:
         {"nice": saliency},
         methods=baselines,
         seed=args.seed,
+        reference=args.reference,
         attribute_kw={"absolute": True},
     )
     summary = {name: {k: v for k, v in s.items() if k != "curves"} for name, s in scores.items()}
@@ -317,9 +325,12 @@ def _explain(args) -> int:
             [f"{n} -> {int(p)}" for n, p in zip(names[shown], predictions[shown])],
         )
         plot_curves(scores, out / "deletion_insertion.png")
-        write_json(out / "scores.json", {"images": len(images), "mask_density": density, "scores": summary})
+        write_json(
+            out / "scores.json",
+            {"images": len(images), "mask_density": density, "reference": args.reference, "scores": summary},
+        )
     print(f"{len(images)} images, masks keep {100 * density:.1f}% of pixels; outputs in {args.out}")
-    print(f"{'method':<22}{'deletion AUC (low)':>20}{'insertion AUC (high)':>22}")
+    print(f"{'method':<22}{'deletion AUC (low)':>20}{'insertion AUC (high)':>22}   {args.reference} reference")
     for name, s in summary.items():
         print(f"{name:<22}{s['deletion_auc']:>20.3f}{s['insertion_auc']:>22.3f}")
     return 0
