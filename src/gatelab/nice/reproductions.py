@@ -237,8 +237,8 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     classifiers = _classifiers(report, dataset, s, seed)
     classifier = classifiers["original"][0]
 
-    # The explanation mask network and, for each classifier and strength, the compression masks of the
-    # validation images, where the headline strength is chosen. They are independent: a full run computes them
+    # The explanation mask networks (one per strength) and, for each classifier and strength, the compression masks
+    # of the validation images, where the headline strengths are chosen. They are independent: a full run computes them
     # side by side, each stage in a worker process from the same seeded split.
     split = {"dataset": dataset, "seed": seed, **{k: s[k] for k in ("val_size", "train_examples", "compress_images")}}
     path = {setting: str(report.folder / f"{key}.safetensors") for setting, key in CLASSIFIERS.items()}
