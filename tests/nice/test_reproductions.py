@@ -4,6 +4,7 @@ and a resumed run that skips finished stages."""
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,12 +50,14 @@ STAGES = {
         "masks-zeros-lam2",
     ],
 }
+TEST_MASKS = ["test-masks-fine-tuned", "test-masks-original"]  # the test split's per-image masks, checkpointed
 
 
 @pytest.fixture
 def events(monkeypatch, split_reads, one_thread):
-    """The tiny quick setting; ``split_reads`` also records each training ("train_classifier", "fit") and each
-    stage's per-image mask optimisation ("masks"), with the checkpoint it resumed."""
+    """The tiny quick setting; ``split_reads`` also records each training ("train_classifier", "fit"), each
+    stage's per-image mask optimisation ("masks") and the test split's ("test-masks"), with the checkpoint it
+    resumed."""
     monkeypatch.setattr(reproductions, "QUICK", TINY)
     train, fit, explain = classifiers.train_classifier, NICE.fit, NICE.explain
 
@@ -67,8 +70,9 @@ def events(monkeypatch, split_reads, one_thread):
         return fit(self, *args, **kw)
 
     def nice_explain(self, *args, **kw):
-        if "checkpoint" in kw:  # a stage's masks, not the test split's or the panels'
-            split_reads.append(("masks", kw.get("resume")))
+        if "checkpoint" in kw:  # a stage's masks or the test split's, not the panels'
+            test = Path(kw["checkpoint"]).stem.startswith("test-masks")
+            split_reads.append(("test-masks" if test else "masks", kw.get("resume")))
         return explain(self, *args, **kw)
 
     monkeypatch.setattr(reproductions, "train_classifier", train_classifier)
@@ -80,11 +84,13 @@ def events(monkeypatch, split_reads, one_thread):
 @pytest.mark.parametrize("name", ["nice-mnist", "nice-fmnist"])
 def test_quick_reproduction_plumbing(name, tmp_path, events):
     folder = run(name, quick=True, out=tmp_path, echo=None, quiet=True)
-    # every training happens before the test split is read, and it is read once
+    # every training happens before the test split is read, and it is read once; then its masks are optimised
     assert events.count("test") == 1
-    assert events.index("test") > max(i for i, e in enumerate(events) if isinstance(e, tuple))
+    trainings = [i for i, e in enumerate(events) if isinstance(e, tuple) and e[0] != "test-masks"]
+    assert events.index("test") > max(trainings)
+    assert events[events.index("test") :].count(("test-masks", None)) == 2
     assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == sorted(STAGES[name] + ["wall"])
-    assert sorted(p.stem for p in (folder / "checkpoints").glob("*.pt")) == STAGES[name]
+    assert sorted(p.stem for p in (folder / "checkpoints").glob("*.pt")) == sorted(STAGES[name] + TEST_MASKS)
 
     results = json.loads((folder / "results.json").read_text())
     lams = TINY["compress_lams"]["mnist" if name == "nice-mnist" else "fashion-mnist"]
@@ -200,6 +206,38 @@ def test_an_interrupted_reproduction_resumes_the_stage_in_progress(tmp_path, mon
     folder = run("nice-mnist", quick=True, out=tmp_path, resume=work, echo=None, quiet=True)
     trainings = [e for e in events if isinstance(e, tuple)]
     # the stage in progress resumes, the finished ones are skipped, the fine-tuned classifier's masks start afresh
-    assert trainings == [("masks", work / "checkpoints" / "masks-lowres-lam2.pt"), ("masks", None), ("masks", None)]
+    assert (
+        trainings
+        == [("masks", work / "checkpoints" / "masks-lowres-lam2.pt"), ("masks", None), ("masks", None)]
+        + [("test-masks", None)] * 2
+    )
     assert not work.exists() and (folder / "report.md").is_file()
     assert sorted(p.stem for p in (folder / "stages").glob("*.json")) == sorted(STAGES["nice-mnist"] + ["wall"])
+
+
+def test_a_run_interrupted_while_masking_the_test_split_resumes_those_masks(tmp_path, monkeypatch, events):
+    whole = run("nice-mnist", quick=True, out=tmp_path / "whole", echo=None, quiet=True)
+    loss, calls = NICE._loss, []
+
+    def interrupting_loss(self, *args):
+        calls.append(1)
+        # the stages' 16 steps, the original classifier's 3 on the test split, then the fine-tuned one's second
+        if len(calls) == 21:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss(self, *args)
+
+    monkeypatch.setattr(NICE, "_loss", interrupting_loss)
+    with pytest.raises(Interrupted):
+        run("nice-mnist", quick=True, out=tmp_path / "cut", echo=None, quiet=True)
+    (work,) = (tmp_path / "cut").iterdir()
+    assert sorted(p.stem for p in (work / "stages").glob("*.json")) == sorted(STAGES["nice-mnist"] + ["wall"])
+    del events[:]
+
+    monkeypatch.setattr(NICE, "_loss", loss)
+    folder = run("nice-mnist", quick=True, out=tmp_path / "cut", resume=work, echo=None, quiet=True)
+    # no stage trains again; both classifiers' test masks continue from their checkpoints
+    assert [e for e in events if isinstance(e, tuple)] == [
+        ("test-masks", work / "checkpoints" / f"{name}.pt") for name in ("test-masks-original", "test-masks-fine-tuned")
+    ]
+    resumed, uninterrupted = (json.loads((f / "results.json").read_text())["results"] for f in (folder, whole))
+    assert resumed["compression"] == uninterrupted["compression"]

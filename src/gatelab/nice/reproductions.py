@@ -289,7 +289,8 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     xc, yc = xt[: s["compress_images"]], yt[: s["compress_images"]]
     points, floors = [], {}
     for setting, (clf, _) in classifiers.items():
-        masks = compressors[setting].mask(xc)  # each test image's own masks, at the strength chosen on validation
+        # each test image's own masks, at the strength chosen on validation, checkpointed like the stages' masks
+        masks, _ = compressors[setting].explain(xc, **report.trainer_options(f"test-masks-{setting}"))
         for tables in ("shared", "inline"):
             floors[setting, tables] = _compression_point(clf, torch.zeros_like(xc), xc, yc, None, tables)
             points.append({"classifier": setting, **_compression_point(clf, masks, xc, yc, chosen[setting], tables)})
