@@ -56,23 +56,19 @@ def explanation_panels(
     return _save_png(fig, path)
 
 
-def tradeoff_plot(
-    path: str | os.PathLike, points: list[dict], paper_ratio: float | None = None, label: str = "NICE"
-) -> Path:
-    """Accuracy on compressed images against size ratio, one point per L0 strength, labelled by lambda."""
+def tradeoff_plot(path: str | os.PathLike, series: dict[str, list[dict]], paper_ratio: float | None = None) -> Path:
+    """Accuracy on compressed images against size ratio: one NICE line per series (a classifier), one point per L0
+    strength labelled by lambda, each beside plain JPEG's accuracy with the same classifier."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
-    ax.plot([p["size_ratio"] for p in points], [100 * p["accuracy_mixed"] for p in points], "o-", label=label)
-    for p in points:
-        ax.annotate(
-            f"λ={p['lam']:g}",
-            (p["size_ratio"], 100 * p["accuracy_mixed"]),
-            fontsize=7,
-            textcoords="offset points",
-            xytext=(4, 4),
-        )
-    ax.axhline(100 * points[0]["accuracy_plain"], color="gray", ls="--", label="plain JPEG, same quality")
+    for i, (label, points) in enumerate(series.items()):
+        color = f"C{i}"
+        sizes, accuracies = [p["size_ratio"] for p in points], [100 * p["accuracy_mixed"] for p in points]
+        ax.plot(sizes, accuracies, "o-", color=color, label=f"NICE, {label}")
+        for p, size, acc in zip(points, sizes, accuracies):
+            ax.annotate(f"λ={p['lam']:g}", (size, acc), fontsize=7, textcoords="offset points", xytext=(4, 4))
+        ax.axhline(100 * points[0]["accuracy_plain"], color=color, ls="--", lw=0.8, label=f"plain JPEG, {label}")
     if paper_ratio is not None:
-        ax.axvline(paper_ratio, color="C3", ls=":", label=f"paper, ~{paper_ratio}x")
+        ax.axvline(paper_ratio, color="gray", ls=":", label=f"paper, ~{paper_ratio}x")
     ax.set_xlabel("file size / plain JPEG file size")
     ax.set_ylabel("classifier accuracy (%)")
     ax.legend(fontsize=7)

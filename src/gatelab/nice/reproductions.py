@@ -297,12 +297,8 @@ def _run(report: Report, dataset: str, quick: bool, seed: int) -> None:
     report.results["compression"] = points
     report.results["empty_mask_floor"] = [{"classifier": k[0], **v} for k, v in floors.items()]
     _compression_rows(report, validation, points, floors, len(xc))
-    tradeoff_plot(
-        report.folder / "tradeoff.png",
-        validation["fine-tuned"],
-        PAPER_SIZE_RATIO,
-        "NICE, fine-tuned classifier, validation",
-    )
+    series = {f"{setting} classifier, validation": validation[setting] for setting in CLASSIFIERS}
+    tradeoff_plot(report.folder / "tradeoff.png", series, PAPER_SIZE_RATIO)
     report.plots.append("tradeoff.png")
     _panels(report, classifier, explainers[explain_lam], compressors["fine-tuned"], xt, yt, s["panel_classes"])
 
