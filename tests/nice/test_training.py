@@ -2,6 +2,7 @@
 
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 import torch
@@ -81,13 +82,12 @@ def test_log_dir_gets_the_epoch_scalars(tmp_path):
 
 def test_resume_refuses_a_different_configuration(tmp_path):
     ckpt = tmp_path / "masks.ckpt"
-    NICE(RegionClassifier(), NICEConfig(epochs=1, batch_size=20)).fit(region_images(20), quiet=True, checkpoint=ckpt)
-    with pytest.raises(GatelabError, match="lam: 2.0 in the checkpoint, 3.0 now"):
-        NICE(RegionClassifier(), NICEConfig(lam=3.0, epochs=1, batch_size=20)).fit(region_images(20), resume=ckpt)
+    config = NICEConfig(lam=1.0, epochs=1, batch_size=20)
+    NICE(RegionClassifier(), config).fit(region_images(20), quiet=True, checkpoint=ckpt)
+    with pytest.raises(GatelabError, match="lam: 1.0 in the checkpoint, 3.0 now"):
+        NICE(RegionClassifier(), replace(config, lam=3.0)).fit(region_images(20), resume=ckpt)
     # more epochs may be asked for: training continues from the saved end
-    longer = NICE(RegionClassifier(), NICEConfig(epochs=2, batch_size=20)).fit(
-        region_images(20), quiet=True, resume=ckpt
-    )
+    longer = NICE(RegionClassifier(), replace(config, epochs=2)).fit(region_images(20), quiet=True, resume=ckpt)
     assert [h["epoch"] for h in longer.history_] == [1, 2]
 
 

@@ -1,8 +1,8 @@
 """NICE (Li & Ji, arXiv:1908.08988): per-pixel L0 gates that explain a classifier and compress images.
 
-    nice = NICE(classifier, NICEConfig(lam=2)).fit(train_images)   # amortised mask network
-    masks, saliency = nice.explain(images)                          # binary masks and P(gate open)
-    result = compress(images, masks, quality=75)                    # mixed-resolution JPEG, real bytes
+    nice = NICE(classifier, NICEConfig(lam=0.5)).fit(train_images)  # amortised mask network
+    masks, saliency = nice.explain(images)                           # binary masks and P(gate open)
+    result = compress(images, masks, quality=75)                     # mixed-resolution JPEG, real bytes
     print(result.size_ratio)
     scores = compare(classifier, images, predictions, {"nice": saliency},
                      methods=("saliency", "integrated_gradients", "occlusion"))

@@ -24,7 +24,7 @@ def _quality(text: str) -> int:
     return int(text)
 
 
-def _mask_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
+def _mask_arguments(p: argparse.ArgumentParser, default_out: str, default_lam: float) -> None:
     from gatelab.nice.masks import NICEConfig
 
     d = NICEConfig()
@@ -38,7 +38,10 @@ def _mask_arguments(p: argparse.ArgumentParser, default_out: str) -> None:
         "slower, see --lam and --steps)",
     )
     p.add_argument(
-        "--lam", type=nonnegative_float, default=d.lam, help=f"per-image mode: L0 strength (default: {d.lam})"
+        "--lam",
+        type=nonnegative_float,
+        default=default_lam,
+        help=f"per-image mode: L0 strength (default: {default_lam})",
     )
     p.add_argument(
         "--steps", type=positive_int, default=d.steps, help=f"per-image mode: Adam steps (default: {d.steps})"
@@ -60,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from gatelab.data import IMAGE_DATASETS
     from gatelab.nice.classifiers import AUGMENTS, ClassifierConfig
     from gatelab.nice.compress import TABLE_MODES
-    from gatelab.nice.masks import BACKGROUNDS, NICE_ESTIMATORS, NICEConfig
+    from gatelab.nice.masks import BACKGROUNDS, COMPRESS_LAM, NICE_ESTIMATORS, NICEConfig
     from gatelab.nice.metrics import BASELINES, REFERENCES
 
     c, d = ClassifierConfig(), NICEConfig()
@@ -145,7 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Explain the classifier's predictions: NICE masks beside Captum baselines, "
         "PNG panels, masks as PNGs, and deletion/insertion scores in scores.json.",
     )
-    _mask_arguments(e, "nice-explain")
+    _mask_arguments(e, "nice-explain", d.lam)
     e.add_argument(
         "--baselines",
         default=",".join(BASELINES),
@@ -167,7 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Keep masked pixels at full resolution, subsample the rest, store as JPEG, "
         "and compare with plain JPEG at the same quality.",
     )
-    _mask_arguments(z, "nice-compressed")
+    _mask_arguments(z, "nice-compressed", COMPRESS_LAM)
     z.add_argument("--quality", type=_quality, default=75, help="JPEG quality 1-95 (default: 75)")
     z.add_argument(
         "--factor", type=positive_int, default=8, help="background subsampling factor (default: 8, JPEG's block size)"
