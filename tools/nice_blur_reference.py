@@ -27,7 +27,7 @@ from gatelab.data import image_splits
 from gatelab.evaluation import predict
 from gatelab.nice.classifiers import load_classifier
 from gatelab.nice.masks import NICE
-from gatelab.nice.metrics import REFERENCES, attribute, blur, compare
+from gatelab.nice.metrics import REFERENCES, attribute, compare, reference_images
 
 TOP = 0.10  # the share of pixels, by each ranking, whose change and background share are reported
 INK = 0.1  # pixels brighter than this are the object's; the rest are background
@@ -62,7 +62,7 @@ def main() -> None:
     ink = (xv > INK).to(xv.dtype)
     print(f"{s['dataset']}, {len(xv)} validation images, NICE lambda {lam:g}")
     for reference in REFERENCES:
-        change = (xv - (torch.zeros_like(xv) if reference == "zeros" else blur(xv))).abs()
+        change = (xv - reference_images(reference, xv)).abs()
         maps = {
             "NICE": nice,
             "saliency": saliency,

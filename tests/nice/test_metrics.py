@@ -16,6 +16,7 @@ from gatelab.nice.metrics import (
     deletion_insertion,
     keep_top_accuracy,
     plot_curves,
+    reference_images,
 )
 
 
@@ -135,6 +136,16 @@ def test_tensor_and_blur_references(trained):
     torch.testing.assert_close(r.deletion[:, -1], _probability(net, torch.full_like(x, 0.5), y), rtol=0, atol=1e-6)
     torch.testing.assert_close(r.insertion[:, 0], _probability(net, blur(x, 2.0), y), rtol=0, atol=1e-6)
     torch.testing.assert_close(r.insertion[:, -1], _probability(net, x, y), rtol=0, atol=1e-6)
+
+
+def test_reference_images_are_what_removed_pixels_take():
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(reference_images("zeros", x), torch.zeros_like(x))
+    torch.testing.assert_close(reference_images("blur", x), blur(x, 5.0))
+    torch.testing.assert_close(reference_images("blur", x, 2.0), blur(x, 2.0))
+    torch.testing.assert_close(reference_images(0.25, x), torch.full_like(x, 0.25))
+    image = torch.rand(1, 8, 8)
+    torch.testing.assert_close(reference_images(image, x), image.expand_as(x))
 
 
 def test_blur_keeps_constants_and_mass_and_smooths():

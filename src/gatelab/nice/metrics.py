@@ -44,6 +44,7 @@ __all__ = [
     "deletion_insertion",
     "keep_top_accuracy",
     "plot_curves",
+    "reference_images",
 ]
 
 #: The attribution methods :func:`attribute` computes through Captum.
@@ -254,8 +255,8 @@ def blur(images: Tensor, sigma: float = 5.0) -> Tensor:
     return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def _reference(reference: Reference, images: Tensor, blur_sigma: float) -> Tensor:
-    """The reference images (N, C, H, W) that removed pixels take."""
+def reference_images(reference: Reference, images: Tensor, blur_sigma: float = 5.0) -> Tensor:
+    """The reference images (N, C, H, W) that removed pixels take: black, a blurred copy, a constant or an image."""
     if isinstance(reference, str):
         check_choice("reference", reference, REFERENCES)
         return torch.zeros_like(images) if reference == "zeros" else blur(images, blur_sigma)
@@ -355,8 +356,8 @@ def deletion_insertion(
     batch_size = _check_positive_int("batch_size", batch_size)
     if batch_size < 2:
         raise GatelabError(f"batch_size must be >= 2 (deletion and insertion share a forward); got {batch_size}")
-    del_ref = _reference(reference, images, blur_sigma)
-    ins_ref = del_ref if insertion_reference is None else _reference(insertion_reference, images, blur_sigma)
+    del_ref = reference_images(reference, images, blur_sigma)
+    ins_ref = del_ref if insertion_reference is None else reference_images(insertion_reference, images, blur_sigma)
 
     counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * pixels / steps).long()
     fractions = counts.double().div(pixels).float()
@@ -411,7 +412,7 @@ def keep_top_accuracy(
     fractions = [float(f) for f in fractions]
     if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
         raise GatelabError(f"fractions must be a non-empty list of numbers in [0, 1]; got {fractions}")
-    ref = _reference(reference, images, blur_sigma)
+    ref = reference_images(reference, images, blur_sigma)
     correct = torch.zeros(len(fractions), dtype=torch.long)
     device = _device_of(classifier, images)
     with _eval_mode(classifier), torch.no_grad():
