@@ -6,18 +6,18 @@ MODEL is a `gatelab gates train` model (OUT.safetensors) or an NPN training
 checkpoint (`gatelab npn train`'s checkpoint.pt, or a reproduction's
 checkpoints/*.pt). The network is exported with its test-time gates, then its
 weights are trained on the run's own training split (plain cross-entropy, Adam,
-batch 128), and its error on the run's validation split is printed every two
-epochs; the test split is not read. If the error stays where it was, more
-training of these weights does not close the gap: the architecture (and the
-solution the gates settled in) sets it.
+batch 128: gatelab.training.fit_classifier), and its error on the run's
+validation split is printed after every epoch; the test split is not read. If
+the error stays where it was, more training of these weights does not close
+the gap: the architecture (and the solution the gates settled in) sets it.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from gatelab.checkpoint import load_state
 from gatelab.evaluation import classifier_scores
@@ -27,6 +27,7 @@ from gatelab.npn import make_plastic
 from gatelab.npn.plasticity import FORMAT as NPN_FORMAT
 from gatelab.npn.plasticity import K_HARD, set_k
 from gatelab.npn.train import NPNConfig, training_splits
+from gatelab.training import fit_classifier
 
 
 def gated_model(path: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
@@ -48,27 +49,30 @@ def gated_model(path: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
     return model, (x, y, xv, yv)
 
 
+@dataclass
+class FinetuneConfig:
+    """What ``fit_classifier`` reads: epochs, Adam's step and the batch size."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 128
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="gates models (.safetensors) or NPN training checkpoints (.pt)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of further training (default: 10)")
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam's step (default: 1e-4)")
     args = parser.parse_args()
+    config = FinetuneConfig(args.epochs, args.lr)
     for path in args.models:
         model, (x, y, xv, yv) = gated_model(path)
         small = export(model).requires_grad_(True)
-        errors = [f"exported {classifier_scores(small, xv, yv)['error']:.2f}%"]
-        optimizer = torch.optim.Adam(small.parameters(), lr=args.lr)
-        for epoch in range(1, args.epochs + 1):
-            small.train()
-            for batch in torch.randperm(len(x)).split(128):
-                optimizer.zero_grad()
-                F.cross_entropy(small(x[batch]), y[batch]).backward()
-                optimizer.step()
-            if epoch % 2 == 0 or epoch == args.epochs:
-                errors.append(f"{epoch}: {classifier_scores(small, xv, yv)['error']:.2f}%")
+        before = classifier_scores(small, xv, yv)["error"]
+        history = fit_classifier("finetune", config, small, (x, y), (xv, yv), quiet=True)
+        errors = ", ".join(f"{h['epoch']}: {h['validation_error']:.2f}%" for h in history)
         parameters = sum(p.numel() for p in small.parameters())
-        print(f"{path} ({parameters:,} parameters), validation error: {', '.join(errors)}")
+        print(f"{path} ({parameters:,} parameters), validation error: exported {before:.2f}%, {errors}")
 
 
 if __name__ == "__main__":
