@@ -209,3 +209,13 @@ def test_killed_training_resumes_from_its_intact_checkpoint(tmp_path, capsys):
     assert f"resuming {ckpt} at epoch {saved['epoch'] + 1}, step {saved['step']}" in err
     assert err.count("epoch 1/2:") == (saved["epoch"] == 0)  # finished epochs are not run again
     assert out.is_file() and load_state(ckpt)["epoch"] == 2
+
+
+def test_explain_and_compress_default_to_their_own_l0_strengths():
+    from gatelab.cli import build_parser
+    from gatelab.nice.masks import COMPRESS_LAM, NICEConfig
+
+    parser = build_parser()
+    explain = parser.parse_args(["nice", "explain", "mnist", "--classifier", "c.safetensors"])
+    compress = parser.parse_args(["nice", "compress", "mnist", "--classifier", "c.safetensors"])
+    assert (explain.lam, compress.lam) == (NICEConfig().lam, COMPRESS_LAM) == (0.5, 2.0)
